@@ -1,0 +1,405 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/runtime/image"
+)
+
+func (g *globals) imageStore() (*image.Store, error) {
+	return image.Open(g.cfg.Root, image.Options{
+		Registries:             g.cfg.Registries,
+		MaxConcurrentDownloads: g.cfg.Image.MaxConcurrentDownloads,
+	})
+}
+
+func imageCommand(g *globals) *cobra.Command {
+	c := &cobra.Command{Use: "image", Short: "Manage images"}
+	c.AddCommand(imagePull(g), imageImport(g), imageExport(g), imageList(g), imageInspect(g),
+		imageRemove(g), imageTag(g), imageGC(g), imagePrune(g))
+	return c
+}
+
+func imagePull(g *globals) *cobra.Command {
+	var creds string
+	var quiet bool
+	c := &cobra.Command{
+		Use:   "pull REF",
+		Short: "Pull an image from a registry",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := g.imageStore()
+			if err != nil {
+				return err
+			}
+			opts := image.PullOptions{}
+			if creds != "" {
+				user, pass, ok := strings.Cut(creds, ":")
+				if !ok {
+					return errdefs.InvalidArgument("--creds wants USER:PASSWORD")
+				}
+				opts.Auth = &authn.AuthConfig{Username: user, Password: pass}
+			}
+			out := cmd.OutOrStdout()
+			if p := newProgress(out, quiet); p != nil {
+				opts.Progress = p.event
+				defer p.finish()
+			}
+			img, err := s.Pull(cmd.Context(), args[0], opts)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "%s\n", img.ID)
+			return nil
+		},
+	}
+	c.Flags().StringVar(&creds, "creds", "", "registry credentials USER:PASSWORD (default: ~/.docker/config.json)")
+	c.Flags().BoolVarP(&quiet, "quiet", "q", false, "no progress display")
+	return c
+}
+
+func imageImport(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "import FILE",
+		Short: "Import images from a docker save or OCI layout tarball (- for stdin)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := g.imageStore()
+			if err != nil {
+				return err
+			}
+			var r io.Reader = cmd.InOrStdin()
+			if args[0] != "-" {
+				f, err := os.Open(args[0])
+				if err != nil {
+					return errdefs.InvalidArgument("import: %w", err)
+				}
+				defer f.Close()
+				r = f
+			}
+			imgs, err := s.Import(cmd.Context(), r, nil)
+			if err != nil {
+				return err
+			}
+			for _, img := range imgs {
+				name := "<none>"
+				if len(img.RepoTags) > 0 {
+					name = strings.Join(img.RepoTags, ", ")
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "imported %s %s\n", name, img.ID)
+			}
+			return nil
+		},
+	}
+}
+
+func imageExport(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "export REF [REF...] FILE",
+		Short: "Export images as an OCI layout tarball that docker load also reads (- for stdout)",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := g.imageStore()
+			if err != nil {
+				return err
+			}
+			refs, file := args[:len(args)-1], args[len(args)-1]
+			if file == "-" {
+				return s.Export(cmd.Context(), cmd.OutOrStdout(), refs)
+			}
+			f, err := os.CreateTemp(dirOf(file), ".runclet-export-*")
+			if err != nil {
+				return err
+			}
+			defer os.Remove(f.Name())
+			if err := s.Export(cmd.Context(), f, refs); err != nil {
+				f.Close()
+				return err
+			}
+			if err := f.Close(); err != nil {
+				return err
+			}
+			return os.Rename(f.Name(), file)
+		},
+	}
+}
+
+func dirOf(p string) string {
+	if i := strings.LastIndex(p, "/"); i >= 0 {
+		return p[:i+1]
+	}
+	return "."
+}
+
+type outputFlag struct{ format string }
+
+func (o *outputFlag) add(c *cobra.Command) {
+	c.Flags().StringVarP(&o.format, "output", "o", "table", "output format: table or json")
+}
+
+func (o *outputFlag) json() (bool, error) {
+	switch o.format {
+	case "table":
+		return false, nil
+	case "json":
+		return true, nil
+	}
+	return false, errdefs.InvalidArgument("--output %q: want table or json", o.format)
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func imageList(g *globals) *cobra.Command {
+	var out outputFlag
+	var quiet bool
+	c := &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List images",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			asJSON, err := out.json()
+			if err != nil {
+				return err
+			}
+			s, err := g.imageStore()
+			if err != nil {
+				return err
+			}
+			imgs, err := s.List()
+			if err != nil {
+				return err
+			}
+			w := cmd.OutOrStdout()
+			if asJSON {
+				return printJSON(w, imgs)
+			}
+			if quiet {
+				for _, img := range imgs {
+					fmt.Fprintln(w, img.ID.Encoded())
+				}
+				return nil
+			}
+			tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+			fmt.Fprintln(tw, "IMAGE\tTAG\tDIGEST\tIMAGE ID\tSIZE")
+			for _, img := range imgs {
+				dg := img.ManifestDigest.String()
+				if img.IndexDigest != "" {
+					dg = img.IndexDigest.String()
+				}
+				id := img.ID.Encoded()[:12]
+				if len(img.RepoTags) == 0 {
+					fmt.Fprintf(tw, "<none>\t<none>\t%s\t%s\t%s\n", dg, id, humanSize(img.Size))
+				}
+				for _, t := range img.RepoTags {
+					i := strings.LastIndex(t, ":")
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t[:i], t[i+1:], dg, id, humanSize(img.Size))
+				}
+			}
+			return tw.Flush()
+		},
+	}
+	out.add(c)
+	c.Flags().BoolVarP(&quiet, "quiet", "q", false, "print image IDs only")
+	return c
+}
+
+func imageInspect(g *globals) *cobra.Command {
+	var full bool
+	c := &cobra.Command{
+		Use:   "inspect REF",
+		Short: "Print an image's configuration as JSON",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := g.imageStore()
+			if err != nil {
+				return err
+			}
+			img, err := s.Get(args[0])
+			if err != nil {
+				return err
+			}
+			cfg, err := s.Config(img)
+			if err != nil {
+				return err
+			}
+			if full {
+				return printJSON(cmd.OutOrStdout(), map[string]any{"image": img, "config": cfg})
+			}
+			return printJSON(cmd.OutOrStdout(), cfg)
+		},
+	}
+	c.Flags().BoolVar(&full, "full", false, "also print the store's record: names, digests, layers")
+	return c
+}
+
+func imageRemove(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:     "rm REF|ID|DIGEST...",
+		Aliases: []string{"remove", "rmi"},
+		Short:   "Remove a tag, or an image with all its tags (by ID or digest)",
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := g.imageStore()
+			if err != nil {
+				return err
+			}
+			for _, a := range args {
+				img, err := s.Remove(a)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "removed %s (%s)\n", a, img.ID)
+			}
+			return nil
+		},
+	}
+}
+
+func imageTag(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "tag SOURCE TARGET",
+		Short: "Give an image another name",
+		Args:  cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := g.imageStore()
+			if err != nil {
+				return err
+			}
+			_, err = s.Tag(args[0], args[1])
+			return err
+		},
+	}
+}
+
+func imageGC(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "gc",
+		Short: "Remove unreferenced blobs, unpacked layers and crash debris",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := g.imageStore()
+			if err != nil {
+				return err
+			}
+			st, err := s.GC(cmd.Context())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "removed %d blobs, %d layers, %d partial downloads; freed %s\n", st.Blobs, st.Layers, st.Debris, humanSize(st.Bytes))
+			return nil
+		},
+	}
+}
+
+func imagePrune(g *globals) *cobra.Command {
+	var all bool
+	c := &cobra.Command{
+		Use:   "prune",
+		Short: "Remove untagged images (with --all, every image no pod uses)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			s, err := g.imageStore()
+			if err != nil {
+				return err
+			}
+			removed, st, err := s.Prune(cmd.Context(), all, nil)
+			for _, img := range removed {
+				fmt.Fprintf(cmd.OutOrStdout(), "removed %s\n", img.ID)
+			}
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "freed %s\n", humanSize(st.Bytes))
+			return nil
+		},
+	}
+	c.Flags().BoolVarP(&all, "all", "a", false, "remove every image, not only untagged ones")
+	return c
+}
+
+func humanSize(n int64) string {
+	const unit = 1000 // as docker and crictl print sizes
+	if n < unit {
+		return fmt.Sprintf("%dB", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.3g%cB", float64(n)/float64(div), "kMGTPE"[exp])
+}
+
+// progress draws per-layer lines like `docker pull` on a terminal.
+type progress struct {
+	w     io.Writer
+	order []string
+	state map[string]image.ProgressEvent
+	drawn int
+	last  time.Time
+	mu    chan struct{}
+}
+
+func newProgress(w io.Writer, quiet bool) *progress {
+	f, ok := w.(*os.File)
+	if quiet || !ok || !term.IsTerminal(int(f.Fd())) {
+		return nil
+	}
+	p := &progress{w: w, state: map[string]image.ProgressEvent{}, mu: make(chan struct{}, 1)}
+	return p
+}
+
+func (p *progress) event(ev image.ProgressEvent) {
+	p.mu <- struct{}{}
+	defer func() { <-p.mu }()
+	if _, ok := p.state[ev.ID]; !ok {
+		p.order = append(p.order, ev.ID)
+	}
+	if ev.Total == 0 {
+		ev.Total = p.state[ev.ID].Total
+	}
+	p.state[ev.ID] = ev
+	final := ev.Action == "done" || ev.Action == "already exists"
+	if !final && time.Since(p.last) < 100*time.Millisecond {
+		return
+	}
+	p.redraw()
+}
+
+func (p *progress) redraw() {
+	p.last = time.Now()
+	if p.drawn > 0 {
+		fmt.Fprintf(p.w, "\x1b[%dA", p.drawn)
+	}
+	for _, id := range p.order {
+		ev := p.state[id]
+		line := fmt.Sprintf("%s: %s", id, ev.Action)
+		if ev.Action == "downloading" || ev.Action == "extracting" {
+			line += fmt.Sprintf(" %s/%s", humanSize(ev.Current), humanSize(ev.Total))
+		}
+		fmt.Fprintf(p.w, "\x1b[2K%s\n", line)
+	}
+	p.drawn = len(p.order)
+}
+
+func (p *progress) finish() {
+	p.mu <- struct{}{}
+	defer func() { <-p.mu }()
+	p.redraw()
+}

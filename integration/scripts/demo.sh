@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# runclet's main job with its embedded defaults, from nothing: install what
+# is needed, build, make a busybox test image locally (no internet), import
+# it into the image store and list it.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+./integration/scripts/setup.sh
+export PATH="$PATH:/usr/local/go/bin"
+make build
+image="$(mktemp -d)/busybox.tar"
+go run ./integration/cmd/mkimage -o "$image" -name localhost/runclet/busybox:latest
+./bin/runclet image import "$image"
+./bin/runclet image ls
+rm -rf "$(dirname "$image")"

@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Installs what the tests need and runs all of them. As root nothing is
+# skipped; CI runs exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+./integration/scripts/setup.sh
+export PATH="$PATH:/usr/local/go/bin"
+make test

@@ -1,0 +1,61 @@
+package fsutil
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestWriteFileAtomicReplacesAndLeavesNoTemp(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "state.json")
+	for _, content := range []string{"one", "two"} {
+		if err := WriteFileAtomic(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		got, _ := os.ReadFile(p)
+		if string(got) != content {
+			t.Fatalf("content = %q, want %q", got, content)
+		}
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 1 {
+		t.Fatalf("temp files left: %v", ents)
+	}
+	st, _ := os.Stat(p)
+	if st.Mode().Perm() != 0o600 {
+		t.Fatalf("mode = %v", st.Mode())
+	}
+}
+
+func TestLockExcludesWithinOneProcess(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "l")
+	l1, err := LockFile(p, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l, _ := TryLockFile(p); l != nil {
+		t.Fatal("second exclusive lock granted while the first is held")
+	}
+	got := make(chan struct{})
+	go func() {
+		l2, err := LockFile(p, true)
+		if err == nil {
+			l2.Unlock()
+		}
+		close(got)
+	}()
+	select {
+	case <-got:
+		t.Fatal("shared lock granted while an exclusive one is held")
+	case <-time.After(50 * time.Millisecond):
+	}
+	l1.Unlock()
+	<-got
+	l3, _ := TryLockFile(p)
+	if l3 == nil {
+		t.Fatal("lock not free after unlock")
+	}
+	l3.Unlock()
+}

@@ -1,0 +1,252 @@
+package image
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
+	"github.com/opencontainers/go-digest"
+
+	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/runtime/fsutil"
+)
+
+// UserAgent is sent to registries.
+var UserAgent = "runclet"
+
+// PullOptions tunes one pull.
+type PullOptions struct {
+	// Auth, when set, is used instead of the keychain (the CRI passes
+	// kubelet's image pull secrets this way).
+	Auth *authn.AuthConfig
+	// Progress receives per-layer progress.
+	Progress ProgressFunc
+}
+
+// endpoint is one place an image can be pulled from: a mirror or the
+// registry host itself.
+type endpoint struct {
+	host     string
+	insecure bool // plain HTTP allowed, TLS not verified
+	mirror   bool
+}
+
+// endpoints lists where to look for images of host: its mirrors in the
+// configured order, then the host.
+func (s *Store) endpoints(host string) []endpoint {
+	reg := s.opts.Registries[host]
+	var out []endpoint
+	for _, m := range reg.Mirrors {
+		ep := endpoint{mirror: true}
+		switch {
+		case strings.HasPrefix(m, "http://"):
+			ep.host, ep.insecure = strings.TrimPrefix(m, "http://"), true
+		default:
+			ep.host = strings.TrimPrefix(m, "https://")
+			ep.insecure = s.opts.Registries[ep.host].Insecure
+		}
+		ep.host = strings.TrimSuffix(ep.host, "/")
+		out = append(out, ep)
+	}
+	return append(out, endpoint{host: host, insecure: reg.Insecure})
+}
+
+// Pull fetches an image (a tag or digest reference) into the store,
+// resolving an index to this machine's platform, and names it ref.
+func (s *Store) Pull(ctx context.Context, refStr string, opts PullOptions) (Image, error) {
+	ref, err := ParseReference(refStr)
+	if err != nil {
+		return Image{}, err
+	}
+	gcLock, err := fsutil.LockFile(s.lockPath("gc.lock"), true)
+	if err != nil {
+		return Image{}, err
+	}
+	defer gcLock.Unlock()
+
+	var errs []error
+	for _, ep := range s.endpoints(ref.Host()) {
+		img, err := s.pullFrom(ctx, ref, ep, opts)
+		if err == nil {
+			return img, nil
+		}
+		if ctx.Err() != nil {
+			return Image{}, fmt.Errorf("pull %s: %w", ref, ctx.Err())
+		}
+		slog.WarnContext(ctx, "pull attempt failed", "ref", ref.String(), "endpoint", ep.host, "mirror", ep.mirror, "err", err)
+		errs = append(errs, fmt.Errorf("from %s: %w", ep.host, err))
+	}
+	err = errors.Join(errs...)
+	if allNotFound(errs) {
+		return Image{}, errdefs.NotFound("pull %s: image not found: %w", ref, err)
+	}
+	// The causes keep their classes (a rejected blob is InvalidArgument);
+	// what has none is the registry being unreachable.
+	if errors.Is(err, errdefs.ErrInvalidArgument) || errors.Is(err, errdefs.ErrFailedPrecondition) || errors.Is(err, errdefs.ErrNotFound) {
+		return Image{}, fmt.Errorf("pull %s: %w", ref, err)
+	}
+	return Image{}, errdefs.Unavailable("pull %s: %w", ref, err)
+}
+
+func allNotFound(errs []error) bool {
+	for _, err := range errs {
+		var terr *transport.Error
+		if errdefs.IsNotFound(err) {
+			continue
+		}
+		if !errors.As(err, &terr) || terr.StatusCode != http.StatusNotFound {
+			return false
+		}
+	}
+	return len(errs) > 0
+}
+
+func (s *Store) pullFrom(ctx context.Context, ref Reference, ep endpoint, opts PullOptions) (Image, error) {
+	var nopts []name.Option
+	if ep.insecure {
+		nopts = append(nopts, name.Insecure)
+	}
+	src := ep.host + "/" + ref.Path()
+	if ref.Digest != "" {
+		src += "@" + ref.Digest.String()
+	} else {
+		src += ":" + ref.Tag
+	}
+	nref, err := name.ParseReference(src, nopts...)
+	if err != nil {
+		return Image{}, errdefs.InvalidArgument("reference %s at %s: %w", ref, ep.host, err)
+	}
+	ropts := []remote.Option{
+		remote.WithContext(ctx),
+		remote.WithTransport(registryTransport(ep)),
+		remote.WithPlatform(s.opts.Platform),
+		remote.WithUserAgent(UserAgent),
+	}
+	if ep.mirror {
+		// A failing mirror should cost little before the next endpoint is
+		// tried; the registry itself gets go-containerregistry's full
+		// patience (three tries over several seconds).
+		ropts = append(ropts, remote.WithRetryBackoff(remote.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Steps: 2}))
+	}
+	if opts.Auth != nil {
+		ropts = append(ropts, remote.WithAuth(authn.FromConfig(*opts.Auth)))
+	} else {
+		ropts = append(ropts, remote.WithAuthFromKeychain(s.opts.Keychain))
+	}
+	desc, err := remote.Get(nref, ropts...)
+	if err != nil {
+		return Image{}, err
+	}
+	top, err := s.putBlobBytes(desc.Manifest)
+	if err != nil {
+		return Image{}, err
+	}
+	if ref.Digest != "" && top != ref.Digest {
+		return Image{}, errdefs.InvalidArgument("manifest %s from %s has digest %s: rejected", ref.Digest, ep.host, top)
+	}
+	var indexDigest digest.Digest
+	if desc.MediaType.IsIndex() {
+		indexDigest = top
+	}
+	rimg, err := desc.Image() // resolves an index to our platform
+	if err != nil {
+		if indexDigest != "" {
+			return Image{}, errdefs.NotFound("%s has no image for platform %s: %w", ref, s.opts.Platform.String(), err)
+		}
+		return Image{}, err
+	}
+	raw, err := rimg.RawManifest()
+	if err != nil {
+		return Image{}, err
+	}
+	md, err := s.putBlobBytes(raw)
+	if err != nil {
+		return Image{}, err
+	}
+	cfgName, err := rimg.ConfigName()
+	if err != nil {
+		return Image{}, err
+	}
+	cfgDigest := digest.Digest(cfgName.String())
+	if !s.hasBlob(cfgDigest, -1) {
+		cfgRaw, err := rimg.RawConfigFile()
+		if err != nil {
+			return Image{}, err
+		}
+		if err := s.putBlob(cfgDigest, int64(len(cfgRaw)), bytesReader(cfgRaw)); err != nil {
+			return Image{}, err
+		}
+	}
+	fetch := func(l Layer) fetchFunc {
+		return func(context.Context) (io.ReadCloser, error) {
+			h, err := v1.NewHash(l.Digest.String())
+			if err != nil {
+				return nil, err
+			}
+			rl, err := rimg.LayerByDigest(h)
+			if err != nil {
+				return nil, err
+			}
+			return rl.Compressed()
+		}
+	}
+	img, err := s.materialize(ctx, md, fetch, s.opts.MaxConcurrentDownloads, &progressTracker{fn: opts.Progress})
+	if err != nil {
+		return Image{}, err
+	}
+	img.IndexDigest = indexDigest
+	var tags []Reference
+	if ref.Tag != "" {
+		tags = append(tags, ref)
+	}
+	return s.record(img, tags, []Reference{ref.WithDigest(top)})
+}
+
+// registryTransport is http.DefaultTransport with this endpoint's TLS
+// policy, refusing plain HTTP unless the endpoint is insecure or on
+// loopback. (go-containerregistry would also fall back to HTTP for private
+// address ranges; runclet only does where configured.)
+func registryTransport(ep endpoint) http.RoundTripper {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	if ep.insecure {
+		t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // configured by the operator for this host
+	}
+	return &plainHTTPGuard{next: t, allow: ep.insecure || isLoopbackHost(ep.host)}
+}
+
+type plainHTTPGuard struct {
+	next  http.RoundTripper
+	allow bool
+}
+
+func (g *plainHTTPGuard) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.URL.Scheme == "http" && !g.allow && !isLoopbackHost(r.URL.Host) {
+		return nil, errdefs.FailedPrecondition("refusing plain HTTP to %s: configure the registry as insecure to allow it", r.URL.Host)
+	}
+	return g.next.RoundTrip(r)
+}
+
+func isLoopbackHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.Trim(host, "[]")
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
