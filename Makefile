@@ -14,7 +14,7 @@ help: ## list the targets
 
 build: ## build bin/runclet and bin/stage1-runc
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/runclet ./cmd/runclet
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/stage1-runc ./cmd/stage1-runc
+	CGO_ENABLED=1 $(GO) build -trimpath -tags seccomp -ldflags '$(LDFLAGS) -s -w' -o bin/stage1-runc ./cmd/stage1-runc
 
 test: lint ## run every test (as root: nothing is skipped)
 	$(GO) test $(TESTFLAGS) ./...
@@ -29,6 +29,9 @@ lint: ## gofmt and go vet
 
 bench: ## Go benchmarks of the image store (unpack and pull)
 	$(GO) test -run '^$$' -bench . -benchtime 5x ./runtime/image/...
+
+bench-images: build ## compare runclet's image pull and unpack with skopeo + umoci (root)
+	$(GO) run ./integration/cmd/imagebench -runclet bin/runclet
 
 install: build ## install the binaries into $(PREFIX)/bin
 	install -D -m 0755 bin/runclet $(DESTDIR)$(PREFIX)/bin/runclet

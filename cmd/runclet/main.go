@@ -44,8 +44,13 @@ func main() {
 	pf.StringVar(&g.runRoot, "run-root", "", "runtime state root (default from config: /run/runclet)")
 	pf.BoolVar(&g.debug, "debug", false, "log debug messages")
 
-	root.AddCommand(imageCommand(g), configCommand(g))
+	root.AddCommand(imageCommand(g), configCommand(g), runCommand(g), appCommand(g))
+	root.AddCommand(podCommands(g)...)
 	if err := root.Execute(); err != nil {
+		var code exitError
+		if errors.As(err, &code) {
+			os.Exit(int(code)) // the app's own exit code; it said why itself
+		}
 		fmt.Fprintln(os.Stderr, "runclet:", err)
 		os.Exit(exitCode(err))
 	}

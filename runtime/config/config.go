@@ -26,8 +26,36 @@ var defaultTOML string
 type Config struct {
 	Root       string              `toml:"root"`
 	RunRoot    string              `toml:"run_root"`
+	Stage1     Stage1              `toml:"stage1"`
+	Cgroup     Cgroup              `toml:"cgroup"`
+	Log        Log                 `toml:"log"`
+	Network    Network             `toml:"network"`
 	Image      Image               `toml:"image"`
 	Registries map[string]Registry `toml:"registries"`
+}
+
+// Stage1 selects the pod supervisor.
+type Stage1 struct {
+	Path          string `toml:"path"`
+	DefaultFlavor string `toml:"default_flavor"`
+}
+
+// Cgroup selects the cgroup driver.
+type Cgroup struct {
+	Driver string `toml:"driver"`
+}
+
+// Log tunes CRI log files.
+type Log struct {
+	MaxLineSize int `toml:"max_line_size"`
+}
+
+// Network configures CNI.
+type Network struct {
+	ConfDir       string   `toml:"conf_dir"`
+	BinDirs       []string `toml:"bin_dirs"`
+	DefaultBridge string   `toml:"default_bridge"`
+	DefaultSubnet string   `toml:"default_subnet"`
 }
 
 // Image tunes the image store.
@@ -105,6 +133,15 @@ func (c *Config) validate(source string) error {
 	}
 	if c.Image.MaxConcurrentDownloads < 1 {
 		return errdefs.InvalidArgument("config %s: image.max_concurrent_downloads must be at least 1", source)
+	}
+	if c.Cgroup.Driver != "cgroupfs" && c.Cgroup.Driver != "systemd" {
+		return errdefs.InvalidArgument("config %s: cgroup.driver %q: want cgroupfs or systemd", source, c.Cgroup.Driver)
+	}
+	if c.Stage1.DefaultFlavor != "runc" && c.Stage1.DefaultFlavor != "fly" {
+		return errdefs.InvalidArgument("config %s: stage1.default_flavor %q: want runc or fly", source, c.Stage1.DefaultFlavor)
+	}
+	if c.Log.MaxLineSize < 1024 {
+		return errdefs.InvalidArgument("config %s: log.max_line_size must be at least 1024", source)
 	}
 	for host, r := range c.Registries {
 		for _, m := range r.Mirrors {

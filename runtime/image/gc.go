@@ -160,3 +160,14 @@ func (s *Store) Usage() (Usage, error) {
 	}
 	return u, nil
 }
+
+// Hold keeps GC from running until release is called, so a caller can
+// look up an image's layers and record that it uses them without GC
+// removing them in between.
+func (s *Store) Hold() (release func(), err error) {
+	l, err := fsutil.LockFile(s.lockPath("gc.lock"), true)
+	if err != nil {
+		return nil, err
+	}
+	return func() { l.Unlock() }, nil
+}

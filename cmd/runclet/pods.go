@@ -1,0 +1,675 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/runtime/image"
+	"github.com/runclet/runclet/runtime/network"
+	"github.com/runclet/runclet/runtime/pod"
+	"github.com/runclet/runclet/spec"
+	"github.com/runclet/runclet/tty/crilog"
+)
+
+// podFlags are the options of a pod (runclet run, app sandbox).
+type podFlags struct {
+	name, hostname, flavor, net string
+	ports                       []string
+}
+
+func (f *podFlags) add(c *cobra.Command) {
+	c.Flags().StringVar(&f.name, "name", "", "pod name (default runclet-<id>)")
+	c.Flags().StringVar(&f.hostname, "hostname", "", "pod hostname (default: the pod name)")
+	c.Flags().StringVar(&f.flavor, "stage1", "", "stage1 flavor: runc (isolated) or fly (host namespaces)")
+	c.Flags().StringVar(&f.net, "net", "default", "network: default (CNI) or host")
+	c.Flags().StringSliceVarP(&f.ports, "port", "p", nil, "publish HOSTPORT:PORT[/tcp|udp] (repeatable)")
+}
+
+func (f *podFlags) config() (pod.PodConfig, error) {
+	cfg := pod.PodConfig{Name: f.name, Hostname: f.hostname, Flavor: f.flavor}
+	switch f.net {
+	case "default", "":
+	case "host":
+		cfg.HostNetwork = true
+	default:
+		return cfg, errdefs.InvalidArgument("--net %q: want default or host", f.net)
+	}
+	for _, p := range f.ports {
+		pm, err := parsePort(p)
+		if err != nil {
+			return cfg, err
+		}
+		cfg.Ports = append(cfg.Ports, pm)
+	}
+	return cfg, nil
+}
+
+func parsePort(s string) (network.PortMapping, error) {
+	spec, proto, _ := strings.Cut(s, "/")
+	host, ctr, ok := strings.Cut(spec, ":")
+	hp, err1 := strconv.ParseUint(host, 10, 16)
+	cp, err2 := strconv.ParseUint(ctr, 10, 16)
+	if !ok || err1 != nil || err2 != nil || hp == 0 || cp == 0 {
+		return network.PortMapping{}, errdefs.InvalidArgument("--port %q: want HOSTPORT:PORT[/tcp|udp]", s)
+	}
+	if proto == "" {
+		proto = "tcp"
+	}
+	if proto != "tcp" && proto != "udp" && proto != "sctp" {
+		return network.PortMapping{}, errdefs.InvalidArgument("--port %q: protocol must be tcp, udp or sctp", s)
+	}
+	return network.PortMapping{Protocol: proto, HostPort: int32(hp), ContainerPort: int32(cp)}, nil
+}
+
+// appFlags are the options of an app (runclet run, app add).
+type appFlags struct {
+	name, user, workdir, memory, entrypoint string
+	env, volumes, capAdd, capDrop           []string
+	privileged, readonly                    bool
+	pids                                    int64
+}
+
+func (f *appFlags) add(c *cobra.Command) {
+	c.Flags().StringVar(&f.user, "user", "", "user to run as: name, uid, name:group or uid:gid (default: the image's USER)")
+	c.Flags().StringVarP(&f.workdir, "workdir", "w", "", "working directory (default: the image's)")
+	c.Flags().StringVarP(&f.memory, "memory", "m", "", "memory limit, e.g. 64M or 1G")
+	c.Flags().Int64Var(&f.pids, "pids-limit", 0, "maximum number of processes")
+	c.Flags().StringVar(&f.entrypoint, "entrypoint", "", "override the image's entrypoint")
+	c.Flags().StringArrayVarP(&f.env, "env", "e", nil, "environment KEY=VALUE (repeatable)")
+	c.Flags().StringArrayVarP(&f.volumes, "volume", "v", nil, "bind mount HOSTPATH:PATH[:ro] (repeatable)")
+	c.Flags().StringSliceVar(&f.capAdd, "cap-add", nil, "capabilities to add")
+	c.Flags().StringSliceVar(&f.capDrop, "cap-drop", nil, "capabilities to drop")
+	c.Flags().BoolVar(&f.privileged, "privileged", false, "all capabilities and devices, no seccomp")
+	c.Flags().BoolVar(&f.readonly, "read-only", false, "read-only root filesystem")
+}
+
+func (f *appFlags) config(img string, args []string) (pod.AppConfig, error) {
+	cfg := pod.AppConfig{Name: f.name, Image: img}
+	s := &cfg.Spec
+	s.Args, s.Env, s.User, s.WorkingDir = args, f.env, f.user, f.workdir
+	if f.entrypoint != "" {
+		s.Command = []string{f.entrypoint}
+	}
+	s.CapAdd, s.CapDrop, s.Privileged, s.ReadonlyRootfs = f.capAdd, f.capDrop, f.privileged, f.readonly
+	s.Resources.PidsLimit = f.pids
+	if f.memory != "" {
+		n, err := parseBytes(f.memory)
+		if err != nil {
+			return cfg, err
+		}
+		s.Resources.MemoryLimit = n
+	}
+	for _, v := range f.volumes {
+		parts := strings.Split(v, ":")
+		if len(parts) < 2 || len(parts) > 3 || !filepath.IsAbs(parts[0]) || !filepath.IsAbs(parts[1]) || (len(parts) == 3 && parts[2] != "ro" && parts[2] != "rw") {
+			return cfg, errdefs.InvalidArgument("--volume %q: want HOSTPATH:PATH[:ro], both absolute", v)
+		}
+		s.Mounts = append(s.Mounts, spec.Mount{HostPath: parts[0], ContainerPath: parts[1], Readonly: len(parts) == 3 && parts[2] == "ro"})
+	}
+	if cfg.Name == "" {
+		cfg.Name = appNameFromImage(img)
+	}
+	return cfg, nil
+}
+
+// appNameFromImage makes a DNS label from an image name, as rkt named
+// apps after their image: "docker.io/library/busybox:1" → "busybox".
+func appNameFromImage(img string) string {
+	if ref, err := image.ParseReference(img); err == nil {
+		img = ref.Path()
+	}
+	img = filepath.Base(img)
+	var b strings.Builder
+	for _, r := range strings.ToLower(img) {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-' {
+			b.WriteRune(r)
+		}
+	}
+	if n := strings.Trim(b.String(), "-"); n != "" {
+		return n
+	}
+	return "app"
+}
+
+func parseBytes(s string) (int64, error) {
+	mult := int64(1)
+	t := strings.ToLower(strings.TrimSuffix(strings.ToLower(s), "b"))
+	switch {
+	case strings.HasSuffix(t, "k"):
+		mult, t = 1<<10, strings.TrimSuffix(t, "k")
+	case strings.HasSuffix(t, "m"):
+		mult, t = 1<<20, strings.TrimSuffix(t, "m")
+	case strings.HasSuffix(t, "g"):
+		mult, t = 1<<30, strings.TrimSuffix(t, "g")
+	}
+	n, err := strconv.ParseInt(t, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, errdefs.InvalidArgument("size %q: want a number with an optional k, m or g suffix", s)
+	}
+	return n * mult, nil
+}
+
+// ensureImage returns the image, pulling it when it is not in the store,
+// as `docker run` and `rkt run` do.
+func ensureImage(ctx context.Context, images *image.Store, ref string, out io.Writer) (image.Image, error) {
+	img, err := images.Get(ref)
+	if err == nil || !errdefs.IsNotFound(err) {
+		return img, err
+	}
+	opts := image.PullOptions{}
+	if p := newProgress(out, false); p != nil {
+		opts.Progress = p.event
+		defer p.finish()
+	}
+	return images.Pull(ctx, ref, opts)
+}
+
+func runCommand(g *globals) *cobra.Command {
+	var pf podFlags
+	var af appFlags
+	var rm, detach, interactive, tty bool
+	c := &cobra.Command{
+		Use:   "run [flags] IMAGE [-- ARGS...]",
+		Short: "Run a one-app pod; in the foreground it exits with the app's exit code",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if interactive || tty {
+				return errdefs.InvalidArgument("-i and -t need attach, which is not implemented yet (see docs/cli.md)")
+			}
+			m, images, err := g.podManager()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			if _, err := ensureImage(ctx, images, args[0], cmd.ErrOrStderr()); err != nil {
+				return err
+			}
+			pcfg, err := pf.config()
+			if err != nil {
+				return err
+			}
+			acfg, err := af.config(args[0], args[1:])
+			if err != nil {
+				return err
+			}
+			p, err := m.CreatePod(ctx, pcfg)
+			if err != nil {
+				return err
+			}
+			a, err := m.AddApp(ctx, p.ID, acfg)
+			if err == nil {
+				a, err = m.StartApp(ctx, p.ID, a.ID)
+			}
+			if err != nil {
+				m.RemovePod(context.Background(), p.ID)
+				return err
+			}
+			if detach {
+				fmt.Fprintln(cmd.OutOrStdout(), p.ID)
+				return nil
+			}
+			code, err := followApp(ctx, m, a, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			if rm {
+				err = m.RemovePod(context.Background(), p.ID)
+			} else {
+				err = m.StopPod(context.Background(), p.ID, 0)
+			}
+			if err != nil {
+				return err
+			}
+			if code != 0 {
+				return exitError(code)
+			}
+			return nil
+		},
+	}
+	pf.add(c)
+	af.add(c)
+	c.Flags().StringVar(&af.name, "app-name", "", "app name (default: from the image name)")
+	c.Flags().BoolVar(&rm, "rm", false, "remove the pod when the app exits")
+	c.Flags().BoolVarP(&detach, "detach", "d", false, "leave the pod running and print its ID")
+	c.Flags().BoolVarP(&interactive, "interactive", "i", false, "keep stdin open (needs attach)")
+	c.Flags().BoolVarP(&tty, "tty", "t", false, "allocate a terminal (needs attach)")
+	return c
+}
+
+// exitError makes runclet exit with the app's exit code.
+type exitError int
+
+func (e exitError) Error() string { return fmt.Sprintf("app exited with code %d", int(e)) }
+
+// followApp copies the app's log to stdout/stderr as it is written and
+// returns its exit code once it has exited and its log is drained. A
+// first SIGINT or SIGTERM stops the app (its stop signal, then SIGKILL).
+func followApp(ctx context.Context, m *pod.Manager, a *pod.App, stdout, stderr io.Writer) (int, error) {
+	finished := make(chan struct{})
+	exitFile := m.Layout().ExitFile(a.PodID, a.ID)
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	go func() {
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-tick.C:
+				if _, err := os.Stat(exitFile); err == nil {
+					close(finished)
+					return
+				}
+				if p, _, err := m.PodStatus(ctx, a.PodID); err == nil && p.State == pod.PodStopped {
+					close(finished)
+					return
+				}
+			case <-sigs:
+				go m.StopApp(context.Background(), a.PodID, a.ID, 10*time.Second)
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	err := crilog.Copy(ctx, a.LogPath, stdout, stderr, crilog.ReadOptions{Follow: true, Finished: finished, Tail: crilog.TailAll})
+	if err != nil && !errdefs.IsNotFound(err) {
+		return 0, err
+	}
+	<-finished
+	final, err := m.Layout().LoadApp(a.PodID, a.ID)
+	if err != nil {
+		return 0, err
+	}
+	return final.ExitCode, nil
+}
+
+func appCommand(g *globals) *cobra.Command {
+	c := &cobra.Command{Use: "app", Short: "Pod and app steps one at a time, as the CRI does them"}
+	var pf podFlags
+	sandbox := &cobra.Command{
+		Use:   "sandbox",
+		Short: "Create an empty pod (namespaces, network, supervisor) and print its ID",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			m, _, err := g.podManager()
+			if err != nil {
+				return err
+			}
+			cfg, err := pf.config()
+			if err != nil {
+				return err
+			}
+			p, err := m.CreatePod(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), p.ID)
+			return nil
+		},
+	}
+	pf.add(sandbox)
+
+	var af appFlags
+	add := &cobra.Command{
+		Use:   "add POD IMAGE [-- ARGS...]",
+		Short: "Create an app in a pod (not started) and print its ID",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, images, err := g.podManager()
+			if err != nil {
+				return err
+			}
+			p, err := m.FindPod(args[0])
+			if err != nil {
+				return err
+			}
+			if _, err := ensureImage(cmd.Context(), images, args[1], cmd.ErrOrStderr()); err != nil {
+				return err
+			}
+			cfg, err := af.config(args[1], args[2:])
+			if err != nil {
+				return err
+			}
+			a, err := m.AddApp(cmd.Context(), p.ID, cfg)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), a.ID)
+			return nil
+		},
+	}
+	af.add(add)
+	add.Flags().StringVar(&af.name, "name", "", "app name (default: from the image name)")
+
+	podApp := func(use, short string, fn func(context.Context, *pod.Manager, *pod.Pod, string) error) *cobra.Command {
+		return &cobra.Command{
+			Use:   use + " POD APP",
+			Short: short,
+			Args:  cobra.ExactArgs(2),
+			RunE: func(cmd *cobra.Command, args []string) error {
+				m, _, err := g.podManager()
+				if err != nil {
+					return err
+				}
+				p, err := m.FindPod(args[0])
+				if err != nil {
+					return err
+				}
+				return fn(cmd.Context(), m, p, args[1])
+			},
+		}
+	}
+	start := podApp("start", "Start a created app", func(ctx context.Context, m *pod.Manager, p *pod.Pod, app string) error {
+		_, err := m.StartApp(ctx, p.ID, app)
+		return err
+	})
+	var timeout time.Duration
+	stop := podApp("stop", "Stop an app: its stop signal, then SIGKILL after --timeout", func(ctx context.Context, m *pod.Manager, p *pod.Pod, app string) error {
+		_, err := m.StopApp(ctx, p.ID, app, timeout)
+		return err
+	})
+	stop.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "grace period before SIGKILL")
+	rmApp := podApp("rm", "Remove an app (killing it if it runs)", func(ctx context.Context, m *pod.Manager, p *pod.Pod, app string) error {
+		return m.RemoveApp(ctx, p.ID, app)
+	})
+	var out outputFlag
+	status := podApp("status", "Show one app", func(ctx context.Context, m *pod.Manager, p *pod.Pod, app string) error {
+		asJSON, err := out.json()
+		if err != nil {
+			return err
+		}
+		_, apps, err := m.PodStatus(ctx, p.ID)
+		if err != nil {
+			return err
+		}
+		for _, a := range apps {
+			if a.ID == app || a.Name == app || strings.HasPrefix(a.ID, app) && len(app) >= 4 {
+				if asJSON {
+					return printJSON(os.Stdout, a)
+				}
+				return printApps(os.Stdout, []*pod.App{a})
+			}
+		}
+		return errdefs.NotFound("app %q not found in pod %s", app, p.ID)
+	})
+	out.add(status)
+	var listOut outputFlag
+	list := &cobra.Command{
+		Use:   "list POD",
+		Short: "List a pod's apps",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			asJSON, err := listOut.json()
+			if err != nil {
+				return err
+			}
+			m, _, err := g.podManager()
+			if err != nil {
+				return err
+			}
+			p, err := m.FindPod(args[0])
+			if err != nil {
+				return err
+			}
+			_, apps, err := m.PodStatus(cmd.Context(), p.ID)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), apps)
+			}
+			return printApps(cmd.OutOrStdout(), apps)
+		},
+	}
+	listOut.add(list)
+	c.AddCommand(sandbox, add, start, stop, rmApp, status, list)
+	return c
+}
+
+func printApps(w io.Writer, apps []*pod.App) error {
+	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "APP ID\tNAME\tIMAGE\tSTATE\tEXIT\tCREATED")
+	for _, a := range apps {
+		exit := ""
+		if a.State == pod.AppExited {
+			exit = strconv.Itoa(a.ExitCode)
+			if a.Reason != "" && a.Reason != "Completed" {
+				exit += " (" + a.Reason + ")"
+			}
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", a.ID[:12], a.Name, a.Image, a.State, exit, a.CreatedAt.Local().Format(time.DateTime))
+	}
+	return tw.Flush()
+}
+
+type podView struct {
+	*pod.Pod
+	Apps []*pod.App `json:"apps"`
+}
+
+func podCommands(g *globals) []*cobra.Command {
+	var out outputFlag
+	list := &cobra.Command{
+		Use:     "list",
+		Aliases: []string{"ls"},
+		Short:   "List pods",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			asJSON, err := out.json()
+			if err != nil {
+				return err
+			}
+			m, _, err := g.podManager()
+			if err != nil {
+				return err
+			}
+			pods, err := m.ListPods()
+			if err != nil {
+				return err
+			}
+			views := make([]podView, 0, len(pods))
+			for _, p := range pods {
+				_, apps, err := m.PodStatus(cmd.Context(), p.ID)
+				if err != nil {
+					continue // removed meanwhile
+				}
+				views = append(views, podView{p, apps})
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), views)
+			}
+			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 8, 2, ' ', 0)
+			fmt.Fprintln(tw, "POD ID\tNAME\tSTATE\tFLAVOR\tAPPS\tIP\tCREATED")
+			for _, v := range views {
+				var names []string
+				for _, a := range v.Apps {
+					names = append(names, a.Name+":"+string(a.State))
+				}
+				ip := ""
+				if v.Attachment != nil && len(v.Attachment.PodIPs()) > 0 {
+					ip = v.Attachment.PodIPs()[0]
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.ID[:12], v.Name, v.State, v.Flavor, strings.Join(names, ","), ip, v.CreatedAt.Local().Format(time.DateTime))
+			}
+			return tw.Flush()
+		},
+	}
+	out.add(list)
+
+	var statusOut outputFlag
+	status := &cobra.Command{
+		Use:   "status POD",
+		Short: "Show a pod and its apps",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			asJSON, err := statusOut.json()
+			if err != nil {
+				return err
+			}
+			m, _, err := g.podManager()
+			if err != nil {
+				return err
+			}
+			p, err := m.FindPod(args[0])
+			if err != nil {
+				return err
+			}
+			p, apps, err := m.PodStatus(cmd.Context(), p.ID)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), podView{p, apps})
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "pod %s (%s): %s, flavor %s\n", p.ID, p.Name, p.State, p.Flavor)
+			if p.Attachment != nil {
+				fmt.Fprintf(w, "network %s: %s\n", p.Attachment.Network, strings.Join(p.Attachment.PodIPs(), ", "))
+			}
+			return printApps(w, apps)
+		},
+	}
+	statusOut.add(status)
+
+	var timeout time.Duration
+	stop := &cobra.Command{
+		Use:   "stop POD...",
+		Short: "Stop pods: their apps, supervisor and network",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return eachPod(g, cmd, args, func(ctx context.Context, m *pod.Manager, p *pod.Pod) error {
+				return m.StopPod(ctx, p.ID, timeout)
+			})
+		},
+	}
+	stop.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "grace period before SIGKILL")
+	rm := &cobra.Command{
+		Use:   "rm POD...",
+		Short: "Remove pods (stopping them first)",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return eachPod(g, cmd, args, func(ctx context.Context, m *pod.Manager, p *pod.Pod) error {
+				return m.RemovePod(ctx, p.ID)
+			})
+		},
+	}
+	gc := &cobra.Command{
+		Use:   "gc",
+		Short: "Remove stopped and crashed pods with everything they leaked, then unused image content",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			m, images, err := g.podManager()
+			if err != nil {
+				return err
+			}
+			res, err := m.GC(cmd.Context())
+			for _, id := range res.Pods {
+				fmt.Fprintf(cmd.OutOrStdout(), "removed pod %s\n", id)
+			}
+			if err != nil {
+				return err
+			}
+			st, err := images.GC(cmd.Context())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "removed %d blobs, %d layers; freed %s\n", st.Blobs, st.Layers, humanSize(st.Bytes))
+			return nil
+		},
+	}
+	logs := logsCommand(g)
+	return []*cobra.Command{list, status, stop, rm, gc, logs}
+}
+
+func eachPod(g *globals, cmd *cobra.Command, args []string, fn func(context.Context, *pod.Manager, *pod.Pod) error) error {
+	m, _, err := g.podManager()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, a := range args {
+		p, err := m.FindPod(a)
+		if err == nil {
+			err = fn(cmd.Context(), m, p)
+		}
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		fmt.Fprintln(cmd.OutOrStdout(), p.ID)
+	}
+	return errors.Join(errs...)
+}
+
+func logsCommand(g *globals) *cobra.Command {
+	var follow, timestamps bool
+	var tail int
+	var since time.Duration
+	c := &cobra.Command{
+		Use:   "logs POD [APP]",
+		Short: "Print an app's logs (the pod's only app when APP is omitted)",
+		Args:  cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, _, err := g.podManager()
+			if err != nil {
+				return err
+			}
+			p, err := m.FindPod(args[0])
+			if err != nil {
+				return err
+			}
+			_, apps, err := m.PodStatus(cmd.Context(), p.ID)
+			if err != nil {
+				return err
+			}
+			var a *pod.App
+			for _, x := range apps {
+				if len(args) == 1 || x.ID == args[1] || x.Name == args[1] {
+					if a != nil && len(args) == 1 {
+						return errdefs.InvalidArgument("pod %s has several apps: name one", p.ID)
+					}
+					a = x
+				}
+			}
+			if a == nil {
+				return errdefs.NotFound("no such app in pod %s", p.ID)
+			}
+			opts := crilog.ReadOptions{Follow: follow, Tail: tail, Timestamps: timestamps}
+			if since > 0 {
+				opts.Since = time.Now().Add(-since)
+			}
+			if follow {
+				finished := make(chan struct{})
+				opts.Finished = finished
+				go func() {
+					for {
+						if fresh, err := m.Layout().LoadApp(a.PodID, a.ID); err != nil || fresh.State == pod.AppExited {
+							close(finished)
+							return
+						}
+						time.Sleep(100 * time.Millisecond)
+					}
+				}()
+			}
+			return crilog.Copy(cmd.Context(), a.LogPath, cmd.OutOrStdout(), cmd.ErrOrStderr(), opts)
+		},
+	}
+	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep printing as the app writes, until it exits")
+	c.Flags().BoolVar(&timestamps, "timestamps", false, "prefix lines with their time")
+	c.Flags().IntVar(&tail, "tail", crilog.TailAll, "only the last N lines (-1: all)")
+	c.Flags().DurationVar(&since, "since", 0, "only lines newer than this, e.g. 10m")
+	return c
+}

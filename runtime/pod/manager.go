@@ -1,0 +1,778 @@
+package pod
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/runtime/image"
+	"github.com/runclet/runclet/runtime/network"
+	"github.com/runclet/runclet/spec"
+	"github.com/runclet/runclet/stage1-runc/proto"
+)
+
+// Flavors.
+const (
+	FlavorRunc = "runc"
+	FlavorFly  = "fly"
+)
+
+// Options configure a Manager.
+type Options struct {
+	Layout
+	Images        *image.Store
+	Network       *network.Manager
+	Stage1Path    string
+	DefaultFlavor string
+	SystemdCgroup bool
+	MaxLogLine    int
+}
+
+// Manager runs pods. Every method takes the pod's lock for its changes,
+// so the CLI and a daemon can share one data root.
+type Manager struct {
+	opts Options
+	l    Layout
+}
+
+// New returns a Manager and hooks pod layer use into image GC.
+func New(opts Options) (*Manager, error) {
+	if opts.DefaultFlavor == "" {
+		opts.DefaultFlavor = FlavorRunc
+	}
+	if opts.MaxLogLine <= 0 {
+		opts.MaxLogLine = 16 << 10
+	}
+	for _, d := range []string{filepath.Join(opts.Root, "pods"), filepath.Join(opts.RunRoot, "pods"), opts.Layout.StateRoot()} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return nil, err
+		}
+	}
+	m := &Manager{opts: opts, l: opts.Layout}
+	if opts.Images != nil {
+		opts.Images.InUse = m.layersInUse
+	}
+	return m, nil
+}
+
+// Layout is where the manager keeps pods.
+func (m *Manager) Layout() Layout { return m.l }
+
+// PodConfig is a pod request, from the CLI or CRI RunPodSandbox.
+type PodConfig struct {
+	Name, Namespace, UID string
+	Attempt              uint32
+	Hostname             string
+	Flavor               string
+	Labels, Annotations  map[string]string
+	HostNetwork          bool
+	HostPID, HostIPC     bool
+	Ports                []network.PortMapping
+	DNS                  *DNSConfig
+	// CgroupParent is the pod's cgroup (kubelet's pod cgroup); "" makes
+	// one of runclet's own, /runclet/<pod id>.
+	CgroupParent string
+	LogDirectory string
+	Sysctls      map[string]string
+}
+
+var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+
+// undo collects rollback steps; a failed operation runs them in reverse.
+type undo []func() error
+
+func (u *undo) add(f func() error) { *u = append(*u, f) }
+func (u *undo) run(what string) {
+	for i := len(*u) - 1; i >= 0; i-- {
+		if err := (*u)[i](); err != nil {
+			slog.Warn("rollback step failed", "of", what, "err", err)
+		}
+	}
+}
+
+// CreatePod prepares a pod: its directories, pinned namespaces, network,
+// per-pod /etc files and supervisor. On failure everything done is undone.
+func (m *Manager) CreatePod(ctx context.Context, cfg PodConfig) (_ *Pod, retErr error) {
+	p := &Pod{
+		ID: newID(), Name: cfg.Name, Namespace: cfg.Namespace, UID: cfg.UID, Attempt: cfg.Attempt,
+		Hostname: cfg.Hostname, Flavor: cfg.Flavor, Labels: cfg.Labels, Annotations: cfg.Annotations,
+		CreatedAt: time.Now().UTC(), State: PodPreparing, HostNetwork: cfg.HostNetwork, HostPID: cfg.HostPID,
+		HostIPC: cfg.HostIPC, Ports: cfg.Ports, DNS: cfg.DNS, CgroupParent: cfg.CgroupParent,
+		LogDirectory: cfg.LogDirectory, Sysctls: cfg.Sysctls,
+	}
+	if p.Flavor == "" {
+		p.Flavor = m.opts.DefaultFlavor
+	}
+	switch p.Flavor {
+	case FlavorRunc:
+	case FlavorFly:
+		p.HostNetwork, p.HostPID, p.HostIPC = true, true, true
+	default:
+		return nil, errdefs.InvalidArgument("unknown stage1 flavor %q (want runc or fly)", p.Flavor)
+	}
+	if p.Name == "" {
+		p.Name = "runclet-" + p.ID[:8]
+	}
+	if p.Hostname == "" {
+		p.Hostname = p.Name
+	}
+	if len(p.Hostname) > 63 || !dnsLabel.MatchString(p.Hostname) {
+		return nil, errdefs.InvalidArgument("hostname %q is not a valid DNS label", p.Hostname)
+	}
+	if p.CgroupParent == "" {
+		p.CgroupParent, p.CgroupParentOwned = "/runclet/"+p.ID, true
+		if m.opts.SystemdCgroup {
+			p.CgroupParent = "runclet-" + p.ID + ".slice"
+		}
+	}
+	if p.HostNetwork && len(p.Ports) > 0 {
+		p.Ports = nil // host network needs no mapping
+	}
+
+	var u undo
+	defer func() {
+		if retErr != nil {
+			u.run("create pod " + p.ID)
+		}
+	}()
+	for _, d := range []string{m.l.EtcDir(p.ID), filepath.Join(m.l.PodDir(p.ID), "apps"), filepath.Join(m.l.RunDir(p.ID), "ns")} {
+		if err := os.MkdirAll(d, 0o711); err != nil {
+			return nil, err
+		}
+	}
+	u.add(func() error { return os.RemoveAll(m.l.RunDir(p.ID)) })
+	u.add(func() error { return os.RemoveAll(m.l.PodDir(p.ID)) })
+	lock, err := m.l.lock(p.ID)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Unlock()
+	if err := m.l.savePod(p); err != nil {
+		return nil, err
+	}
+
+	if !p.HostNetwork {
+		p.NetNS = filepath.Join(m.l.RunDir(p.ID), "ns", "net")
+		if err := network.NewNetNS(p.NetNS); err != nil {
+			return nil, fmt.Errorf("pod network namespace: %w", err)
+		}
+		u.add(func() error { return network.RemoveNetNS(p.NetNS) })
+	}
+	if p.Flavor == FlavorRunc {
+		if !p.HostNetwork {
+			p.UTSNS = filepath.Join(m.l.RunDir(p.ID), "ns", "uts")
+		}
+		if !p.HostIPC {
+			p.IPCNS = filepath.Join(m.l.RunDir(p.ID), "ns", "ipc")
+		}
+		if p.UTSNS != "" || p.IPCNS != "" {
+			if err := m.pinNamespaces(p); err != nil {
+				return nil, err
+			}
+			u.add(func() error { return errors.Join(unpinNS(p.UTSNS), unpinNS(p.IPCNS)) })
+		}
+	}
+	if err := m.savePod(p); err != nil {
+		return nil, err
+	}
+	if p.NetNS != "" {
+		if m.opts.Network == nil {
+			return nil, errdefs.FailedPrecondition("pod %s needs a network but networking is not configured", p.ID)
+		}
+		var opts []network.SetupOption
+		if p.Namespace != "" {
+			opts = append(opts, network.WithKubernetesPod(p.Namespace, p.Name, p.UID))
+		}
+		att, err := m.opts.Network.Setup(ctx, p.ID, p.NetNS, p.Ports, opts...)
+		if err != nil {
+			return nil, err
+		}
+		p.Attachment = att
+		u.add(func() error { return m.opts.Network.Teardown(context.Background(), p.ID, p.NetNS, p.Ports) })
+		if err := m.savePod(p); err != nil {
+			return nil, err
+		}
+	}
+	if err := m.writeEtc(p); err != nil {
+		return nil, err
+	}
+	if err := m.startSupervisor(ctx, p); err != nil {
+		return nil, err
+	}
+	u.add(func() error { return m.call(context.Background(), p.ID, proto.MethodShutdown, nil, nil) })
+	p.State = PodReady
+	if err := m.savePod(p); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+func (m *Manager) savePod(p *Pod) error { return m.l.savePod(p) }
+
+func (m *Manager) pinNamespaces(p *Pod) error {
+	uts := p.UTSNS
+	if uts == "" {
+		// pinUTSIPC always makes a UTS namespace; with host networking
+		// the pod keeps the host's, so pin only IPC.
+		uts = filepath.Join(m.l.RunDir(p.ID), "ns", "uts-unused")
+		defer unpinNS(uts)
+	}
+	return pinUTSIPC(uts, p.IPCNS, p.Hostname)
+}
+
+func (m *Manager) writeEtc(p *Pod) error {
+	etc := m.l.EtcDir(p.ID)
+	dns := p.DNS
+	if dns == nil {
+		dns = &DNSConfig{}
+	}
+	if err := network.WriteResolvConf(filepath.Join(etc, "resolv.conf"), dns.Servers, dns.Searches, dns.Options, p.HostNetwork); err != nil {
+		return err
+	}
+	var ips []string
+	if p.Attachment != nil {
+		ips = p.Attachment.PodIPs()
+	}
+	if err := network.WriteHosts(filepath.Join(etc, "hosts"), p.Hostname, ips, p.HostNetwork); err != nil {
+		return err
+	}
+	hostname := p.Hostname
+	if p.HostNetwork {
+		hostname, _ = os.Hostname()
+	}
+	return network.WriteHostname(filepath.Join(etc, "hostname"), hostname)
+}
+
+// AppConfig is an app request, from the CLI or CRI CreateContainer.
+type AppConfig struct {
+	Name                string
+	Attempt             uint32
+	Image               string
+	Labels, Annotations map[string]string
+	// LogPath is the CRI log file; "" means app.log in the app's directory.
+	LogPath   string
+	Tty       bool
+	Stdin     bool
+	StdinOnce bool
+	// Spec is the OCI-level request; Name, Terminal, Stdin and RootfsPath
+	// are filled in from the fields above.
+	Spec spec.App
+}
+
+// AddApp creates an app in a ready pod: its rootfs on the image's layers,
+// its bundle, and its container in the supervisor (created, not started).
+func (m *Manager) AddApp(ctx context.Context, podID string, cfg AppConfig) (_ *App, retErr error) {
+	lock, err := m.l.lock(podID)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Unlock()
+	p, err := m.l.LoadPod(podID)
+	if err != nil {
+		return nil, err
+	}
+	if p.State != PodReady {
+		return nil, errdefs.FailedPrecondition("pod %s is %s, not ready", p.ID, p.State)
+	}
+	if len(cfg.Name) > 63 || !dnsLabel.MatchString(cfg.Name) {
+		return nil, errdefs.InvalidArgument("app name %q is not a valid DNS label", cfg.Name)
+	}
+	apps, err := m.l.ListApps(podID)
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range apps {
+		if a.Name == cfg.Name && a.Attempt == cfg.Attempt {
+			return nil, errdefs.AlreadyExists("app %q (attempt %d) already exists in pod %s as %s", cfg.Name, cfg.Attempt, podID, a.ID)
+		}
+	}
+	// Hold image GC off until the app records the layers it stacks.
+	release, err := m.opts.Images.Hold()
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	img, err := m.opts.Images.Get(cfg.Image)
+	if err != nil {
+		return nil, err
+	}
+	imgCfg, err := m.opts.Images.Config(img)
+	if err != nil {
+		return nil, err
+	}
+	layers, err := m.opts.Images.LayerDirs(img)
+	if err != nil {
+		return nil, err
+	}
+
+	a := &App{
+		ID: newID(), PodID: podID, Name: cfg.Name, Attempt: cfg.Attempt, Image: cfg.Image, ImageID: img.ID,
+		ImageRef: imageRef(img), Labels: cfg.Labels, Annotations: cfg.Annotations, LogPath: cfg.LogPath,
+		Tty: cfg.Tty, Stdin: cfg.Stdin, StdinOnce: cfg.StdinOnce, StopSignal: imgCfg.Config.StopSignal,
+		Mounts: cfg.Spec.Mounts, State: AppCreated, CreatedAt: time.Now().UTC(),
+	}
+	for _, l := range img.Layers {
+		a.Layers = append(a.Layers, l.ChainID)
+	}
+	appDir := m.l.AppDir(podID, a.ID)
+	if a.LogPath == "" {
+		a.LogPath = filepath.Join(appDir, "app.log")
+	}
+	var u undo
+	defer func() {
+		if retErr != nil {
+			u.run("add app " + a.ID)
+		}
+	}()
+	if err := os.MkdirAll(appDir, 0o711); err != nil {
+		return nil, err
+	}
+	u.add(func() error { return os.RemoveAll(appDir) })
+	if err := m.l.saveApp(a); err != nil {
+		return nil, err
+	}
+	rootfs := filepath.Join(m.l.Bundle(podID, a.ID), "rootfs")
+	if err := mountRootfs(layers, filepath.Join(appDir, "fs"), rootfs); err != nil {
+		return nil, err
+	}
+	u.add(func() error { return unmountRootfs(rootfs) })
+
+	req := cfg.Spec
+	req.Name, req.Terminal, req.Stdin, req.RootfsPath = cfg.Name, cfg.Tty, cfg.Stdin, rootfs
+	s, err := spec.Generate(imgCfg.Config, func(path string) ([]byte, error) { return m.opts.Images.ReadImageFile(img, path) }, req, m.specPod(p), spec.Flavor(p.Flavor))
+	if err != nil {
+		return nil, err
+	}
+	if err := spec.WriteBundle(m.l.Bundle(podID, a.ID), s); err != nil {
+		return nil, err
+	}
+	if s.Process != nil {
+		a.User = fmt.Sprintf("%d:%d", s.Process.User.UID, s.Process.User.GID)
+	}
+	if dir := filepath.Dir(a.LogPath); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	var st proto.AppState
+	err = m.call(ctx, podID, proto.MethodAddApp, proto.AddAppParams{
+		Name: a.ID, ContainerID: a.ID, Bundle: m.l.Bundle(podID, a.ID), LogPath: a.LogPath,
+		ExitFile: m.l.ExitFile(podID, a.ID), Stdin: a.Stdin, StdinOnce: a.StdinOnce, Terminal: a.Tty,
+	}, &st)
+	if err != nil {
+		return nil, err
+	}
+	a.Pid = st.Pid
+	if err := m.l.saveApp(a); err != nil {
+		m.call(context.Background(), podID, proto.MethodRemove, proto.NameParams{Name: a.ID}, nil)
+		return nil, err
+	}
+	return a, nil
+}
+
+func imageRef(img image.Image) string {
+	if len(img.RepoDigests) > 0 {
+		return img.RepoDigests[0]
+	}
+	return img.ID.String()
+}
+
+func (m *Manager) specPod(p *Pod) spec.Pod {
+	etc := m.l.EtcDir(p.ID)
+	return spec.Pod{
+		ID: p.ID, Name: p.Name, Hostname: p.Hostname,
+		NetNSPath: p.NetNS, IPCNSPath: p.IPCNS, UTSNSPath: p.UTSNS,
+		HostNetwork: p.HostNetwork, HostPID: p.HostPID, HostIPC: p.HostIPC,
+		CgroupParent: p.CgroupParent, SystemdCgroup: m.opts.SystemdCgroup,
+		ResolvConfPath: filepath.Join(etc, "resolv.conf"), HostsPath: filepath.Join(etc, "hosts"),
+		HostnamePath: filepath.Join(etc, "hostname"), Sysctls: p.Sysctls,
+	}
+}
+
+// findApp resolves an app by ID, unique ID prefix or name (the newest
+// attempt) within a pod.
+func (m *Manager) findApp(podID, idOrName string) (*App, error) {
+	apps, err := m.l.ListApps(podID)
+	if err != nil {
+		return nil, err
+	}
+	var found *App
+	for _, a := range apps {
+		if a.ID == idOrName {
+			return a, nil
+		}
+		if a.Name == idOrName && (found == nil || a.Attempt >= found.Attempt) {
+			found = a
+		}
+	}
+	if found != nil {
+		return found, nil
+	}
+	for _, a := range apps {
+		if len(idOrName) >= 4 && strings.HasPrefix(a.ID, idOrName) {
+			if found != nil {
+				return nil, errdefs.InvalidArgument("app %q is ambiguous in pod %s", idOrName, podID)
+			}
+			found = a
+		}
+	}
+	if found == nil {
+		return nil, errdefs.NotFound("app %q not found in pod %s", idOrName, podID)
+	}
+	return found, nil
+}
+
+// StartApp starts a created app.
+func (m *Manager) StartApp(ctx context.Context, podID, app string) (*App, error) {
+	lock, err := m.l.lock(podID)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Unlock()
+	a, err := m.findApp(podID, app)
+	if err != nil {
+		return nil, err
+	}
+	if a.State != AppCreated {
+		return nil, errdefs.FailedPrecondition("app %s is %s, not created", a.Name, a.State)
+	}
+	var st proto.AppState
+	if err := m.call(ctx, podID, proto.MethodStartApp, proto.NameParams{Name: a.ID}, &st); err != nil {
+		return nil, err
+	}
+	a.State, a.StartedAt, a.Pid = AppRunning, st.StartedAt, st.Pid
+	if st.Exit != nil {
+		applyExit(a, st.Exit)
+	}
+	return a, m.l.saveApp(a)
+}
+
+// StopApp stops an app: its stop signal (the image's StopSignal, else
+// SIGTERM), then SIGKILL after timeout. Stopping an exited app is a no-op.
+func (m *Manager) StopApp(ctx context.Context, podID, app string, timeout time.Duration) (*App, error) {
+	lock, err := m.l.lock(podID)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Unlock()
+	a, err := m.findApp(podID, app)
+	if err != nil {
+		return nil, err
+	}
+	return a, m.stopApp(ctx, a, timeout)
+}
+
+func (m *Manager) stopApp(ctx context.Context, a *App, timeout time.Duration) error {
+	if a.State == AppExited {
+		return nil
+	}
+	sig := syscall.SIGTERM
+	if a.StopSignal != "" {
+		if s, err := parseSignal(a.StopSignal); err == nil {
+			sig = s
+		}
+	}
+	var st proto.AppState
+	err := m.call(ctx, a.PodID, proto.MethodStopApp, proto.StopAppParams{Name: a.ID, Signal: int(sig), Timeout: timeout}, &st)
+	if errdefs.IsNotFound(err) || errors.Is(err, errdefs.ErrUnavailable) {
+		// The supervisor is gone (or never had the app): nothing runs.
+		return m.markGone(a)
+	}
+	if err != nil {
+		return err
+	}
+	if st.Exit != nil {
+		applyExit(a, st.Exit)
+	}
+	return m.l.saveApp(a)
+}
+
+// markGone records an app whose supervisor is gone without an exit file.
+func (m *Manager) markGone(a *App) error {
+	fresh, err := m.l.LoadApp(a.PodID, a.ID)
+	if err == nil && fresh.State == AppExited {
+		*a = *fresh
+		return nil
+	}
+	a.State, a.ExitCode, a.Reason, a.FinishedAt, a.Pid = AppExited, 255, "Error", time.Now().UTC(), 0
+	a.Message = "the pod supervisor is gone; the app was killed with it"
+	return m.l.saveApp(a)
+}
+
+// RemoveApp removes an app: kills it if it runs, removes its container,
+// unmounts its rootfs and deletes its directory (CLI logs included; a
+// CRI log path outside the pod stays for kubelet).
+func (m *Manager) RemoveApp(ctx context.Context, podID, app string) error {
+	lock, err := m.l.lock(podID)
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
+	a, err := m.findApp(podID, app)
+	if err != nil {
+		return err
+	}
+	return m.removeApp(ctx, a)
+}
+
+func (m *Manager) removeApp(ctx context.Context, a *App) error {
+	err := m.call(ctx, a.PodID, proto.MethodRemove, proto.NameParams{Name: a.ID}, nil)
+	if err != nil && !errdefs.IsNotFound(err) && !errors.Is(err, errdefs.ErrUnavailable) {
+		return err
+	}
+	if err != nil {
+		// No supervisor to do it: clean up what it would have.
+		if err := m.cleanupContainer(a.ID, m.appCgroup(a)); err != nil {
+			return err
+		}
+	}
+	if err := unmountRootfs(filepath.Join(m.l.Bundle(a.PodID, a.ID), "rootfs")); err != nil {
+		return err
+	}
+	return os.RemoveAll(m.l.AppDir(a.PodID, a.ID))
+}
+
+func (m *Manager) appCgroup(a *App) string {
+	p, err := m.l.LoadPod(a.PodID)
+	if err != nil || m.opts.SystemdCgroup {
+		return ""
+	}
+	return p.CgroupParent + "/" + a.ID
+}
+
+// cleanupContainer removes a container a dead supervisor left: its
+// processes (via its cgroup) and its libcontainer state directory.
+func (m *Manager) cleanupContainer(id, cgroup string) error {
+	var errs []error
+	if cgroup != "" {
+		errs = append(errs, removeCgroup(cgroup))
+	}
+	errs = append(errs, os.RemoveAll(filepath.Join(m.l.StateRoot(), id)))
+	return errors.Join(errs...)
+}
+
+// StopPod stops every app (timeout each), shuts the supervisor down and
+// detaches the network. Idempotent.
+func (m *Manager) StopPod(ctx context.Context, podID string, timeout time.Duration) error {
+	lock, err := m.l.lock(podID)
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
+	p, err := m.l.LoadPod(podID)
+	if err != nil {
+		return err
+	}
+	return m.stopPod(ctx, p, timeout)
+}
+
+func (m *Manager) stopPod(ctx context.Context, p *Pod, timeout time.Duration) error {
+	apps, err := m.l.ListApps(p.ID)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, a := range apps {
+		if err := m.stopApp(ctx, a, timeout); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if err := m.call(ctx, p.ID, proto.MethodShutdown, nil, nil); err != nil && !errors.Is(err, errdefs.ErrUnavailable) {
+		return err
+	}
+	for _, a := range apps {
+		if err := m.cleanupContainer(a.ID, m.appCgroupOf(p, a)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if p.NetNS != "" && m.opts.Network != nil {
+		if err := m.opts.Network.Teardown(ctx, p.ID, p.NetNS, p.Ports); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	p.State = PodStopped
+	return m.l.savePod(p)
+}
+
+func (m *Manager) appCgroupOf(p *Pod, a *App) string {
+	if m.opts.SystemdCgroup {
+		return ""
+	}
+	return p.CgroupParent + "/" + a.ID
+}
+
+// RemovePod stops the pod if needed and removes everything it was:
+// apps, rootfs mounts, namespaces, cgroups, directories. Removing a pod
+// that is already gone is not an error for the caller to handle twice:
+// it returns NotFound.
+func (m *Manager) RemovePod(ctx context.Context, podID string) error {
+	lock, err := m.l.lock(podID)
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
+	p, err := m.l.LoadPod(podID)
+	if err != nil && !errdefs.IsNotFound(err) {
+		return err
+	}
+	if p == nil {
+		// A pod whose record was never written (crash at creation).
+		p = &Pod{ID: podID}
+	}
+	return m.removePod(ctx, p)
+}
+
+func (m *Manager) removePod(ctx context.Context, p *Pod) error {
+	if p.State != PodStopped {
+		if err := m.stopPod(ctx, p, 0); err != nil {
+			return fmt.Errorf("remove pod %s: %w", p.ID, err)
+		}
+	}
+	apps, _ := m.l.ListApps(p.ID)
+	var errs []error
+	for _, a := range apps {
+		if err := m.removeApp(ctx, a); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	errs = append(errs, network.RemoveNetNS(p.NetNS), unpinNS(p.UTSNS), unpinNS(p.IPCNS))
+	if p.CgroupParentOwned && !m.opts.SystemdCgroup {
+		errs = append(errs, removeCgroup(p.CgroupParent))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("remove pod %s: %w", p.ID, err)
+	}
+	if err := os.RemoveAll(m.l.RunDir(p.ID)); err != nil {
+		return err
+	}
+	return os.RemoveAll(m.l.PodDir(p.ID))
+}
+
+// PodStatus returns a pod and its apps as on disk. An app whose
+// supervisor died without recording its exit is reported exited.
+func (m *Manager) PodStatus(ctx context.Context, podID string) (*Pod, []*App, error) {
+	p, err := m.l.LoadPod(podID)
+	if err != nil {
+		return nil, nil, err
+	}
+	apps, err := m.l.ListApps(podID)
+	if err != nil {
+		return nil, nil, err
+	}
+	if p.State == PodReady && !m.supervisorAlive(ctx, p.ID) {
+		for _, a := range apps {
+			if a.State != AppExited {
+				a.State, a.Reason, a.Message = AppUnknown, "Unknown", "the pod supervisor is not running"
+			}
+		}
+	}
+	return p, apps, nil
+}
+
+// FindPod resolves a pod by ID, unique ID prefix or name.
+func (m *Manager) FindPod(idOrName string) (*Pod, error) {
+	if p, err := m.l.LoadPod(idOrName); err == nil {
+		return p, nil
+	}
+	pods, err := m.l.ListPods()
+	if err != nil {
+		return nil, err
+	}
+	var found *Pod
+	for _, p := range pods {
+		if p.Name == idOrName || (len(idOrName) >= 4 && strings.HasPrefix(p.ID, idOrName)) {
+			if found != nil {
+				return nil, errdefs.InvalidArgument("pod %q is ambiguous", idOrName)
+			}
+			found = p
+		}
+	}
+	if found == nil {
+		return nil, errdefs.NotFound("pod %q not found", idOrName)
+	}
+	return found, nil
+}
+
+// ListPods lists every pod.
+func (m *Manager) ListPods() ([]*Pod, error) { return m.l.ListPods() }
+
+// layersInUse tells image GC which layers pods stack.
+func (m *Manager) layersInUse() ([]digest.Digest, error) {
+	pods, err := m.l.ListPods()
+	if err != nil {
+		return nil, err
+	}
+	var out []digest.Digest
+	for _, p := range pods {
+		apps, err := m.l.ListApps(p.ID)
+		if err != nil {
+			return nil, err
+		}
+		for _, a := range apps {
+			out = append(out, a.Layers...)
+		}
+	}
+	return out, nil
+}
+
+// GCResult says what GC removed.
+type GCResult struct {
+	Pods []string `json:"pods"`
+}
+
+// GC removes stopped pods, pods whose creation crashed (preparing, with
+// nobody holding their lock) and pods whose supervisor died, with all
+// they leaked. Pods being worked on are skipped.
+func (m *Manager) GC(ctx context.Context) (GCResult, error) {
+	var res GCResult
+	ents, err := os.ReadDir(filepath.Join(m.l.Root, "pods"))
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return res, err
+	}
+	var errs []error
+	for _, e := range ents {
+		id := e.Name()
+		lock, err := tryLock(m.l.lockFile(id))
+		if err != nil || lock == nil {
+			continue // busy: someone is creating or changing it
+		}
+		p, err := m.l.LoadPod(id)
+		collect := false
+		switch {
+		case err != nil:
+			collect, p = true, &Pod{ID: id}
+		case p.State == PodStopped, p.State == PodPreparing:
+			collect = true
+		case p.State == PodReady && !m.supervisorAlive(ctx, id):
+			collect = true
+		}
+		if collect {
+			if err := m.removePod(ctx, p); err != nil {
+				errs = append(errs, err)
+			} else {
+				res.Pods = append(res.Pods, id)
+			}
+		}
+		lock.Unlock()
+	}
+	slices.Sort(res.Pods)
+	return res, errors.Join(errs...)
+}

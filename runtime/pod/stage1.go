@@ -1,0 +1,108 @@
+package pod
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/stage1-runc/proto"
+)
+
+// supervisorSocket is where a pod's supervisor listens (the contract
+// fixes the name inside the pod's run dir).
+func (l Layout) supervisorSocket(id string) string {
+	return filepath.Join(l.RunDir(id), "supervisor.sock")
+}
+
+// startSupervisor starts the pod's stage1 supervisor detached from this
+// process (own session, stdio to a log file in the pod dir) and waits
+// until it reports that it serves. stage0 may exit right after: the
+// supervisor and the pod's apps live on.
+func (m *Manager) startSupervisor(ctx context.Context, p *Pod) error {
+	logPath := filepath.Join(m.l.PodDir(p.ID), "stage1.log")
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		return err
+	}
+	defer readyR.Close()
+	args := []string{"supervise", "--pod-id", p.ID, "--flavor", p.Flavor,
+		"--run-dir", m.l.RunDir(p.ID), "--state-root", m.l.StateRoot(), "--ready-fd", "3",
+		"--max-log-line", strconv.Itoa(m.opts.MaxLogLine)}
+	if m.opts.SystemdCgroup {
+		args = append(args, "--systemd-cgroup")
+	}
+	cmd := exec.Command(m.opts.Stage1Path, args...)
+	cmd.Dir = "/"
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.ExtraFiles = []*os.File{readyW}
+	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		readyW.Close()
+		return fmt.Errorf("start pod supervisor %s: %w", m.opts.Stage1Path, err)
+	}
+	readyW.Close()
+	// Reap it should it exit while this process lives (a daemon); a CLI
+	// exits first and init inherits it.
+	go cmd.Wait()
+
+	msg := make(chan string, 1)
+	go func() {
+		b, _ := io.ReadAll(io.LimitReader(readyR, 4096))
+		msg <- string(b)
+	}()
+	select {
+	case s := <-msg:
+		if s == "ok\n" {
+			return nil
+		}
+		cmd.Process.Kill()
+		if s == "" {
+			s = "exited before serving: " + tail(logPath)
+		}
+		return fmt.Errorf("pod supervisor: %s", strings.TrimSpace(s))
+	case <-time.After(30 * time.Second):
+		cmd.Process.Kill()
+		return errdefs.Unavailable("pod supervisor did not report ready within 30s: %s", tail(logPath))
+	case <-ctx.Done():
+		cmd.Process.Kill()
+		return ctx.Err()
+	}
+}
+
+func tail(path string) string {
+	b, _ := os.ReadFile(path)
+	if len(b) > 2048 {
+		b = b[len(b)-2048:]
+	}
+	return string(bytes.TrimSpace(b))
+}
+
+// call makes one supervisor call with a deadline.
+func (m *Manager) call(ctx context.Context, podID, method string, params, result any) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	return proto.Call(ctx, m.l.supervisorSocket(podID), method, params, result)
+}
+
+// supervisorAlive asks the pod's supervisor who it is.
+func (m *Manager) supervisorAlive(ctx context.Context, podID string) bool {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	var h proto.HelloResult
+	return proto.Call(ctx, m.l.supervisorSocket(podID), proto.MethodHello, nil, &h) == nil && h.PodID == podID
+}

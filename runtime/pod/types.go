@@ -1,0 +1,111 @@
+// Package pod is stage0's pod and app model: records on disk (one
+// directory per pod, atomic JSON, a flock per pod), the lifecycle that
+// prepares a pod's namespaces, network and supervisor, and the per-app
+// steps (rootfs, OCI bundle, supervisor calls) the CLI and the CRI share.
+package pod
+
+import (
+	"time"
+
+	"github.com/opencontainers/go-digest"
+
+	"github.com/runclet/runclet/runtime/network"
+	"github.com/runclet/runclet/spec"
+)
+
+// PodState is where a pod is in its life.
+type PodState string
+
+// Pod states. A pod is "preparing" from its first file until its
+// supervisor serves; a crash leaves it there and GC removes it.
+const (
+	PodPreparing PodState = "preparing"
+	PodReady     PodState = "ready"   // supervisor up, network attached
+	PodStopped   PodState = "stopped" // apps killed, network detached, supervisor gone
+)
+
+// Pod is one pod's record, pod.json in its directory.
+type Pod struct {
+	ID          string            `json:"id"`
+	Name        string            `json:"name"`
+	Namespace   string            `json:"namespace,omitempty"`
+	UID         string            `json:"uid,omitempty"`
+	Attempt     uint32            `json:"attempt,omitempty"`
+	Hostname    string            `json:"hostname"`
+	Flavor      string            `json:"flavor"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+	CreatedAt   time.Time         `json:"createdAt"`
+	State       PodState          `json:"state"`
+
+	HostNetwork bool `json:"hostNetwork,omitempty"`
+	HostPID     bool `json:"hostPID,omitempty"`
+	HostIPC     bool `json:"hostIPC,omitempty"`
+
+	Ports      []network.PortMapping `json:"ports,omitempty"`
+	Attachment *network.Attachment   `json:"attachment,omitempty"`
+	DNS        *DNSConfig            `json:"dns,omitempty"`
+
+	// CgroupParent is the pod's cgroup; Owned says runclet made it (and
+	// so removes it), as opposed to kubelet's pod cgroup.
+	CgroupParent      string            `json:"cgroupParent"`
+	CgroupParentOwned bool              `json:"cgroupParentOwned"`
+	LogDirectory      string            `json:"logDirectory,omitempty"`
+	Sysctls           map[string]string `json:"sysctls,omitempty"`
+
+	// Pinned namespaces ("" = host's, or none for that flavor).
+	NetNS string `json:"netns,omitempty"`
+	IPCNS string `json:"ipcns,omitempty"`
+	UTSNS string `json:"utsns,omitempty"`
+}
+
+// DNSConfig is a pod's resolver configuration.
+type DNSConfig struct {
+	Servers  []string `json:"servers,omitempty"`
+	Searches []string `json:"searches,omitempty"`
+	Options  []string `json:"options,omitempty"`
+}
+
+// AppState is where an app is in its life.
+type AppState string
+
+// App states.
+const (
+	AppCreated AppState = "created"
+	AppRunning AppState = "running"
+	AppExited  AppState = "exited"
+	AppUnknown AppState = "unknown"
+)
+
+// App is one app's record, apps/<id>/app.json in its pod's directory.
+type App struct {
+	ID          string            `json:"id"` // also its libcontainer ID
+	PodID       string            `json:"podID"`
+	Name        string            `json:"name"`
+	Attempt     uint32            `json:"attempt,omitempty"`
+	Image       string            `json:"image"`   // as requested
+	ImageID     digest.Digest     `json:"imageID"` // config digest
+	ImageRef    string            `json:"imageRef"`
+	Labels      map[string]string `json:"labels,omitempty"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+	LogPath     string            `json:"logPath,omitempty"`
+	Tty         bool              `json:"tty,omitempty"`
+	Stdin       bool              `json:"stdin,omitempty"`
+	StdinOnce   bool              `json:"stdinOnce,omitempty"`
+	StopSignal  string            `json:"stopSignal,omitempty"`
+	Mounts      []spec.Mount      `json:"mounts,omitempty"`
+	User        string            `json:"user,omitempty"`
+	// Layers are the chain IDs the rootfs stacks: image GC keeps them
+	// even if the image is removed while the app exists.
+	Layers []digest.Digest `json:"layers"`
+
+	State      AppState  `json:"state"`
+	CreatedAt  time.Time `json:"createdAt"`
+	StartedAt  time.Time `json:"startedAt,omitzero"`
+	FinishedAt time.Time `json:"finishedAt,omitzero"`
+	ExitCode   int       `json:"exitCode"`
+	Reason     string    `json:"reason,omitempty"`
+	Message    string    `json:"message,omitempty"`
+	OOMKilled  bool      `json:"oomKilled,omitempty"`
+	Pid        int       `json:"pid,omitempty"`
+}

@@ -1,0 +1,235 @@
+// Package proto is the stage1 contract's control protocol: the messages
+// stage0 and the pod supervisor exchange over the supervisor's unix
+// socket, and the client stage0 uses. It is the only code both sides
+// share, it imports nothing heavy, and docs/stage1-contract.md is its
+// specification; change both together and bump Version when an old peer
+// would misread a message.
+//
+// Each call is one connection: the client writes one JSON Request and a
+// newline, the supervisor answers one JSON Response and a newline. For
+// streaming methods (attach, exec) the connection then carries tty/stream
+// frames until either side closes it.
+package proto
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/runclet/runclet/runtime/errdefs"
+)
+
+// Version is the contract version this build speaks.
+const Version = 1
+
+// Methods.
+const (
+	MethodHello    = "Hello"
+	MethodAddApp   = "AddApp"
+	MethodStartApp = "StartApp"
+	MethodStopApp  = "StopApp"
+	MethodKillApp  = "KillApp"
+	MethodRemove   = "RemoveApp"
+	MethodState    = "State"
+	MethodShutdown = "Shutdown"
+)
+
+// Request is what the client sends.
+type Request struct {
+	Version int             `json:"version"`
+	Method  string          `json:"method"`
+	Params  json.RawMessage `json:"params,omitempty"`
+}
+
+// Response is what the supervisor answers.
+type Response struct {
+	Result json.RawMessage `json:"result,omitempty"`
+	Error  *Error          `json:"error,omitempty"`
+}
+
+// Error carries an error class across the socket so stage0 can map it
+// (to a CLI message or a gRPC code) as if it had happened locally.
+type Error struct {
+	Class   string `json:"class"` // not_found, already_exists, invalid_argument, failed_precondition, unavailable, internal
+	Message string `json:"message"`
+}
+
+// HelloResult identifies the supervisor.
+type HelloResult struct {
+	Version int    `json:"version"`
+	Pid     int    `json:"pid"`
+	PodID   string `json:"podID"`
+	Flavor  string `json:"flavor"`
+}
+
+// AddAppParams creates an app from a bundle stage0 wrote. The app's
+// process is created and waits, like `runc create`, until StartApp.
+type AddAppParams struct {
+	Name        string `json:"name"`
+	ContainerID string `json:"containerID"` // libcontainer ID, unique in the state root
+	Bundle      string `json:"bundle"`      // directory holding config.json; rootfs is already mounted
+	LogPath     string `json:"logPath"`     // CRI log file the supervisor writes
+	ExitFile    string `json:"exitFile"`    // where the supervisor records the exit (ExitStatus JSON)
+	Stdin       bool   `json:"stdin"`       // keep a stdin pipe open for attach
+	StdinOnce   bool   `json:"stdinOnce"`   // close stdin when the first attach detaches
+	Terminal    bool   `json:"terminal"`    // allocate a pty (process.terminal in config.json)
+}
+
+// NameParams names one app.
+type NameParams struct {
+	Name string `json:"name"`
+}
+
+// StopAppParams stops an app: Signal, then SIGKILL after Timeout.
+type StopAppParams struct {
+	Name    string        `json:"name"`
+	Signal  int           `json:"signal"` // 0 means SIGTERM
+	Timeout time.Duration `json:"timeout"`
+}
+
+// KillAppParams sends one signal.
+type KillAppParams struct {
+	Name   string `json:"name"`
+	Signal int    `json:"signal"`
+}
+
+// App states.
+const (
+	StatusCreated = "created"
+	StatusRunning = "running"
+	StatusExited  = "exited"
+)
+
+// AppState is one app as the supervisor sees it.
+type AppState struct {
+	Name        string      `json:"name"`
+	ContainerID string      `json:"containerID"`
+	Status      string      `json:"status"`
+	Pid         int         `json:"pid,omitempty"`
+	CreatedAt   time.Time   `json:"createdAt"`
+	StartedAt   time.Time   `json:"startedAt,omitzero"`
+	Exit        *ExitStatus `json:"exit,omitempty"`
+}
+
+// ExitStatus is written to an app's exit file the moment it exits.
+type ExitStatus struct {
+	ExitCode  int       `json:"exitCode"`
+	Signal    int       `json:"signal,omitempty"` // set when killed by a signal; ExitCode is then 128+Signal
+	OOMKilled bool      `json:"oomKilled,omitempty"`
+	ExitedAt  time.Time `json:"exitedAt"`
+	Reason    string    `json:"reason"` // Completed, Error, OOMKilled
+	Message   string    `json:"message,omitempty"`
+}
+
+// StateResult lists the apps.
+type StateResult struct {
+	Pid  int        `json:"pid"`
+	Apps []AppState `json:"apps"`
+}
+
+var classes = []struct {
+	name string
+	err  error
+}{
+	{"not_found", errdefs.ErrNotFound},
+	{"already_exists", errdefs.ErrAlreadyExists},
+	{"invalid_argument", errdefs.ErrInvalidArgument},
+	{"failed_precondition", errdefs.ErrFailedPrecondition},
+	{"unavailable", errdefs.ErrUnavailable},
+}
+
+// ErrorFrom turns a Go error into its wire form.
+func ErrorFrom(err error) *Error {
+	for _, c := range classes {
+		if errors.Is(err, c.err) {
+			return &Error{Class: c.name, Message: err.Error()}
+		}
+	}
+	return &Error{Class: "internal", Message: err.Error()}
+}
+
+// Err turns the wire form back into an error of the same class.
+func (e *Error) Err() error {
+	for _, c := range classes {
+		if e.Class == c.name {
+			return &remoteError{class: c.err, msg: e.Message}
+		}
+	}
+	return errors.New(e.Message)
+}
+
+type remoteError struct {
+	class error
+	msg   string
+}
+
+func (r *remoteError) Error() string { return r.msg }
+func (r *remoteError) Unwrap() error { return r.class }
+
+// Dial opens a connection to a supervisor and sends one request; the
+// caller reads the response with ReadResponse (and then, for streaming
+// methods, uses the connection).
+func Dial(ctx context.Context, socket, method string, params any) (net.Conn, *bufio.Reader, error) {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "unix", socket)
+	if err != nil {
+		return nil, nil, errdefs.Unavailable("pod supervisor at %s: %w", socket, err)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		conn.SetDeadline(dl)
+	}
+	req := Request{Version: Version, Method: method}
+	if params != nil {
+		if req.Params, err = json.Marshal(params); err != nil {
+			conn.Close()
+			return nil, nil, err
+		}
+	}
+	data, _ := json.Marshal(req)
+	if _, err := conn.Write(append(data, '\n')); err != nil {
+		conn.Close()
+		return nil, nil, errdefs.Unavailable("pod supervisor at %s: %w", socket, err)
+	}
+	return conn, bufio.NewReader(conn), nil
+}
+
+// ReadResponse reads one response line into result (which may be nil).
+func ReadResponse(r *bufio.Reader, result any) error {
+	line, err := r.ReadBytes('\n')
+	if err != nil {
+		return errdefs.Unavailable("pod supervisor closed the connection: %w", err)
+	}
+	var resp Response
+	if err := json.Unmarshal(line, &resp); err != nil {
+		return fmt.Errorf("pod supervisor answered garbage: %w", err)
+	}
+	if resp.Error != nil {
+		return resp.Error.Err()
+	}
+	if result != nil && len(resp.Result) > 0 {
+		return json.Unmarshal(resp.Result, result)
+	}
+	return nil
+}
+
+// Call makes one request/response call.
+func Call(ctx context.Context, socket, method string, params, result any) error {
+	conn, r, err := Dial(ctx, socket, method, params)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	defer stop()
+	if err := ReadResponse(r, result); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s: %w", method, ctx.Err())
+		}
+		return fmt.Errorf("%s: %w", method, err)
+	}
+	return nil
+}

@@ -1,0 +1,317 @@
+// Package supervisor is the per-pod supervisor: one detached process per
+// pod that creates, starts, stops and removes the pod's apps through
+// libcontainer, owns their stdio, writes their CRI logs, and records each
+// exit the moment it happens. stage0 talks to it over a unix socket with
+// the messages of package proto; docs/stage1-contract.md is the contract.
+package supervisor
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/runtime/fsutil"
+	"github.com/runclet/runclet/stage1-runc/container"
+	"github.com/runclet/runclet/stage1-runc/proto"
+)
+
+// Options are the supervisor's command-line arguments (see the contract).
+type Options struct {
+	PodID     string
+	Flavor    string
+	RunDir    string // <run root>/pods/<id>: socket and pid file
+	StateRoot string // libcontainer state root shared by all pods
+	// ReadyFD, when > 0, is a pipe the supervisor writes "ok\n" (or an
+	// error) to once it serves, then closes: stage0 waits on it.
+	ReadyFD       int
+	SystemdCgroup bool
+	MaxLogLine    int
+}
+
+// SocketPath and PidPath are where a supervisor of runDir listens and
+// records its pid.
+func SocketPath(runDir string) string { return filepath.Join(runDir, "supervisor.sock") }
+func PidPath(runDir string) string    { return filepath.Join(runDir, "supervisor.pid") }
+
+type supervisor struct {
+	opts Options
+	copt container.Options
+
+	mu   sync.Mutex
+	apps map[string]*app
+
+	shutdown chan struct{}
+	once     sync.Once
+}
+
+// Run serves until Shutdown or SIGTERM, then kills what is left and
+// returns.
+func Run(opts Options) error {
+	s := &supervisor{
+		opts:     opts,
+		copt:     container.Options{StateRoot: opts.StateRoot, SystemdCgroup: opts.SystemdCgroup},
+		apps:     map[string]*app{},
+		shutdown: make(chan struct{}),
+	}
+	ln, err := s.listen()
+	if err != nil {
+		s.ready(err)
+		return err
+	}
+	// stage0 may exit or restart at any time; its terminal's hangup and a
+	// closed log pipe must not take the pod down.
+	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		select {
+		case sig := <-term:
+			slog.Info("shutting down on signal", "signal", sig.String())
+			s.stopServing()
+		case <-s.shutdown:
+		}
+	}()
+	s.ready(nil)
+	go s.serve(ln)
+	<-s.shutdown
+	ln.Close()
+	s.killAll()
+	os.Remove(SocketPath(opts.RunDir))
+	os.Remove(PidPath(opts.RunDir))
+	return nil
+}
+
+func (s *supervisor) listen() (net.Listener, error) {
+	if err := os.MkdirAll(s.opts.RunDir, 0o700); err != nil {
+		return nil, err
+	}
+	sock := SocketPath(s.opts.RunDir)
+	os.Remove(sock) // a stale socket of a dead supervisor
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", sock, err)
+	}
+	if err := os.Chmod(sock, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	if err := fsutil.WriteFileAtomic(PidPath(s.opts.RunDir), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}
+
+func (s *supervisor) ready(err error) {
+	if s.opts.ReadyFD <= 0 {
+		return
+	}
+	f := os.NewFile(uintptr(s.opts.ReadyFD), "ready")
+	msg := "ok\n"
+	if err != nil {
+		msg = err.Error() + "\n"
+	}
+	f.WriteString(msg)
+	f.Close()
+}
+
+func (s *supervisor) stopServing() { s.once.Do(func() { close(s.shutdown) }) }
+
+func (s *supervisor) serve(ln net.Listener) {
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			select {
+			case <-s.shutdown:
+				return
+			default:
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			slog.Warn("accept", "err", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		go s.handle(conn)
+	}
+}
+
+func (s *supervisor) handle(conn net.Conn) {
+	defer conn.Close()
+	r := bufio.NewReader(conn)
+	line, err := r.ReadBytes('\n')
+	if err != nil {
+		return
+	}
+	var req proto.Request
+	if err := json.Unmarshal(line, &req); err != nil {
+		reply(conn, nil, errdefs.InvalidArgument("bad request: %w", err))
+		return
+	}
+	if req.Version != proto.Version {
+		reply(conn, nil, errdefs.FailedPrecondition("stage1 contract version %d requested, this supervisor speaks %d", req.Version, proto.Version))
+		return
+	}
+	res, err := s.dispatch(context.Background(), req)
+	reply(conn, res, err)
+	if req.Method == proto.MethodShutdown && err == nil {
+		s.stopServing()
+	}
+}
+
+func reply(conn net.Conn, res any, err error) {
+	var resp proto.Response
+	if err != nil {
+		resp.Error = proto.ErrorFrom(err)
+	} else if res != nil {
+		resp.Result, _ = json.Marshal(res)
+	}
+	data, _ := json.Marshal(resp)
+	conn.Write(append(data, '\n'))
+}
+
+func decode[T any](req proto.Request) (T, error) {
+	var p T
+	if len(req.Params) == 0 {
+		return p, errdefs.InvalidArgument("%s: missing parameters", req.Method)
+	}
+	if err := json.Unmarshal(req.Params, &p); err != nil {
+		return p, errdefs.InvalidArgument("%s: %w", req.Method, err)
+	}
+	return p, nil
+}
+
+func (s *supervisor) dispatch(ctx context.Context, req proto.Request) (any, error) {
+	switch req.Method {
+	case proto.MethodHello:
+		return proto.HelloResult{Version: proto.Version, Pid: os.Getpid(), PodID: s.opts.PodID, Flavor: s.opts.Flavor}, nil
+	case proto.MethodAddApp:
+		p, err := decode[proto.AddAppParams](req)
+		if err != nil {
+			return nil, err
+		}
+		return s.addApp(p)
+	case proto.MethodStartApp:
+		p, err := decode[proto.NameParams](req)
+		if err != nil {
+			return nil, err
+		}
+		return s.withApp(p.Name, func(a *app) (any, error) { return a.start() })
+	case proto.MethodStopApp:
+		p, err := decode[proto.StopAppParams](req)
+		if err != nil {
+			return nil, err
+		}
+		return s.withApp(p.Name, func(a *app) (any, error) { return a.stop(syscall.Signal(p.Signal), p.Timeout) })
+	case proto.MethodKillApp:
+		p, err := decode[proto.KillAppParams](req)
+		if err != nil {
+			return nil, err
+		}
+		return s.withApp(p.Name, func(a *app) (any, error) { return nil, a.kill(syscall.Signal(p.Signal)) })
+	case proto.MethodRemove:
+		p, err := decode[proto.NameParams](req)
+		if err != nil {
+			return nil, err
+		}
+		return nil, s.removeApp(p.Name)
+	case proto.MethodState:
+		return s.state(), nil
+	case proto.MethodShutdown:
+		return nil, nil
+	}
+	return nil, errdefs.InvalidArgument("unknown method %q", req.Method)
+}
+
+func (s *supervisor) withApp(name string, fn func(*app) (any, error)) (any, error) {
+	s.mu.Lock()
+	a, ok := s.apps[name]
+	s.mu.Unlock()
+	if !ok {
+		return nil, errdefs.NotFound("app %q not found in pod %s", name, s.opts.PodID)
+	}
+	return fn(a)
+}
+
+func (s *supervisor) state() proto.StateResult {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	res := proto.StateResult{Pid: os.Getpid(), Apps: []proto.AppState{}}
+	for _, a := range s.apps {
+		res.Apps = append(res.Apps, a.snapshot())
+	}
+	return res
+}
+
+func (s *supervisor) addApp(p proto.AddAppParams) (any, error) {
+	if p.Name == "" || p.ContainerID == "" || p.Bundle == "" || p.ExitFile == "" {
+		return nil, errdefs.InvalidArgument("AddApp: name, containerID, bundle and exitFile are required")
+	}
+	s.mu.Lock()
+	if _, ok := s.apps[p.Name]; ok {
+		s.mu.Unlock()
+		return nil, errdefs.AlreadyExists("app %q already exists in pod %s", p.Name, s.opts.PodID)
+	}
+	s.apps[p.Name] = nil // reserve the name while creating
+	s.mu.Unlock()
+	a, err := newApp(s.copt, p, s.opts.MaxLogLine)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err != nil {
+		delete(s.apps, p.Name)
+		return nil, err
+	}
+	s.apps[p.Name] = a
+	return a.snapshot(), nil
+}
+
+func (s *supervisor) removeApp(name string) error {
+	s.mu.Lock()
+	a, ok := s.apps[name]
+	s.mu.Unlock()
+	if !ok || a == nil {
+		return errdefs.NotFound("app %q not found in pod %s", name, s.opts.PodID)
+	}
+	if err := a.remove(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	delete(s.apps, name)
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *supervisor) killAll() {
+	s.mu.Lock()
+	apps := make([]*app, 0, len(s.apps))
+	for _, a := range s.apps {
+		if a != nil {
+			apps = append(apps, a)
+		}
+	}
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, a := range apps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.remove(); err != nil {
+				slog.Warn("removing app at shutdown", "app", a.name, "err", err)
+			}
+		}()
+	}
+	wg.Wait()
+}
