@@ -22,11 +22,17 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	runcletBin = filepath.Join(dir, "runclet")
-	build := exec.Command("go", "build", "-o", runcletBin, "github.com/runclet/runclet/cmd/runclet")
-	build.Stdout, build.Stderr = os.Stderr, os.Stderr
-	if err := build.Run(); err != nil {
-		fmt.Fprintln(os.Stderr, "building runclet:", err)
-		os.Exit(1)
+	// stage1-runc goes next to runclet, where runclet looks for it.
+	for _, b := range [][]string{
+		{"build", "-o", runcletBin, "github.com/runclet/runclet/cmd/runclet"},
+		{"build", "-tags", "seccomp", "-o", filepath.Join(dir, "stage1-runc"), "github.com/runclet/runclet/cmd/stage1-runc"},
+	} {
+		build := exec.Command("go", b...)
+		build.Stdout, build.Stderr = os.Stderr, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Fprintln(os.Stderr, "building:", b, err)
+			os.Exit(1)
+		}
 	}
 	code := m.Run()
 	os.RemoveAll(dir)

@@ -174,8 +174,7 @@ func (r *remoteError) Unwrap() error { return r.class }
 // caller reads the response with ReadResponse (and then, for streaming
 // methods, uses the connection).
 func Dial(ctx context.Context, socket, method string, params any) (net.Conn, *bufio.Reader, error) {
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "unix", socket)
+	conn, err := dialUnix(ctx, socket)
 	if err != nil {
 		return nil, nil, errdefs.Unavailable("pod supervisor at %s: %w", socket, err)
 	}

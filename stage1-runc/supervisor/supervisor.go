@@ -99,7 +99,7 @@ func (s *supervisor) listen() (net.Listener, error) {
 	}
 	sock := SocketPath(s.opts.RunDir)
 	os.Remove(sock) // a stale socket of a dead supervisor
-	ln, err := net.Listen("unix", sock)
+	ln, err := proto.Listen(sock)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", sock, err)
 	}

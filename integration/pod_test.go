@@ -1,0 +1,389 @@
+package integration
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/runclet/runclet/integration/testimage"
+	"github.com/runclet/runclet/integration/testregistry"
+)
+
+// podInstance is a runclet instance with a private pod network (its own
+// bridge and subnet, so parallel instances never share addresses) and the
+// test images pulled from a registry on 127.0.0.1.
+type podInstance struct {
+	*instance
+	bridge string
+	reg    *testregistry.Registry
+}
+
+var subnetSeq struct {
+	sync.Mutex
+	n int
+}
+
+func newPodInstance(t *testing.T) *podInstance {
+	t.Helper()
+	needRoot(t)
+	b := make([]byte, 3)
+	rand.Read(b)
+	bridge := "rclt" + hex.EncodeToString(b)
+	subnetSeq.Lock()
+	subnetSeq.n++
+	third := (int(b[0])*7 + subnetSeq.n*13) % 250
+	subnetSeq.Unlock()
+	cfg := fmt.Sprintf("[network]\nconf_dir = %q\ndefault_bridge = %q\ndefault_subnet = \"10.213.%d.0/24\"\n",
+		filepath.Join(t.TempDir(), "no-cni-configs"), bridge, third)
+	pi := &podInstance{instance: newInstance(t, cfg), bridge: bridge, reg: testregistry.StartTB(t)}
+	t.Cleanup(func() { pi.cleanupAndCheck(t) })
+	return pi
+}
+
+// image pushes img to the test registry and pulls it into the instance,
+// returning the reference to run.
+func (pi *podInstance) image(name string, img v1.Image) string {
+	pi.t.Helper()
+	if _, err := pi.reg.Push("test/"+name+":latest", img); err != nil {
+		pi.t.Fatal(err)
+	}
+	ref := pi.reg.Host() + "/test/" + name + ":latest"
+	pi.run("image", "pull", "-q", ref)
+	return ref
+}
+
+func (pi *podInstance) busybox() string {
+	pi.t.Helper()
+	img, err := testimage.Busybox()
+	if err != nil {
+		pi.t.Fatal(err)
+	}
+	return pi.image("busybox", img)
+}
+
+// lastLine is the pod ID `run --detach` and `app sandbox` print.
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
+}
+
+type podJSON struct {
+	ID         string `json:"id"`
+	State      string `json:"state"`
+	Flavor     string `json:"flavor"`
+	NetNS      string `json:"netns"`
+	Attachment *struct {
+		IPs []string `json:"ips"`
+	} `json:"attachment"`
+	CgroupParent string `json:"cgroupParent"`
+	Apps         []struct {
+		ID        string `json:"id"`
+		Name      string `json:"name"`
+		State     string `json:"state"`
+		ExitCode  int    `json:"exitCode"`
+		Reason    string `json:"reason"`
+		OOMKilled bool   `json:"oomKilled"`
+		LogPath   string `json:"logPath"`
+		Pid       int    `json:"pid"`
+	} `json:"apps"`
+}
+
+func (pi *podInstance) status(podID string) podJSON {
+	pi.t.Helper()
+	var p podJSON
+	if err := json.Unmarshal([]byte(pi.run("status", podID, "-o", "json")), &p); err != nil {
+		pi.t.Fatal(err)
+	}
+	return p
+}
+
+// waitApp waits until the named app has exited and returns the pod.
+func (pi *podInstance) waitApp(podID, app string) podJSON {
+	pi.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		p := pi.status(podID)
+		for _, a := range p.Apps {
+			if a.Name == app && a.State == "exited" {
+				return p
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	pi.t.Fatalf("app %s of pod %s did not exit", app, podID)
+	return podJSON{}
+}
+
+// cleanupAndCheck removes every pod and checks that nothing the pods
+// had is left: mounts, cgroups, namespaces, veths, addresses.
+func (pi *podInstance) cleanupAndCheck(t *testing.T) {
+	var pods []podJSON
+	out, _, _ := pi.try("list", "-o", "json")
+	json.Unmarshal([]byte(out), &pods)
+	for _, p := range pods {
+		if _, stderr, err := pi.try("rm", p.ID); err != nil {
+			t.Errorf("rm %s: %v: %s", p.ID, err, stderr)
+		}
+		for _, dir := range cgroupDirs(p.CgroupParent) {
+			if _, err := os.Stat(dir); err == nil {
+				t.Errorf("cgroup %s left after rm", dir)
+			}
+		}
+	}
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	for _, line := range strings.Split(string(mounts), "\n") {
+		if strings.Contains(line, pi.root) || strings.Contains(line, pi.runRoot) {
+			t.Errorf("mount left: %s", line)
+		}
+	}
+	if out, _ := exec.Command("ip", "-o", "link", "show", "master", pi.bridge).CombinedOutput(); strings.Contains(string(out), "veth") {
+		t.Errorf("veths left on %s: %s", pi.bridge, out)
+	}
+	ipam := filepath.Join(pi.root, "cni", "networks")
+	filepath.Walk(ipam, func(p string, info os.FileInfo, err error) error {
+		if err == nil && info.Mode().IsRegular() && strings.Count(filepath.Base(p), ".") == 3 {
+			t.Errorf("address still allocated: %s", p)
+		}
+		return nil
+	})
+	exec.Command("ip", "link", "del", pi.bridge).Run()
+}
+
+func cgroupDirs(parent string) []string {
+	if parent == "" {
+		return nil
+	}
+	var out []string
+	for _, h := range []string{"memory", "pids", "cpu", "cpuset", "devices", "freezer", "blkio", "systemd", "unified"} {
+		out = append(out, filepath.Join("/sys/fs/cgroup", h, parent))
+	}
+	return out
+}
+
+func TestRunEchoAndExitCode(t *testing.T) {
+	pi := newPodInstance(t)
+	img := pi.busybox()
+	out := pi.run("run", "--rm", img, "--", "echo", "hello from a pod")
+	if out != "hello from a pod\n" {
+		t.Fatalf("stdout %q", out)
+	}
+	stdout, stderr, err := pi.try("run", img, "--", "sh", "-c", "echo out; echo err >&2; exit 7")
+	if stdout != "out\n" || !strings.Contains(stderr, "err\n") {
+		t.Fatalf("stdout %q stderr %q", stdout, stderr)
+	}
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 7 {
+		t.Fatalf("exit: %v, want code 7", err)
+	}
+	// Without --rm the pod stays, stopped, with its exit recorded.
+	var pods []podJSON
+	json.Unmarshal([]byte(pi.run("list", "-o", "json")), &pods)
+	if len(pods) != 1 || pods[0].State != "stopped" || pods[0].Apps[0].ExitCode != 7 || pods[0].Apps[0].Reason != "Error" {
+		t.Fatalf("pods after run: %+v", pods)
+	}
+	if got := pi.run("gc"); !strings.Contains(got, "removed pod "+pods[0].ID) {
+		t.Fatalf("gc: %s", got)
+	}
+}
+
+func TestAppsOfOnePodShareNetworkAndHostname(t *testing.T) {
+	pi := newPodInstance(t)
+	img := pi.busybox()
+	podA := lastLine(pi.run("app", "sandbox", "--hostname", "pod-a"))
+	server := lastLine(pi.run("app", "add", podA, img, "--name", "server", "--", "sh", "-c", "echo hi-from-server | nc -l -p 8080; sleep 1"))
+	pi.run("app", "start", podA, server)
+	client := lastLine(pi.run("app", "add", podA, img, "--name", "client", "--", "sh", "-c", "hostname; for i in 1 2 3 4 5 6 7 8 9 10; do nc 127.0.0.1 8080 && exit 0; sleep 0.2; done; exit 1"))
+	pi.run("app", "start", podA, client)
+	p := pi.waitApp(podA, "client")
+	for _, a := range p.Apps {
+		if a.Name == "client" && a.ExitCode != 0 {
+			t.Fatalf("client could not reach the server over localhost: %+v", a)
+		}
+	}
+	if logs := pi.run("logs", podA, "client"); logs != "pod-a\nhi-from-server\n" {
+		t.Fatalf("client saw %q", logs)
+	}
+
+	// Another pod has its own loopback and hostname.
+	podB := lastLine(pi.run("app", "sandbox", "--hostname", "pod-b"))
+	other := lastLine(pi.run("app", "add", podB, img, "--name", "other", "--", "sh", "-c", "hostname; nc -w 1 127.0.0.1 8080 && echo reached || echo isolated"))
+	pi.run("app", "start", podB, other)
+	pi.waitApp(podB, "other")
+	if logs := pi.run("logs", podB, "other"); logs != "pod-b\nisolated\n" {
+		t.Fatalf("separate pod saw %q", logs)
+	}
+	a, b := pi.status(podA), pi.status(podB)
+	if a.Attachment == nil || b.Attachment == nil || a.Attachment.IPs[0] == b.Attachment.IPs[0] {
+		t.Fatalf("pods need distinct addresses: %+v %+v", a.Attachment, b.Attachment)
+	}
+}
+
+func TestMemoryLimitOOMKillRecorded(t *testing.T) {
+	pi := newPodInstance(t)
+	img := pi.busybox()
+	// tail buffers its whole input looking for the last line: memory grows
+	// until the 16 MiB limit is hit.
+	stdout, _, err := pi.try("run", "--memory", "16M", img, "--", "sh", "-c", "tail /dev/zero")
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 137 {
+		t.Fatalf("exit %v (stdout %q), want 137", err, stdout)
+	}
+	var pods []podJSON
+	json.Unmarshal([]byte(pi.run("list", "-o", "json")), &pods)
+	if a := pods[0].Apps[0]; !a.OOMKilled || a.Reason != "OOMKilled" {
+		t.Fatalf("app %+v: want OOMKilled", a)
+	}
+}
+
+func TestRuncSeesAppsAndRunsBundles(t *testing.T) {
+	pi := newPodInstance(t)
+	img := pi.busybox()
+	runc := buildRunc(t)
+	podID := lastLine(pi.run("run", "--detach", img, "--", "sleep", "300"))
+	p := pi.status(podID)
+	appID := p.Apps[0].ID
+	list, err := exec.Command(runc, "--root", filepath.Join(pi.runRoot, "runc"), "list").CombinedOutput()
+	if err != nil || !strings.Contains(string(list), appID) || !strings.Contains(string(list), "running") {
+		t.Fatalf("runc list: %v\n%s", err, list)
+	}
+	state, err := exec.Command(runc, "--root", filepath.Join(pi.runRoot, "runc"), "state", appID).Output()
+	var st struct {
+		Pid    int    `json:"pid"`
+		Status string `json:"status"`
+	}
+	if err != nil || json.Unmarshal(state, &st) != nil || st.Pid != p.Apps[0].Pid {
+		t.Fatalf("runc state: %v %s; runclet says pid %d", err, state, p.Apps[0].Pid)
+	}
+
+	// A generated bundle runs by hand with plain runc, in its own state root.
+	pod2 := lastLine(pi.run("app", "sandbox"))
+	app2 := lastLine(pi.run("app", "add", pod2, img, "--name", "byhand", "--", "echo", "ran-by-runc"))
+	pi.run("app", "start", pod2, app2)
+	pi.waitApp(pod2, "byhand")
+	bundle := filepath.Join(pi.root, "pods", pod2, "apps", app2, "bundle")
+	cmd := exec.Command(runc, "--root", t.TempDir(), "run", "-b", bundle, "byhand-"+app2[:8])
+	out, err := cmd.CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "ran-by-runc" {
+		t.Fatalf("runc run -b %s: %v\n%s", bundle, err, out)
+	}
+}
+
+var runcOnce struct {
+	sync.Once
+	path string
+	err  error
+}
+
+// buildRunc builds runc at the version runclet's libcontainer comes from,
+// so its state format matches.
+func buildRunc(t *testing.T) string {
+	runcOnce.Do(func() {
+		v, err := exec.Command("go", "list", "-m", "-f", "{{.Version}}", "github.com/opencontainers/runc").Output()
+		if err != nil {
+			runcOnce.err = err
+			return
+		}
+		cache, _ := os.UserCacheDir()
+		dir := filepath.Join(cache, "runclet-test-runc", strings.TrimSpace(string(v)))
+		cmd := exec.Command("go", "install", "github.com/opencontainers/runc@"+strings.TrimSpace(string(v)))
+		cmd.Env = append(os.Environ(), "GOBIN="+dir, "GOFLAGS=-tags=seccomp")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			runcOnce.err = fmt.Errorf("go install runc: %v\n%s", err, out)
+			return
+		}
+		runcOnce.path = filepath.Join(dir, "runc")
+	})
+	if runcOnce.err != nil {
+		t.Fatal(runcOnce.err)
+	}
+	return runcOnce.path
+}
+
+func TestFlyPodSeesHostNetwork(t *testing.T) {
+	pi := newPodInstance(t)
+	img := pi.busybox()
+	hostLinks, _ := os.ReadFile("/proc/net/dev")
+	out := pi.run("run", "--rm", "--stage1", "fly", img, "--", "cat", "/proc/net/dev")
+	// Same interfaces as the host (the counters differ, the names do not).
+	if names(out) != names(string(hostLinks)) {
+		t.Fatalf("fly pod interfaces %q, host %q", names(out), names(string(hostLinks)))
+	}
+	isolated := pi.run("run", "--rm", img, "--", "cat", "/proc/net/dev")
+	if names(isolated) == names(string(hostLinks)) {
+		t.Fatal("runc pod sees the host's interfaces")
+	}
+}
+
+func names(procNetDev string) string {
+	var out []string
+	sc := bufio.NewScanner(strings.NewReader(procNetDev))
+	for sc.Scan() {
+		if name, _, ok := strings.Cut(sc.Text(), ":"); ok {
+			out = append(out, strings.TrimSpace(name))
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+func TestPodsOutliveStage0(t *testing.T) {
+	pi := newPodInstance(t)
+	img := pi.busybox()
+	// A foreground `runclet run` killed with SIGKILL: the pod goes on.
+	cmd := exec.Command(runcletBin, "--config", pi.config, "--root", pi.root, "--run-root", pi.runRoot,
+		"run", img, "--", "sh", "-c", "echo started; sleep 300")
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	line, _ := bufio.NewReader(stdout).ReadString('\n')
+	if line != "started\n" {
+		t.Fatalf("first line %q", line)
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	var pods []podJSON
+	json.Unmarshal([]byte(pi.run("list", "-o", "json")), &pods)
+	if len(pods) != 1 || pods[0].State != "ready" || pods[0].Apps[0].State != "running" {
+		t.Fatalf("after killing stage0: %+v", pods)
+	}
+	if err := syscall.Kill(pods[0].Apps[0].Pid, 0); err != nil {
+		t.Fatalf("app process %d gone: %v", pods[0].Apps[0].Pid, err)
+	}
+	pi.run("stop", "--timeout", "1s", pods[0].ID)
+	if p := pi.status(pods[0].ID); p.State != "stopped" || p.Apps[0].State != "exited" {
+		t.Fatalf("after stop: %+v", p)
+	}
+}
+
+func TestErrorsNameTheCauseAndUndo(t *testing.T) {
+	pi := newPodInstance(t)
+	img := pi.busybox()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "--rm", pi.reg.Host() + "/test/absent:1"}, "not found"},
+		{[]string{"run", "--rm", img, "--", "/no/such/binary"}, `exec: "/no/such/binary": not found`},
+		{[]string{"run", "--rm", "--user", "nobody-here", img, "--", "true"}, "nobody-here"},
+		{[]string{"run", "--rm", "--port", "99999:80", img}, "--port"},
+	} {
+		_, stderr, err := pi.try(tc.args...)
+		if err == nil || !strings.Contains(stderr, tc.want) {
+			t.Errorf("runclet %v: err %v, stderr %q; want it to mention %q", tc.args, err, stderr, tc.want)
+		}
+	}
+	// The failed runs left no pod behind.
+	if out := pi.run("list", "-o", "json"); strings.TrimSpace(out) != "[]" {
+		t.Fatalf("pods left after failures: %s", out)
+	}
+}
