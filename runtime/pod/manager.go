@@ -140,6 +140,9 @@ func (m *Manager) CreatePod(ctx context.Context, cfg PodConfig) (_ *Pod, retErr 
 	if p.HostNetwork && len(p.Ports) > 0 {
 		p.Ports = nil // host network needs no mapping
 	}
+	if err := m.checkPorts(p.Ports); err != nil {
+		return nil, err
+	}
 
 	var u undo
 	defer func() {
