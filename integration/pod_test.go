@@ -387,3 +387,65 @@ func TestErrorsNameTheCauseAndUndo(t *testing.T) {
 		t.Fatalf("pods left after failures: %s", out)
 	}
 }
+
+func TestFailedAddAppUndoesAndPortsAreChecked(t *testing.T) {
+	pi := newPodInstance(t)
+	img := pi.busybox()
+	podID := lastLine(pi.run("app", "sandbox", "--port", "18931:80"))
+	if _, stderr, err := pi.try("app", "add", podID, img, "--user", "ghost", "--", "true"); err == nil || !strings.Contains(stderr, "ghost") {
+		t.Fatalf("bad user accepted: %v %s", err, stderr)
+	}
+	if p := pi.status(podID); len(p.Apps) != 0 {
+		t.Fatalf("failed add left apps: %+v", p.Apps)
+	}
+	apps, _ := os.ReadDir(filepath.Join(pi.root, "pods", podID, "apps"))
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	if len(apps) != 0 || strings.Contains(string(mounts), filepath.Join(pi.root, "pods", podID, "apps")) {
+		t.Fatalf("failed add left %d app dirs or a rootfs mount", len(apps))
+	}
+
+	// The same host port twice is refused, naming the pod that has it.
+	_, stderr, err := pi.try("app", "sandbox", "--port", "18931:81")
+	if err == nil || !strings.Contains(stderr, "18931/tcp is in use by pod "+podID) {
+		t.Fatalf("second mapping of a host port: %v %s", err, stderr)
+	}
+	// And a port a host process listens on.
+	l, lerr := netListen("tcp", "0.0.0.0:18932")
+	if lerr != nil {
+		t.Fatal(lerr)
+	}
+	defer l.Close()
+	if _, stderr, err := pi.try("app", "sandbox", "--port", "18932:80"); err == nil || !strings.Contains(stderr, "in use on this host") {
+		t.Fatalf("port held by a host process: %v %s", err, stderr)
+	}
+	var pods []podJSON
+	json.Unmarshal([]byte(pi.run("list", "-o", "json")), &pods)
+	if len(pods) != 1 {
+		t.Fatalf("refused sandboxes left pods: %d", len(pods))
+	}
+}
+
+func TestVolumesAndPortMapping(t *testing.T) {
+	pi := newPodInstance(t)
+	img := pi.busybox()
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "in.txt"), []byte("from the host\n"), 0o644)
+	out := pi.run("run", "--rm", "-v", dir+":/vol", "-v", dir+":/ro:ro", img, "--", "sh", "-c", "cat /vol/in.txt; echo written > /vol/out.txt; touch /ro/x 2>/dev/null && echo rw || echo ro")
+	if out != "from the host\nro\n" {
+		t.Fatalf("volume output %q", out)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "out.txt")); string(b) != "written\n" {
+		t.Fatalf("write through the volume: %q", b)
+	}
+	podID := lastLine(pi.run("run", "-d", "-p", "18933:8080", img, "--", "sh", "-c", "while true; do echo served | nc -l -p 8080; done"))
+	p := pi.status(podID)
+	gw := strings.Split(p.Attachment.IPs[0], "/")[0]
+	var got string
+	for i := 0; i < 50 && got != "served\n"; i++ {
+		got = dialRead(gw[:strings.LastIndex(gw, ".")]+".1:18933")
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got != "served\n" {
+		t.Fatalf("through the host port: %q", got)
+	}
+}
