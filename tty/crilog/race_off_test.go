@@ -1,0 +1,5 @@
+//go:build !race
+
+package crilog
+
+const raceEnabled = false
