@@ -33,6 +33,9 @@ bench: ## Go benchmarks of the image store (unpack and pull)
 bench-images: build ## compare runclet's image pull and unpack with skopeo + umoci (root)
 	$(GO) run ./integration/cmd/imagebench -runclet bin/runclet
 
+bench-pods: build ## pod start latency and supervisor memory vs runc and containerd (root)
+	$(GO) run ./integration/cmd/podbench -runclet bin/runclet
+
 install: build ## install the binaries into $(PREFIX)/bin
 	install -D -m 0755 bin/runclet $(DESTDIR)$(PREFIX)/bin/runclet
 	install -D -m 0755 bin/stage1-runc $(DESTDIR)$(PREFIX)/bin/stage1-runc
