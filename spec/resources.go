@@ -26,6 +26,10 @@ var hugepageSize = regexp.MustCompile(`^[1-9][0-9]*[KMGTP]B$`)
 
 // cgroupsPath places the app's cgroup below the pod's.
 func cgroupsPath(app App, pod Pod) (string, error) {
+	leaf := app.ID
+	if leaf == "" {
+		leaf = app.Name
+	}
 	parent := pod.CgroupParent
 	if pod.SystemdCgroup {
 		if parent == "" {
@@ -34,7 +38,7 @@ func cgroupsPath(app App, pod Pod) (string, error) {
 		if !strings.HasSuffix(parent, ".slice") || strings.ContainsAny(parent, "/:") {
 			return "", errdefs.InvalidArgument("systemd cgroup parent %q is not a slice name", parent)
 		}
-		return parent + ":" + systemdPrefix + ":" + pod.ID + "-" + app.Name, nil
+		return parent + ":" + systemdPrefix + ":" + pod.ID + "-" + leaf, nil
 	}
 	if parent == "" {
 		parent = path.Join(cgroupfsRoot, pod.ID)
@@ -42,7 +46,7 @@ func cgroupsPath(app App, pod Pod) (string, error) {
 	if !path.IsAbs(parent) {
 		return "", errdefs.InvalidArgument("cgroup parent %q is not an absolute path", parent)
 	}
-	return path.Join(parent, app.Name), nil
+	return path.Join(parent, leaf), nil
 }
 
 func i64(v int64) *int64 { return &v }

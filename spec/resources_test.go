@@ -144,3 +144,15 @@ func TestDevices(t *testing.T) {
 		wantInvalid(t, err)
 	}
 }
+
+func TestCgroupLeafIsTheAppID(t *testing.T) {
+	for systemd, want := range map[bool]string{false: "/runclet/p1/c0ffee", true: "runclet.slice:runclet:p1-c0ffee"} {
+		s, err := Generate(busyboxImage(), nil, App{Name: "web", ID: "c0ffee"}, Pod{ID: "p1", SystemdCgroup: systemd}, FlavorRunc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.Linux.CgroupsPath != want {
+			t.Errorf("systemd=%v: cgroups path %q, want %q", systemd, s.Linux.CgroupsPath, want)
+		}
+	}
+}

@@ -145,6 +145,10 @@ type SeccompProfile struct {
 type App struct {
 	// Name is the app's name in the pod, a DNS-1123 label.
 	Name string
+	// ID uniquely names the app's container: it is the leaf of the app's
+	// cgroup, so two attempts of one name never share a cgroup. "" means
+	// Name.
+	ID string
 	// Command overrides the image's ENTRYPOINT (Kubernetes "command").
 	Command []string
 	// Args overrides the image's CMD (Kubernetes "args").

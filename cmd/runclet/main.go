@@ -44,7 +44,8 @@ func main() {
 	pf.StringVar(&g.runRoot, "run-root", "", "runtime state root (default from config: /run/runclet)")
 	pf.BoolVar(&g.debug, "debug", false, "log debug messages")
 
-	root.AddCommand(imageCommand(g), configCommand(g), runCommand(g), appCommand(g))
+	root.AddCommand(imageCommand(g), configCommand(g), runCommand(g), appCommand(g),
+		attachCommand(g), execCommand(g), enterCommand(g))
 	root.AddCommand(podCommands(g)...)
 	if err := root.Execute(); err != nil {
 		var code exitError

@@ -186,9 +186,6 @@ func runCommand(g *globals) *cobra.Command {
 		Short: "Run a one-app pod; in the foreground it exits with the app's exit code",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if interactive || tty {
-				return errdefs.InvalidArgument("-i and -t need attach, which is not implemented yet (see docs/cli.md)")
-			}
 			m, images, err := g.podManager()
 			if err != nil {
 				return err
@@ -205,12 +202,13 @@ func runCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			acfg.Tty, acfg.Stdin, acfg.StdinOnce = tty, interactive, interactive
 			p, err := m.CreatePod(ctx, pcfg)
 			if err != nil {
 				return err
 			}
 			a, err := m.AddApp(ctx, p.ID, acfg)
-			if err == nil {
+			if err == nil && (detach || !(interactive || tty)) {
 				a, err = m.StartApp(ctx, p.ID, a.ID)
 			}
 			if err != nil {
@@ -221,7 +219,20 @@ func runCommand(g *globals) *cobra.Command {
 				fmt.Fprintln(cmd.OutOrStdout(), p.ID)
 				return nil
 			}
-			code, err := followApp(ctx, m, a, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			var code int
+			if interactive || tty {
+				code, err = runInteractive(ctx, m, a, interactive)
+				if errors.Is(err, errDetached) {
+					fmt.Fprintf(cmd.ErrOrStderr(), "detached; pod %s keeps running\n", p.ID)
+					return nil
+				}
+				if err == nil {
+					// The attach ends at exit; the exit file is the truth.
+					code, err = waitExitCode(ctx, m, a)
+				}
+			} else {
+				code, err = followApp(ctx, m, a, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			}
 			if err != nil {
 				return err
 			}
@@ -247,6 +258,24 @@ func runCommand(g *globals) *cobra.Command {
 	c.Flags().BoolVarP(&interactive, "interactive", "i", false, "keep stdin open (needs attach)")
 	c.Flags().BoolVarP(&tty, "tty", "t", false, "allocate a terminal (needs attach)")
 	return c
+}
+
+// waitExitCode waits for an app's exit file and returns its exit code.
+func waitExitCode(ctx context.Context, m *pod.Manager, a *pod.App) (int, error) {
+	for {
+		fresh, err := m.Layout().LoadApp(a.PodID, a.ID)
+		if err != nil {
+			return -1, err
+		}
+		if fresh.State == pod.AppExited {
+			return fresh.ExitCode, nil
+		}
+		select {
+		case <-ctx.Done():
+			return -1, ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // exitError makes runclet exit with the app's exit code.
@@ -385,6 +414,9 @@ func appCommand(g *globals) *cobra.Command {
 	rmApp := podApp("rm", "Remove an app (killing it if it runs)", func(ctx context.Context, m *pod.Manager, p *pod.Pod, app string) error {
 		return m.RemoveApp(ctx, p.ID, app)
 	})
+	reopen := podApp("reopen-log", "Reopen an app's log file after it was renamed (log rotation)", func(ctx context.Context, m *pod.Manager, p *pod.Pod, app string) error {
+		return m.ReopenLog(ctx, p.ID, app)
+	})
 	var out outputFlag
 	status := podApp("status", "Show one app", func(ctx context.Context, m *pod.Manager, p *pod.Pod, app string) error {
 		asJSON, err := out.json()
@@ -435,7 +467,7 @@ func appCommand(g *globals) *cobra.Command {
 		},
 	}
 	listOut.add(list)
-	c.AddCommand(sandbox, add, start, stop, rmApp, status, list)
+	c.AddCommand(sandbox, add, start, stop, rmApp, reopen, status, list)
 	return c
 }
 

@@ -16,6 +16,7 @@ var (
 	ErrInvalidArgument    = errors.New("invalid argument")
 	ErrFailedPrecondition = errors.New("failed precondition")
 	ErrUnavailable        = errors.New("unavailable")
+	ErrDeadlineExceeded   = errors.New("deadline exceeded")
 )
 
 // NotFound returns an error of class ErrNotFound with a formatted message.
@@ -48,6 +49,10 @@ func (c *classed) Unwrap() []error { return []error{c.class, c.err} }
 func wrap(class error, format string, a ...any) error {
 	return &classed{class: class, err: fmt.Errorf(format, a...)}
 }
+
+// DeadlineExceeded returns an error of class ErrDeadlineExceeded: an
+// operation ran out of the time it was given (an exec's timeout).
+func DeadlineExceeded(format string, a ...any) error { return wrap(ErrDeadlineExceeded, format, a...) }
 
 // IsNotFound reports whether err is of class ErrNotFound.
 func IsNotFound(err error) bool { return errors.Is(err, ErrNotFound) }

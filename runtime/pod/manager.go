@@ -353,7 +353,7 @@ func (m *Manager) AddApp(ctx context.Context, podID string, cfg AppConfig) (_ *A
 	u.add(func() error { return unmountRootfs(rootfs) })
 
 	req := cfg.Spec
-	req.Name, req.Terminal, req.Stdin, req.RootfsPath = cfg.Name, cfg.Tty, cfg.Stdin, rootfs
+	req.Name, req.ID, req.Terminal, req.Stdin, req.RootfsPath = cfg.Name, a.ID, cfg.Tty, cfg.Stdin, rootfs
 	s, err := spec.Generate(imgCfg.Config, func(path string) ([]byte, error) { return m.opts.Images.ReadImageFile(img, path) }, req, m.specPod(p), spec.Flavor(p.Flavor))
 	if err != nil {
 		return nil, err

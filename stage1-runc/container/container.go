@@ -105,7 +105,7 @@ func Create(opts Options, id, bundle string, stdio Stdio) (_ *App, retErr error)
 		}
 	}
 	if err := c.Start(p); err != nil {
-		return nil, explainStartError(id, spec, err)
+		return nil, explainStartError(id, &execArgs{spec.Process.Args}, err)
 	}
 	return &App{c: c, p: p, spec: spec}, nil
 }
@@ -222,13 +222,17 @@ func hasCapSysResource() bool {
 
 // explainStartError turns libcontainer's start failures into messages
 // that name the cause a person can act on.
-func explainStartError(id string, spec *specs.Spec, err error) error {
+func explainStartError(id string, cmd *execArgs, err error) error {
 	msg := err.Error()
+	arg0 := ""
+	if len(cmd.args) > 0 {
+		arg0 = cmd.args[0]
+	}
 	switch {
 	case strings.Contains(msg, "executable file not found") || strings.Contains(msg, "no such file or directory") && strings.Contains(msg, "exec:"):
-		return errdefs.InvalidArgument("app %s: exec: %q: not found in the image: %w", id, spec.Process.Args[0], err)
+		return errdefs.InvalidArgument("app %s: exec: %q: not found in the image: %w", id, arg0, err)
 	case strings.Contains(msg, "permission denied") && strings.Contains(msg, "exec"):
-		return errdefs.InvalidArgument("app %s: exec: %q: permission denied: %w", id, spec.Process.Args[0], err)
+		return errdefs.InvalidArgument("app %s: exec: %q: permission denied: %w", id, arg0, err)
 	case strings.Contains(msg, "can't get final child's PID from pipe"):
 		return fmt.Errorf("app %s: the container's init died before reporting (often a namespace, cgroup or oom_score_adj the kernel refused; see the supervisor log): %w", id, err)
 	}

@@ -36,6 +36,11 @@ const (
 	MethodRemove   = "RemoveApp"
 	MethodState    = "State"
 	MethodShutdown = "Shutdown"
+	// Streaming: after the response the connection carries tty/stream frames.
+	MethodAttach = "Attach"
+	MethodExec   = "Exec"
+	// MethodReopenLog reopens an app's log file at its path (kubelet rotation).
+	MethodReopenLog = "ReopenLog"
 )
 
 // Request is what the client sends.
@@ -95,6 +100,40 @@ type StopAppParams struct {
 type KillAppParams struct {
 	Name   string `json:"name"`
 	Signal int    `json:"signal"`
+}
+
+// AttachParams attaches to an app's stdio. Output frames carry only what
+// the app writes after the attach; earlier output is in its log.
+type AttachParams struct {
+	Name   string `json:"name"`
+	Stdin  bool   `json:"stdin"`
+	Stdout bool   `json:"stdout"`
+	Stderr bool   `json:"stderr"`
+}
+
+// AttachResult says how to treat the stream.
+type AttachResult struct {
+	Tty bool `json:"tty"`
+}
+
+// ExecParams runs a process in a running app with the app's namespaces,
+// cgroup, user, capabilities and seccomp.
+type ExecParams struct {
+	Name    string        `json:"name"`
+	Args    []string      `json:"args"`
+	Env     []string      `json:"env,omitempty"`
+	Cwd     string        `json:"cwd,omitempty"`
+	Tty     bool          `json:"tty"`
+	Stdin   bool          `json:"stdin"`
+	Width   uint16        `json:"width,omitempty"`
+	Height  uint16        `json:"height,omitempty"`
+	Timeout time.Duration `json:"timeout,omitempty"` // 0: none; on expiry the process and its group are killed
+}
+
+// ExecResult identifies the exec'd process; its exit comes as the Exit
+// frame (exit code 137 and error "timeout" when Timeout killed it).
+type ExecResult struct {
+	Pid int `json:"pid"`
 }
 
 // App states.

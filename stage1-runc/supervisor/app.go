@@ -16,6 +16,7 @@ import (
 	"github.com/runclet/runclet/stage1-runc/container"
 	"github.com/runclet/runclet/stage1-runc/proto"
 	"github.com/runclet/runclet/tty/crilog"
+	"github.com/runclet/runclet/tty/fanout"
 )
 
 // pumpGrace is how long output may keep flowing after an app's init
@@ -37,13 +38,17 @@ type app struct {
 	exited    chan struct{}
 	removed   bool
 
-	stdin   io.WriteCloser // stdin pipe or pty master; nil without stdin
-	outputs []*os.File     // read ends / pty master, closed after exit
-	pumps   sync.WaitGroup
+	stdin      io.WriteCloser // stdin pipe or pty master; nil without stdin
+	stdinOnce  sync.Once      // closes stdin for StdinOnce apps
+	console    *os.File       // pty master, for resize; nil without a terminal
+	outputs    []*os.File     // read ends / pty master, closed after exit
+	pumps      sync.WaitGroup
+	broadcasts [2]*fanout.Broadcaster // stdout, stderr: what attach clients see
 }
 
 func newApp(copt container.Options, p proto.AddAppParams, maxLine int) (_ *app, retErr error) {
-	a := &app{name: p.Name, params: p, status: proto.StatusCreated, createdAt: time.Now().UTC(), exited: make(chan struct{})}
+	a := &app{name: p.Name, params: p, status: proto.StatusCreated, createdAt: time.Now().UTC(), exited: make(chan struct{}),
+		broadcasts: [2]*fanout.Broadcaster{fanout.NewBroadcaster(fanout.DefaultBufSize), fanout.NewBroadcaster(fanout.DefaultBufSize)}}
 	var err error
 	if p.LogPath != "" {
 		if a.log, err = crilog.NewWriter(p.LogPath, maxLine); err != nil {
@@ -104,21 +109,23 @@ func newApp(copt container.Options, p proto.AddAppParams, maxLine int) (_ *app, 
 			return nil, fmt.Errorf("app %s: receiving its terminal: %w", p.Name, err)
 		}
 		a.outputs = append(a.outputs, master)
+		a.console = master
 		if p.Stdin {
 			a.stdin = master
 		}
-		a.pump(master, "stdout")
+		a.pump(master, crilog.Stdout, 0)
 	} else {
-		a.pump(a.outputs[0], "stdout")
-		a.pump(a.outputs[1], "stderr")
+		a.pump(a.outputs[0], crilog.Stdout, 0)
+		a.pump(a.outputs[1], crilog.Stderr, 1)
 	}
 	go a.waitExit()
 	return a, nil
 }
 
-// pump copies one output stream to the app's log until EOF (or EIO, which
-// a pty master reports once the last slave fd closes).
-func (a *app) pump(src *os.File, stream crilog.Stream) {
+// pump copies one output stream to the app's log and to its attach
+// clients until EOF (or EIO, which a pty master reports once the last
+// slave fd closes).
+func (a *app) pump(src *os.File, stream crilog.Stream, idx int) {
 	var dst io.Writer = io.Discard
 	if a.log != nil {
 		dst = a.log.StreamWriter(stream)
@@ -126,15 +133,8 @@ func (a *app) pump(src *os.File, stream crilog.Stream) {
 	a.pumps.Add(1)
 	go func() {
 		defer a.pumps.Done()
-		buf := make([]byte, 32<<10)
-		for {
-			n, err := src.Read(buf)
-			if n > 0 {
-				dst.Write(buf[:n])
-			}
-			if err != nil {
-				return
-			}
+		if err := fanout.Pump(dst, a.broadcasts[idx], src); err != nil {
+			slog.Warn("app output", "app", a.name, "stream", stream, "err", err)
 		}
 	}()
 }
@@ -167,6 +167,9 @@ func (a *app) waitExit() {
 	a.drainOutput()
 	if a.log != nil {
 		a.log.Flush()
+	}
+	for _, b := range a.broadcasts {
+		b.Close() // attach clients drain what is left, then see EOF
 	}
 	if data, err := json.Marshal(es); err == nil {
 		if err := fsutil.WriteFileAtomic(a.params.ExitFile, data, 0o600); err != nil {

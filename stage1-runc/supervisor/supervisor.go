@@ -150,7 +150,7 @@ func (s *supervisor) serve(ln net.Listener) {
 }
 
 func (s *supervisor) handle(conn net.Conn) {
-	defer conn.Close()
+	defer conn.Close() // streaming handlers close it themselves too; twice is harmless
 	r := bufio.NewReader(conn)
 	line, err := r.ReadBytes('\n')
 	if err != nil {
@@ -163,6 +163,14 @@ func (s *supervisor) handle(conn net.Conn) {
 	}
 	if req.Version != proto.Version {
 		reply(conn, nil, errdefs.FailedPrecondition("stage1 contract version %d requested, this supervisor speaks %d", req.Version, proto.Version))
+		return
+	}
+	switch req.Method {
+	case proto.MethodAttach:
+		s.attach(conn, r, req)
+		return
+	case proto.MethodExec:
+		s.exec(conn, r, req)
 		return
 	}
 	res, err := s.dispatch(context.Background(), req)
@@ -230,6 +238,17 @@ func (s *supervisor) dispatch(ctx context.Context, req proto.Request) (any, erro
 		return nil, s.removeApp(p.Name)
 	case proto.MethodState:
 		return s.state(), nil
+	case proto.MethodReopenLog:
+		p, err := decode[proto.NameParams](req)
+		if err != nil {
+			return nil, err
+		}
+		return s.withApp(p.Name, func(a *app) (any, error) {
+			if a.log == nil {
+				return nil, errdefs.FailedPrecondition("app %s has no log file", a.name)
+			}
+			return nil, a.log.Reopen()
+		})
 	case proto.MethodShutdown:
 		return nil, nil
 	}
