@@ -442,7 +442,7 @@ func TestVolumesAndPortMapping(t *testing.T) {
 	gw := strings.Split(p.Attachment.IPs[0], "/")[0]
 	var got string
 	for i := 0; i < 50 && got != "served\n"; i++ {
-		got = dialRead(gw[:strings.LastIndex(gw, ".")]+".1:18933")
+		got = dialRead(gw[:strings.LastIndex(gw, ".")] + ".1:18933")
 		time.Sleep(100 * time.Millisecond)
 	}
 	if got != "served\n" {
