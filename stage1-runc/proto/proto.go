@@ -152,6 +152,8 @@ type AppState struct {
 	CreatedAt   time.Time   `json:"createdAt"`
 	StartedAt   time.Time   `json:"startedAt,omitzero"`
 	Exit        *ExitStatus `json:"exit,omitempty"`
+	// LogWriteErrors counts log records lost to write errors (disk full).
+	LogWriteErrors uint64 `json:"logWriteErrors,omitempty"`
 }
 
 // ExitStatus is written to an app's exit file the moment it exits.

@@ -205,6 +205,9 @@ func (a *app) snapshot() proto.AppState {
 	if a.status != proto.StatusExited {
 		st.Pid = a.c.Pid()
 	}
+	if a.log != nil {
+		st.LogWriteErrors = a.log.WriteErrors()
+	}
 	return st
 }
 
