@@ -1,6 +1,7 @@
 package network
 
 import (
+	"encoding/json"
 	"context"
 	"errors"
 	"fmt"
@@ -126,8 +127,13 @@ func (m *Manager) Setup(ctx context.Context, podID, netnsPath string, ports []Po
 	if len(o.args) > 0 {
 		rt.Args = append([][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_INFRA_CONTAINER_ID", podID}}, o.args...)
 	}
+	list := nc.list
 	if pm := portMappingsArg(ports); len(pm) > 0 {
 		rt.CapabilityArgs = map[string]any{"portMappings": pm}
+	} else if trimmed, err := withoutCapabilityOnly(list, "portMappings"); err == nil {
+		// A pod without host ports skips portmap (about 15 ms each way);
+		// libcni caches the list used, so teardown matches it.
+		list = trimmed
 	}
 
 	// Rollback runs even when ctx was canceled, with its own deadline.
@@ -145,18 +151,47 @@ func (m *Manager) Setup(ctx context.Context, podID, netnsPath string, ports []Po
 		rollback([]*libcni.NetworkConfigList{m.loopback}, []*libcni.RuntimeConf{loRT})
 		return nil, classify(fmt.Errorf("network setup of pod %s: loopback: %w", podID, err))
 	}
-	res, err := m.cni.AddNetworkList(ctx, nc.list, rt)
+	res, err := m.cni.AddNetworkList(ctx, list, rt)
 	if err != nil {
-		rollback([]*libcni.NetworkConfigList{m.loopback, nc.list}, []*libcni.RuntimeConf{loRT, rt})
-		return nil, classify(fmt.Errorf("network setup of pod %s: network %q (%s): %w", podID, nc.list.Name, nc.source, err))
+		rollback([]*libcni.NetworkConfigList{m.loopback, list}, []*libcni.RuntimeConf{loRT, rt})
+		return nil, classify(fmt.Errorf("network setup of pod %s: network %q (%s): %w", podID, list.Name, nc.source, err))
 	}
-	att, err := attachmentFromResult(nc.list.Name, res)
+	att, err := attachmentFromResult(list.Name, res)
 	if err != nil {
-		rollback([]*libcni.NetworkConfigList{m.loopback, nc.list}, []*libcni.RuntimeConf{loRT, rt})
-		return nil, fmt.Errorf("network setup of pod %s: network %q: %w", podID, nc.list.Name, err)
+		rollback([]*libcni.NetworkConfigList{m.loopback, list}, []*libcni.RuntimeConf{loRT, rt})
+		return nil, fmt.Errorf("network setup of pod %s: network %q: %w", podID, list.Name, err)
 	}
 	slog.DebugContext(ctx, "pod attached to network", "pod", podID, "network", att.Network, "ips", att.PodIPs())
 	return att, nil
+}
+
+// withoutCapabilityOnly returns list minus the plugins whose only purpose
+// is the named capability (portmap for "portMappings"), or list itself
+// when there are none.
+func withoutCapabilityOnly(list *libcni.NetworkConfigList, capability string) (*libcni.NetworkConfigList, error) {
+	var raw map[string]any
+	if err := json.Unmarshal(list.Bytes, &raw); err != nil {
+		return nil, err
+	}
+	plugins, _ := raw["plugins"].([]any)
+	var kept []any
+	for _, p := range plugins {
+		pm, _ := p.(map[string]any)
+		caps, _ := pm["capabilities"].(map[string]any)
+		if pm["type"] == "portmap" && len(caps) == 1 && caps[capability] == true {
+			continue
+		}
+		kept = append(kept, p)
+	}
+	if len(kept) == len(plugins) || len(kept) == 0 {
+		return list, nil
+	}
+	raw["plugins"] = kept
+	b, err := json.Marshal(raw)
+	if err != nil {
+		return nil, err
+	}
+	return libcni.ConfListFromBytes(b)
 }
 
 // classify gives plugin errors an error class where one fits.
