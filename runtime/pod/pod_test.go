@@ -1,0 +1,65 @@
+package pod
+
+import (
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/stage1-runc/proto"
+)
+
+func TestParseSignal(t *testing.T) {
+	for in, want := range map[string]syscall.Signal{"SIGQUIT": syscall.SIGQUIT, "quit": syscall.SIGQUIT, "9": syscall.SIGKILL} {
+		got, err := parseSignal(in)
+		if err != nil || got != want {
+			t.Errorf("%s: %v %v", in, got, err)
+		}
+	}
+	if _, err := parseSignal("SIGNOPE"); !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("unknown signal: %v", err)
+	}
+}
+
+func TestExitFileIsTheTruth(t *testing.T) {
+	l := Layout{Root: t.TempDir(), RunRoot: t.TempDir()}
+	a := &App{ID: "a1", PodID: "p1", Name: "web", State: AppRunning, CreatedAt: time.Now()}
+	if err := os.MkdirAll(l.AppDir("p1", "a1"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.saveApp(a); err != nil {
+		t.Fatal(err)
+	}
+	got, err := l.LoadApp("p1", "a1")
+	if err != nil || got.State != AppRunning {
+		t.Fatalf("before exit: %+v %v", got, err)
+	}
+	writeJSON(l.ExitFile("p1", "a1"), proto.ExitStatus{ExitCode: 137, Signal: 9, OOMKilled: true, Reason: "OOMKilled", ExitedAt: time.Now()})
+	got, _ = l.LoadApp("p1", "a1")
+	if got.State != AppExited || got.ExitCode != 137 || !got.OOMKilled || got.Reason != "OOMKilled" {
+		t.Fatalf("after exit: %+v", got)
+	}
+	if _, err := l.LoadApp("p1", "nope"); !errdefs.IsNotFound(err) {
+		t.Fatalf("missing app: %v", err)
+	}
+	if _, err := l.LoadPod("../etc"); !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("pod id with a path in it: %v", err)
+	}
+}
+
+func TestCgroupMountsListsThisHost(t *testing.T) {
+	mounts, err := cgroupMounts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat("/sys/fs/cgroup"); err == nil && len(mounts) == 0 {
+		t.Fatal("no cgroup hierarchy found on a host that has /sys/fs/cgroup")
+	}
+	for _, m := range mounts {
+		if !filepath.IsAbs(m) {
+			t.Fatalf("mount point %q", m)
+		}
+	}
+}
