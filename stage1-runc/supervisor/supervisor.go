@@ -257,9 +257,9 @@ func (s *supervisor) dispatch(ctx context.Context, req proto.Request) (any, erro
 
 func (s *supervisor) withApp(name string, fn func(*app) (any, error)) (any, error) {
 	s.mu.Lock()
-	a, ok := s.apps[name]
+	a := s.apps[name]
 	s.mu.Unlock()
-	if !ok {
+	if a == nil { // absent, or still being created
 		return nil, errdefs.NotFound("app %q not found in pod %s", name, s.opts.PodID)
 	}
 	return fn(a)
@@ -270,7 +270,9 @@ func (s *supervisor) state() proto.StateResult {
 	defer s.mu.Unlock()
 	res := proto.StateResult{Pid: os.Getpid(), Apps: []proto.AppState{}}
 	for _, a := range s.apps {
-		res.Apps = append(res.Apps, a.snapshot())
+		if a != nil { // nil: being created
+			res.Apps = append(res.Apps, a.snapshot())
+		}
 	}
 	return res
 }
