@@ -250,6 +250,9 @@ func (s *supervisor) dispatch(ctx context.Context, req proto.Request) (any, erro
 			return nil, a.log.Reopen()
 		})
 	case proto.MethodShutdown:
+		// Remove every app before answering, so that when stage0 goes on
+		// to clean up the pod nothing of the supervisor's is still moving.
+		s.killAll()
 		return nil, nil
 	}
 	return nil, errdefs.InvalidArgument("unknown method %q", req.Method)
