@@ -444,3 +444,35 @@ func TestVolumesAndPortMapping(t *testing.T) {
 		t.Fatalf("through the host port: %q", got)
 	}
 }
+
+func TestSharedPidNamespace(t *testing.T) {
+	pi := newPodInstance(t)
+	img := pi.busybox()
+	shared := lastLine(pi.run("app", "sandbox", "--share-pid"))
+	a := lastLine(pi.run("app", "add", shared, img, "--name", "sleeper", "--", "sleep", "4242"))
+	pi.run("app", "start", shared, a)
+	b := lastLine(pi.run("app", "add", shared, img, "--name", "looker", "--", "sh", "-c", "ps -o args | grep -c '^sleep 4242'"))
+	pi.run("app", "start", shared, b)
+	pi.waitApp(shared, "looker")
+	if out := pi.run("logs", shared, "looker"); out != "1\n" {
+		t.Fatalf("an app of a --share-pid pod does not see its sibling: %q", out)
+	}
+	// Without --share-pid each app has its own.
+	own := lastLine(pi.run("app", "sandbox"))
+	c := lastLine(pi.run("app", "add", own, img, "--name", "sleeper", "--", "sleep", "4243"))
+	pi.run("app", "start", own, c)
+	d := lastLine(pi.run("app", "add", own, img, "--name", "looker", "--", "sh", "-c", "ps -o args | grep -c '^sleep 4243'"))
+	pi.run("app", "start", own, d)
+	pi.waitApp(own, "looker")
+	if out := pi.run("logs", own, "looker"); out != "0\n" {
+		t.Fatalf("apps of a pod without --share-pid see each other: %q", out)
+	}
+	pinned := filepath.Join(pi.runRoot, "pods", shared, "ns", "pid")
+	if _, err := os.Stat(pinned); err != nil {
+		t.Fatalf("shared pid namespace not pinned: %v", err)
+	}
+	pi.run("rm", shared)
+	if _, err := os.Stat(pinned); err == nil {
+		t.Fatal("pinned pid namespace left after rm")
+	}
+}

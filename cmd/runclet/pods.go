@@ -28,6 +28,7 @@ import (
 type podFlags struct {
 	name, hostname, flavor, net string
 	ports                       []string
+	sharePID                    bool
 }
 
 func (f *podFlags) add(c *cobra.Command) {
@@ -36,10 +37,11 @@ func (f *podFlags) add(c *cobra.Command) {
 	c.Flags().StringVar(&f.flavor, "stage1", "", "stage1 flavor: runc (isolated) or fly (host namespaces)")
 	c.Flags().StringVar(&f.net, "net", "default", "network: default (CNI) or host")
 	c.Flags().StringSliceVarP(&f.ports, "port", "p", nil, "publish HOSTPORT:PORT[/tcp|udp] (repeatable)")
+	c.Flags().BoolVar(&f.sharePID, "share-pid", false, "one pid namespace for all the pod's apps")
 }
 
 func (f *podFlags) config() (pod.PodConfig, error) {
-	cfg := pod.PodConfig{Name: f.name, Hostname: f.hostname, Flavor: f.flavor}
+	cfg := pod.PodConfig{Name: f.name, Hostname: f.hostname, Flavor: f.flavor, SharePID: f.sharePID}
 	switch f.net {
 	case "default", "":
 	case "host":

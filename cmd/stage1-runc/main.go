@@ -30,6 +30,8 @@ func main() {
 		fmt.Println("stage1-runc", version)
 	case "supervise":
 		os.Exit(supervise(os.Args[2:]))
+	case "pidns-init":
+		supervisor.PidnsInit()
 	default:
 		usage()
 	}
@@ -52,6 +54,7 @@ func supervise(args []string) int {
 	fs.BoolVar(&o.SystemdCgroup, "systemd-cgroup", false, "use the systemd cgroup driver")
 	fs.IntVar(&o.MaxLogLine, "max-log-line", 16<<10, "CRI log line size before splitting")
 	fs.BoolVar(&debugLog, "debug", false, "debug logging")
+	fs.StringVar(&o.PidNS, "pid-ns", "", "create a pod-wide pid namespace and pin it at this path")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}

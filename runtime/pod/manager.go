@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -79,8 +80,10 @@ type PodConfig struct {
 	Labels, Annotations  map[string]string
 	HostNetwork          bool
 	HostPID, HostIPC     bool
-	Ports                []network.PortMapping
-	DNS                  *DNSConfig
+	// SharePID gives the pod's apps one pid namespace (CRI pid POD).
+	SharePID bool
+	Ports    []network.PortMapping
+	DNS      *DNSConfig
 	// CgroupParent is the pod's cgroup (kubelet's pod cgroup); "" makes
 	// one of runclet's own, /runclet/<pod id>.
 	CgroupParent string
@@ -109,7 +112,7 @@ func (m *Manager) CreatePod(ctx context.Context, cfg PodConfig) (_ *Pod, retErr 
 		ID: newID(), Name: cfg.Name, Namespace: cfg.Namespace, UID: cfg.UID, Attempt: cfg.Attempt,
 		Hostname: cfg.Hostname, Flavor: cfg.Flavor, Labels: cfg.Labels, Annotations: cfg.Annotations,
 		CreatedAt: time.Now().UTC(), State: PodPreparing, HostNetwork: cfg.HostNetwork, HostPID: cfg.HostPID,
-		HostIPC: cfg.HostIPC, Ports: cfg.Ports, DNS: cfg.DNS, CgroupParent: cfg.CgroupParent,
+		HostIPC: cfg.HostIPC, SharePID: cfg.SharePID && !cfg.HostPID, Ports: cfg.Ports, DNS: cfg.DNS, CgroupParent: cfg.CgroupParent,
 		LogDirectory: cfg.LogDirectory, Sysctls: cfg.Sysctls,
 	}
 	if p.Flavor == "" {
@@ -179,6 +182,9 @@ func (m *Manager) CreatePod(ctx context.Context, cfg PodConfig) (_ *Pod, retErr 
 		}
 		if !p.HostIPC {
 			p.IPCNS = filepath.Join(m.l.RunDir(p.ID), "ns", "ipc")
+		}
+		if p.SharePID {
+			p.PIDNS = filepath.Join(m.l.RunDir(p.ID), "ns", "pid") // the supervisor pins it
 		}
 		if p.UTSNS != "" || p.IPCNS != "" {
 			if err := m.pinNamespaces(p); err != nil {
@@ -397,6 +403,7 @@ func (m *Manager) specPod(p *Pod) spec.Pod {
 	return spec.Pod{
 		ID: p.ID, Name: p.Name, Hostname: p.Hostname,
 		NetNSPath: p.NetNS, IPCNSPath: p.IPCNS, UTSNSPath: p.UTSNS,
+		SharePID: p.SharePID, PIDNSPath: p.PIDNS,
 		HostNetwork: p.HostNetwork, HostPID: p.HostPID, HostIPC: p.HostIPC,
 		CgroupParent: p.CgroupParent, SystemdCgroup: m.opts.SystemdCgroup,
 		ResolvConfPath: filepath.Join(etc, "resolv.conf"), HostsPath: filepath.Join(etc, "hosts"),
@@ -615,6 +622,27 @@ func (m *Manager) stopPod(ctx context.Context, p *Pod, timeout time.Duration) er
 	return m.l.savePod(p)
 }
 
+// endPidnsHolder ends the process holding a shared pid namespace when
+// its supervisor died before doing so, and unpins the namespace.
+func (m *Manager) endPidnsHolder(p *Pod) error {
+	if p.PIDNS == "" {
+		return nil
+	}
+	if b, err := os.ReadFile(filepath.Join(m.l.RunDir(p.ID), "pidns-init.pid")); err == nil {
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 && isPidnsHolder(pid) {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	return unpinNS(p.PIDNS)
+}
+
+// isPidnsHolder checks a recorded pid still is a holder before killing it:
+// pids are reused.
+func isPidnsHolder(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	return err == nil && strings.HasSuffix(string(b), "\x00pidns-init\x00")
+}
+
 func (m *Manager) appCgroupOf(p *Pod, a *App) string {
 	if m.opts.SystemdCgroup {
 		return ""
@@ -656,7 +684,7 @@ func (m *Manager) removePod(ctx context.Context, p *Pod) error {
 			errs = append(errs, err)
 		}
 	}
-	errs = append(errs, network.RemoveNetNS(p.NetNS), unpinNS(p.UTSNS), unpinNS(p.IPCNS))
+	errs = append(errs, m.endPidnsHolder(p), network.RemoveNetNS(p.NetNS), unpinNS(p.UTSNS), unpinNS(p.IPCNS))
 	if p.CgroupParentOwned && !m.opts.SystemdCgroup {
 		errs = append(errs, removeCgroup(p.CgroupParent))
 	}

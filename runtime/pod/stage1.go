@@ -45,6 +45,9 @@ func (m *Manager) startSupervisor(ctx context.Context, p *Pod) error {
 	if m.opts.SystemdCgroup {
 		args = append(args, "--systemd-cgroup")
 	}
+	if p.PIDNS != "" {
+		args = append(args, "--pid-ns", p.PIDNS)
+	}
 	cmd := exec.Command(m.opts.Stage1Path, args...)
 	cmd.Dir = "/"
 	cmd.Stdout, cmd.Stderr = logf, logf

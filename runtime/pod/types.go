@@ -41,6 +41,9 @@ type Pod struct {
 	HostNetwork bool `json:"hostNetwork,omitempty"`
 	HostPID     bool `json:"hostPID,omitempty"`
 	HostIPC     bool `json:"hostIPC,omitempty"`
+	// SharePID puts the pod's apps in one pid namespace (pinned at PIDNS,
+	// held by a process of the supervisor's).
+	SharePID bool `json:"sharePID,omitempty"`
 
 	Ports      []network.PortMapping `json:"ports,omitempty"`
 	Attachment *network.Attachment   `json:"attachment,omitempty"`
@@ -57,6 +60,7 @@ type Pod struct {
 	NetNS string `json:"netns,omitempty"`
 	IPCNS string `json:"ipcns,omitempty"`
 	UTSNS string `json:"utsns,omitempty"`
+	PIDNS string `json:"pidns,omitempty"`
 }
 
 // DNSConfig is a pod's resolver configuration.

@@ -14,12 +14,15 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/runclet/runclet/runtime/errdefs"
 	"github.com/runclet/runclet/runtime/fsutil"
@@ -38,6 +41,8 @@ type Options struct {
 	ReadyFD       int
 	SystemdCgroup bool
 	MaxLogLine    int
+	// PidNS, when set, asks for a pod-wide pid namespace pinned there.
+	PidNS string
 }
 
 // SocketPath and PidPath are where a supervisor of runDir listens and
@@ -54,11 +59,17 @@ type supervisor struct {
 
 	shutdown chan struct{}
 	once     sync.Once
+	pidns    *exec.Cmd // holder of the pod's shared pid namespace, if any
 }
 
 // Run serves until Shutdown or SIGTERM, then kills what is left and
 // returns.
 func Run(opts Options) error {
+	if opts.ReadyFD > 0 {
+		// Inherited without close-on-exec: keep it out of every process
+		// started here, or stage0 would wait for their exit, not ours.
+		unix.CloseOnExec(opts.ReadyFD)
+	}
 	s := &supervisor{
 		opts:     opts,
 		copt:     container.Options{StateRoot: opts.StateRoot, SystemdCgroup: opts.SystemdCgroup},
@@ -69,6 +80,13 @@ func Run(opts Options) error {
 	if err != nil {
 		s.ready(err)
 		return err
+	}
+	if opts.PidNS != "" {
+		if s.pidns, err = startPidnsHolder(opts.RunDir, opts.PidNS); err != nil {
+			ln.Close()
+			s.ready(err)
+			return err
+		}
 	}
 	// stage0 may exit or restart at any time; its terminal's hangup and a
 	// closed log pipe must not take the pod down.
@@ -88,6 +106,7 @@ func Run(opts Options) error {
 	<-s.shutdown
 	ln.Close()
 	s.killAll()
+	stopPidnsHolder(s.pidns, opts.RunDir, opts.PidNS)
 	os.Remove(SocketPath(opts.RunDir))
 	os.Remove(PidPath(opts.RunDir))
 	return nil
