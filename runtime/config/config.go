@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/BurntSushi/toml"
 
@@ -31,6 +33,7 @@ type Config struct {
 	Log        Log                 `toml:"log"`
 	Network    Network             `toml:"network"`
 	Image      Image               `toml:"image"`
+	CRI        CRI                 `toml:"cri"`
 	Registries map[string]Registry `toml:"registries"`
 }
 
@@ -61,6 +64,31 @@ type Network struct {
 // Image tunes the image store.
 type Image struct {
 	MaxConcurrentDownloads int `toml:"max_concurrent_downloads"`
+}
+
+// CRI configures `runclet daemon`, the CRI server.
+type CRI struct {
+	// Listen is "unix:///path"; "" means unix://<run root>/runclet.sock.
+	Listen string `toml:"listen"`
+	// StreamAddress is the host:port of the streaming server.
+	StreamAddress string `toml:"stream_address"`
+	// StreamIdleTimeout closes idle streaming connections.
+	StreamIdleTimeout time.Duration `toml:"stream_idle_timeout"`
+	// StopTimeout bounds the graceful stop of the gRPC server.
+	StopTimeout time.Duration `toml:"stop_timeout"`
+	// ResyncInterval is how often pods with live apps are re-read; 0: never.
+	ResyncInterval time.Duration `toml:"resync_interval"`
+	// RuntimeHandlers maps CRI runtime handler names to stage1 flavors.
+	RuntimeHandlers map[string]string `toml:"runtime_handlers"`
+}
+
+// SocketPath is the CRI socket's path: Listen without its unix:// scheme,
+// or <run root>/runclet.sock.
+func (c *Config) SocketPath() string {
+	if c.CRI.Listen == "" {
+		return filepath.Join(c.RunRoot, "runclet.sock")
+	}
+	return strings.TrimPrefix(c.CRI.Listen, "unix://")
 }
 
 // Registry is what runclet knows about one registry host.
@@ -143,11 +171,38 @@ func (c *Config) validate(source string) error {
 	if c.Log.MaxLineSize < 1024 {
 		return errdefs.InvalidArgument("config %s: log.max_line_size must be at least 1024", source)
 	}
+	if err := c.CRI.validate(); err != nil {
+		return errdefs.InvalidArgument("config %s: %w", source, err)
+	}
 	for host, r := range c.Registries {
 		for _, m := range r.Mirrors {
 			if m == "" || strings.Contains(strings.TrimPrefix(strings.TrimPrefix(m, "http://"), "https://"), "://") {
 				return errdefs.InvalidArgument("config %s: registries.%q: bad mirror %q", source, host, m)
 			}
+		}
+	}
+	return nil
+}
+
+func (c CRI) validate() error {
+	if c.Listen != "" && (!strings.HasPrefix(c.Listen, "unix://") || !filepath.IsAbs(strings.TrimPrefix(c.Listen, "unix://"))) {
+		return fmt.Errorf("cri.listen %q: want unix:///absolute/path", c.Listen)
+	}
+	if c.StreamAddress == "" {
+		return fmt.Errorf("cri.stream_address must not be empty (127.0.0.1:0 picks a free port)")
+	}
+	if c.StreamIdleTimeout <= 0 {
+		return fmt.Errorf("cri.stream_idle_timeout must be positive")
+	}
+	if c.StopTimeout < 0 || c.ResyncInterval < 0 {
+		return fmt.Errorf("cri.stop_timeout and cri.resync_interval must not be negative")
+	}
+	for name, flavor := range c.RuntimeHandlers {
+		if name == "" {
+			return fmt.Errorf("cri.runtime_handlers: the empty handler is always stage1.default_flavor")
+		}
+		if flavor != "runc" && flavor != "fly" {
+			return fmt.Errorf("cri.runtime_handlers.%s = %q: want runc or fly", name, flavor)
 		}
 	}
 	return nil

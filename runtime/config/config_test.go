@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/runclet/runclet/runtime/errdefs"
 )
@@ -54,5 +55,55 @@ insecure = true
 	}
 	if _, err := Load(filepath.Join(dir, "missing.toml")); err == nil {
 		t.Fatal("an explicitly named missing file must be an error")
+	}
+}
+
+func TestCRIDefaultsAndHandlers(t *testing.T) {
+	c := Default()
+	if c.CRI.Listen != "" || c.SocketPath() != "/run/runclet/runclet.sock" || c.CRI.StreamAddress != "127.0.0.1:0" {
+		t.Fatalf("cri defaults: %+v, socket %s", c.CRI, c.SocketPath())
+	}
+	if c.CRI.StreamIdleTimeout != 4*time.Hour || c.CRI.StopTimeout != 10*time.Second || c.CRI.ResyncInterval != 10*time.Second {
+		t.Fatalf("cri durations: %+v", c.CRI)
+	}
+	if len(c.CRI.RuntimeHandlers) != 2 || c.CRI.RuntimeHandlers["runc"] != "runc" || c.CRI.RuntimeHandlers["fly"] != "fly" {
+		t.Fatalf("handlers: %v", c.CRI.RuntimeHandlers)
+	}
+
+	dir := t.TempDir()
+	p := filepath.Join(dir, "c.toml")
+	os.WriteFile(p, []byte(`
+run_root = "/srv/run"
+[cri]
+resync_interval = "0s"
+[cri.runtime_handlers]
+debug = "fly"
+`), 0o644)
+	c, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.SocketPath() != "/srv/run/runclet.sock" || c.CRI.ResyncInterval != 0 {
+		t.Fatalf("socket %s, resync %v", c.SocketPath(), c.CRI.ResyncInterval)
+	}
+	if len(c.CRI.RuntimeHandlers) != 3 || c.CRI.RuntimeHandlers["debug"] != "fly" || c.CRI.RuntimeHandlers["runc"] != "runc" {
+		t.Fatalf("handlers are not added on top of the defaults: %v", c.CRI.RuntimeHandlers)
+	}
+
+	for _, bad := range []string{
+		"[cri]\nlisten = \"tcp://127.0.0.1:1\"\n",
+		"[cri]\nlisten = \"unix://relative.sock\"\n",
+		"[cri]\nstream_idle_timeout = \"0s\"\n",
+		"[cri]\nstop_timeout = \"soon\"\n",
+		"[cri.runtime_handlers]\nkata = \"vm\"\n",
+	} {
+		os.WriteFile(p, []byte(bad), 0o644)
+		if _, err := Load(p); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("%q: want InvalidArgument, got %v", bad, err)
+		}
+	}
+	os.WriteFile(p, []byte("[cri]\nlisten = \"unix:///tmp/x.sock\"\n"), 0o644)
+	if c, err := Load(p); err != nil || c.SocketPath() != "/tmp/x.sock" {
+		t.Fatalf("listen: %v %v", c, err)
 	}
 }

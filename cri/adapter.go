@@ -1,0 +1,269 @@
+package cri
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"golang.org/x/sys/unix"
+
+	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/runtime/image"
+	"github.com/runclet/runclet/runtime/network"
+	"github.com/runclet/runclet/runtime/pod"
+	"github.com/runclet/runclet/spec"
+)
+
+// Adapter is the Runtime over the real pod manager, image store and
+// network manager.
+type Adapter struct {
+	Pods    *pod.Manager
+	Images  *image.Store
+	Network *network.Manager
+
+	once     sync.Once
+	features Features
+}
+
+var _ Runtime = (*Adapter)(nil)
+
+// CreatePod implements Runtime.
+func (a *Adapter) CreatePod(ctx context.Context, cfg pod.PodConfig) (*pod.Pod, error) {
+	return a.Pods.CreatePod(ctx, cfg)
+}
+
+// StopPod implements Runtime.
+func (a *Adapter) StopPod(ctx context.Context, podID string, timeout time.Duration) error {
+	return a.Pods.StopPod(ctx, podID, timeout)
+}
+
+// RemovePod implements Runtime.
+func (a *Adapter) RemovePod(ctx context.Context, podID string) error {
+	return a.Pods.RemovePod(ctx, podID)
+}
+
+// PodStatus implements Runtime.
+func (a *Adapter) PodStatus(ctx context.Context, podID string) (*pod.Pod, []*pod.App, error) {
+	return a.Pods.PodStatus(ctx, podID)
+}
+
+// ListPods implements Runtime.
+func (a *Adapter) ListPods(context.Context) ([]*pod.Pod, error) { return a.Pods.ListPods() }
+
+// RemovePreparing implements Runtime with RemovePod. pod.Manager.GC is not
+// usable here: it also removes stopped pods, which kubelet removes itself
+// (and reads the exit statuses of first). The daemon holds its lock on the
+// run root, so no other CRI server is creating these pods; a pod being
+// made by the CLI has no namespace and is never passed in.
+func (a *Adapter) RemovePreparing(ctx context.Context, pods []*pod.Pod) ([]string, error) {
+	var removed []string
+	var errs []error
+	for _, p := range pods {
+		if p.State != pod.PodPreparing {
+			continue
+		}
+		if err := a.Pods.RemovePod(ctx, p.ID); err != nil && !errdefs.IsNotFound(err) {
+			errs = append(errs, err)
+			continue
+		}
+		removed = append(removed, p.ID)
+	}
+	return removed, errors.Join(errs...)
+}
+
+// AddApp implements Runtime.
+func (a *Adapter) AddApp(ctx context.Context, podID string, cfg pod.AppConfig) (*pod.App, error) {
+	return a.Pods.AddApp(ctx, podID, cfg)
+}
+
+// StartApp implements Runtime.
+func (a *Adapter) StartApp(ctx context.Context, podID, appID string) (*pod.App, error) {
+	return a.Pods.StartApp(ctx, podID, appID)
+}
+
+// StopApp implements Runtime.
+func (a *Adapter) StopApp(ctx context.Context, podID, appID string, timeout time.Duration) (*pod.App, error) {
+	return a.Pods.StopApp(ctx, podID, appID, timeout)
+}
+
+// RemoveApp implements Runtime.
+func (a *Adapter) RemoveApp(ctx context.Context, podID, appID string) error {
+	return a.Pods.RemoveApp(ctx, podID, appID)
+}
+
+// LoadApp implements Runtime.
+func (a *Adapter) LoadApp(podID, appID string) (*pod.App, error) {
+	return a.Pods.Layout().LoadApp(podID, appID)
+}
+
+// AppDir implements Runtime.
+func (a *Adapter) AppDir(podID, appID string) string { return a.Pods.Layout().AppDir(podID, appID) }
+
+// AppUser implements Runtime from the app's bundle.
+func (a *Adapter) AppUser(podID, appID string) (int64, int64, []int64, error) {
+	s, err := spec.ReadBundle(a.Pods.Layout().Bundle(podID, appID))
+	if err != nil {
+		return 0, 0, nil, err
+	}
+	if s.Process == nil {
+		return 0, 0, nil, errdefs.NotFound("app %s has no process", appID)
+	}
+	u := s.Process.User
+	var groups []int64
+	for _, g := range u.AdditionalGids {
+		groups = append(groups, int64(g))
+	}
+	return int64(u.UID), int64(u.GID), groups, nil
+}
+
+// Exec implements Runtime.
+func (a *Adapter) Exec(ctx context.Context, podID, appID string, cfg pod.ExecConfig, s pod.Streams) (int, error) {
+	return a.Pods.Exec(ctx, podID, appID, cfg, s)
+}
+
+// Attach implements Runtime.
+func (a *Adapter) Attach(ctx context.Context, podID, appID string, s pod.Streams) error {
+	_, err := a.Pods.Attach(ctx, podID, appID, s)
+	return err
+}
+
+// ReopenLog implements Runtime.
+func (a *Adapter) ReopenLog(ctx context.Context, podID, appID string) error {
+	return a.Pods.ReopenLog(ctx, podID, appID)
+}
+
+// PortForward implements Runtime: the connection is made on a thread in
+// the pod's network namespace (the socket stays there), the bytes are
+// copied from here.
+func (a *Adapter) PortForward(ctx context.Context, netns string, port int32, stream io.ReadWriteCloser) error {
+	defer stream.Close()
+	var conn net.Conn
+	dial := func() error {
+		d := net.Dialer{Timeout: 10 * time.Second}
+		var err error
+		if conn, err = d.DialContext(ctx, "tcp4", net.JoinHostPort("127.0.0.1", strconv.Itoa(int(port)))); err == nil {
+			return nil
+		}
+		var err6 error
+		if conn, err6 = d.DialContext(ctx, "tcp6", net.JoinHostPort("::1", strconv.Itoa(int(port)))); err6 == nil {
+			return nil
+		}
+		return err
+	}
+	var err error
+	if netns == "" {
+		err = dial()
+	} else {
+		err = network.WithNetNS(netns, dial)
+	}
+	if err != nil {
+		return fmt.Errorf("port-forward: connect to port %d in the pod: %w", port, err)
+	}
+	defer conn.Close()
+	go func() {
+		// Client to pod; when the client is done, half-close so the
+		// pod's side sees EOF and can answer what it has.
+		io.Copy(conn, stream)
+		if tc, ok := conn.(*net.TCPConn); ok {
+			tc.CloseWrite()
+		}
+	}()
+	_, err = io.Copy(stream, conn)
+	if err != nil && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("port-forward %d: %w", port, err)
+	}
+	return nil
+}
+
+// PullImage implements Runtime.
+func (a *Adapter) PullImage(ctx context.Context, ref string, auth *authn.AuthConfig) (image.Image, error) {
+	return a.Images.Pull(ctx, ref, image.PullOptions{Auth: auth})
+}
+
+// GetImage implements Runtime.
+func (a *Adapter) GetImage(refOrID string) (image.Image, error) { return a.Images.Get(refOrID) }
+
+// ListImages implements Runtime.
+func (a *Adapter) ListImages() ([]image.Image, error) { return a.Images.List() }
+
+// RemoveImage implements Runtime: by ID, the image goes with all its names.
+func (a *Adapter) RemoveImage(id string) error {
+	_, err := a.Images.Remove(id)
+	return err
+}
+
+// ImageConfig implements Runtime.
+func (a *Adapter) ImageConfig(img image.Image) (*ocispec.Image, error) { return a.Images.Config(img) }
+
+// ImageFsInfo implements Runtime.
+func (a *Adapter) ImageFsInfo() (string, image.Usage, error) {
+	u, err := a.Images.Usage()
+	return a.Images.Dir(), u, err
+}
+
+// HostDevice implements Runtime.
+func (a *Adapter) HostDevice(hostPath, containerPath, permissions string) (spec.Device, error) {
+	return spec.DeviceFromHost(hostPath, containerPath, permissions)
+}
+
+// HostDevices implements Runtime.
+func (a *Adapter) HostDevices() ([]spec.Device, error) { return spec.HostDevices("/dev") }
+
+// NetworkReady implements Runtime.
+func (a *Adapter) NetworkReady() error {
+	if a.Network == nil {
+		return errdefs.FailedPrecondition("networking is not configured")
+	}
+	return a.Network.Ready()
+}
+
+// Features implements Runtime; the host is probed once.
+func (a *Adapter) Features() Features {
+	a.once.Do(func() { a.features = probeFeatures() })
+	return a.features
+}
+
+func probeFeatures() Features {
+	var f Features
+	var uts unix.Utsname
+	if unix.Uname(&uts) == nil {
+		f.RecursiveReadOnlyMounts = kernelAtLeast(string(bytes.TrimRight(uts.Release[:], "\x00")), 5, 12)
+	}
+	if b, err := os.ReadFile("/sys/module/apparmor/parameters/enabled"); err == nil {
+		f.AppArmor = strings.TrimSpace(string(b)) == "Y"
+	}
+	if _, err := os.Stat("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"); err == nil {
+		f.SwapLimit = true
+	} else if b, err := os.ReadFile("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+		f.SwapLimit = strings.Contains(" "+string(b)+" ", " memory ")
+	}
+	return f
+}
+
+// kernelAtLeast compares a release string such as "6.1.0-18-amd64".
+func kernelAtLeast(release string, major, minor int) bool {
+	parts := strings.SplitN(release, ".", 3)
+	if len(parts) < 2 {
+		return false
+	}
+	maj, err1 := strconv.Atoi(parts[0])
+	digits := parts[1]
+	if i := strings.IndexFunc(digits, func(r rune) bool { return r < '0' || r > '9' }); i >= 0 {
+		digits = digits[:i]
+	}
+	mnr, err2 := strconv.Atoi(digits)
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	return maj > major || maj == major && mnr >= minor
+}

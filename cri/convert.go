@@ -1,0 +1,415 @@
+package cri
+
+import (
+	"maps"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/runtime/network"
+	"github.com/runclet/runclet/runtime/pod"
+	"github.com/runclet/runclet/spec"
+)
+
+// This file maps CRI messages to runclet's requests and records back to
+// CRI messages. Everything here is a pure function.
+
+func copyMap(m map[string]string) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	return maps.Clone(m)
+}
+
+// podConfig maps a validated PodSandboxConfig to a pod request.
+func podConfig(c *runtimeapi.PodSandboxConfig, flavor string) (pod.PodConfig, error) {
+	md := c.GetMetadata()
+	pc := pod.PodConfig{
+		Name: md.Name, Namespace: md.Namespace, UID: md.Uid, Attempt: md.Attempt,
+		Hostname: c.Hostname, Flavor: flavor, Labels: copyMap(c.Labels), Annotations: copyMap(c.Annotations),
+		LogDirectory: c.LogDirectory,
+	}
+	if dns := c.GetDnsConfig(); dns != nil {
+		pc.DNS = &pod.DNSConfig{Servers: dns.Servers, Searches: dns.Searches, Options: dns.Options}
+	}
+	for _, pm := range c.PortMappings {
+		if pm.HostPort <= 0 {
+			continue // declared, not published
+		}
+		pc.Ports = append(pc.Ports, network.PortMapping{
+			Protocol: strings.ToLower(pm.Protocol.String()), ContainerPort: pm.ContainerPort,
+			HostPort: pm.HostPort, HostIP: pm.HostIp,
+		})
+	}
+	l := c.GetLinux()
+	if l == nil {
+		return pc, nil
+	}
+	pc.CgroupParent = l.CgroupParent
+	pc.Sysctls = copyMap(l.Sysctls)
+	ns := l.GetSecurityContext().GetNamespaceOptions()
+	if ns == nil {
+		return pc, nil
+	}
+	switch ns.Network {
+	case runtimeapi.NamespaceMode_NODE:
+		pc.HostNetwork = true
+	case runtimeapi.NamespaceMode_POD:
+	default:
+		return pc, errdefs.InvalidArgument("sandbox network namespace mode %s: want POD or NODE", ns.Network)
+	}
+	switch ns.Ipc {
+	case runtimeapi.NamespaceMode_NODE:
+		pc.HostIPC = true
+	case runtimeapi.NamespaceMode_POD:
+	default:
+		return pc, errdefs.InvalidArgument("sandbox IPC namespace mode %s: want POD or NODE", ns.Ipc)
+	}
+	switch ns.Pid {
+	case runtimeapi.NamespaceMode_NODE:
+		pc.HostPID = true
+	case runtimeapi.NamespaceMode_CONTAINER:
+	case runtimeapi.NamespaceMode_POD:
+		return pc, notImplemented("a PID namespace shared by a pod's containers (shareProcessNamespace) is")
+	default:
+		return pc, errdefs.InvalidArgument("sandbox PID namespace mode %s: want CONTAINER, POD or NODE", ns.Pid)
+	}
+	if u := ns.GetUsernsOptions(); u != nil && u.Mode != runtimeapi.NamespaceMode_NODE {
+		return pc, notImplemented("user namespaces (hostUsers: false) are")
+	}
+	return pc, nil
+}
+
+// checkContainerNamespaces checks a container's namespace options against
+// its pod: a container cannot get a host namespace its pod does not have.
+// (A pod of flavor fly has every host namespace whatever the container
+// asks.)
+func checkContainerNamespaces(ns *runtimeapi.NamespaceOption, p *pod.Pod) error {
+	if ns == nil {
+		return nil
+	}
+	if ns.Network == runtimeapi.NamespaceMode_NODE && !p.HostNetwork {
+		return errdefs.InvalidArgument("container asks for the host network but pod %s has its own", p.ID)
+	}
+	if ns.Ipc == runtimeapi.NamespaceMode_NODE && !p.HostIPC {
+		return errdefs.InvalidArgument("container asks for the host IPC namespace but pod %s has its own", p.ID)
+	}
+	switch ns.Pid {
+	case runtimeapi.NamespaceMode_NODE:
+		if !p.HostPID {
+			return errdefs.InvalidArgument("container asks for the host PID namespace but pod %s has none", p.ID)
+		}
+	case runtimeapi.NamespaceMode_POD:
+		if !p.HostPID {
+			return notImplemented("a PID namespace shared by a pod's containers (shareProcessNamespace) is")
+		}
+	case runtimeapi.NamespaceMode_TARGET:
+		return notImplemented("joining another container's PID namespace (namespace mode TARGET, ephemeral debug containers) is")
+	}
+	if u := ns.GetUsernsOptions(); u != nil && u.Mode != runtimeapi.NamespaceMode_NODE {
+		return notImplemented("user namespaces (hostUsers: false) are")
+	}
+	return nil
+}
+
+// mounts maps CRI mounts to spec mounts.
+func mounts(in []*runtimeapi.Mount, rro bool) ([]spec.Mount, error) {
+	var out []spec.Mount
+	for _, m := range in {
+		if m.Image != nil {
+			return nil, notImplemented("image volume mounts (mount %s) are", m.ContainerPath)
+		}
+		if len(m.MountOptions) > 0 {
+			return nil, notImplemented("extra bind mount options (%v on %s) are", m.MountOptions, m.ContainerPath)
+		}
+		if m.RecursiveReadOnly && !rro {
+			return nil, errdefs.InvalidArgument("mount %s: recursive read-only mounts need Linux 5.12 or later", m.ContainerPath)
+		}
+		sm := spec.Mount{
+			HostPath: m.HostPath, ContainerPath: m.ContainerPath, Readonly: m.Readonly,
+			RecursiveReadOnly: m.RecursiveReadOnly, SELinuxRelabel: m.SelinuxRelabel,
+			UIDMappings: idMappings(m.UidMappings), GIDMappings: idMappings(m.GidMappings),
+		}
+		switch m.Propagation {
+		case runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER:
+			sm.Propagation = spec.PropagationHostToContainer
+		case runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL:
+			sm.Propagation = spec.PropagationBidirectional
+		default:
+			sm.Propagation = spec.PropagationPrivate
+		}
+		out = append(out, sm)
+	}
+	return out, nil
+}
+
+func idMappings(in []*runtimeapi.IDMapping) []specs.LinuxIDMapping {
+	var out []specs.LinuxIDMapping
+	for _, m := range in {
+		out = append(out, specs.LinuxIDMapping{ContainerID: m.ContainerId, HostID: m.HostId, Size: m.Length})
+	}
+	return out
+}
+
+// criMounts maps an app's recorded mounts back to CRI mounts.
+func criMounts(in []spec.Mount) []*runtimeapi.Mount {
+	var out []*runtimeapi.Mount
+	for _, m := range in {
+		cm := &runtimeapi.Mount{
+			ContainerPath: m.ContainerPath, HostPath: m.HostPath, Readonly: m.Readonly,
+			SelinuxRelabel: m.SELinuxRelabel, RecursiveReadOnly: m.RecursiveReadOnly,
+		}
+		switch m.Propagation {
+		case spec.PropagationHostToContainer, "slave":
+			cm.Propagation = runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER
+		case spec.PropagationBidirectional, "shared":
+			cm.Propagation = runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL
+		}
+		for _, u := range m.UIDMappings {
+			cm.UidMappings = append(cm.UidMappings, &runtimeapi.IDMapping{ContainerId: u.ContainerID, HostId: u.HostID, Length: u.Size})
+		}
+		for _, g := range m.GIDMappings {
+			cm.GidMappings = append(cm.GidMappings, &runtimeapi.IDMapping{ContainerId: g.ContainerID, HostId: g.HostID, Length: g.Size})
+		}
+		out = append(out, cm)
+	}
+	return out
+}
+
+// resources maps CRI Linux resources to the spec's.
+func resources(r *runtimeapi.LinuxContainerResources, swapLimit bool) spec.Resources {
+	if r == nil {
+		return spec.Resources{}
+	}
+	out := spec.Resources{
+		CPUShares: r.CpuShares, CPUQuota: r.CpuQuota, CPUPeriod: r.CpuPeriod,
+		CPUsetCPUs: r.CpusetCpus, CPUsetMems: r.CpusetMems,
+		MemoryLimit: r.MemoryLimitInBytes, MemorySwapLimit: r.MemorySwapLimitInBytes,
+		Unified: copyMap(r.Unified),
+	}
+	// As containerd: no swap unless asked, where swap can be limited.
+	if out.MemorySwapLimit == 0 && out.MemoryLimit > 0 && swapLimit {
+		out.MemorySwapLimit = out.MemoryLimit
+	}
+	for _, h := range r.HugepageLimits {
+		if out.HugepageLimits == nil {
+			out.HugepageLimits = map[string]uint64{}
+		}
+		out.HugepageLimits[h.PageSize] = h.Limit
+	}
+	if r.OomScoreAdj != 0 {
+		v := int(max(-1000, min(1000, r.OomScoreAdj)))
+		out.OOMScoreAdj = &v
+	}
+	return out
+}
+
+// seccomp maps the container's seccomp settings; unset means Unconfined,
+// as the CRI defines (kubelet always says what it wants).
+func seccomp(sc *runtimeapi.LinuxContainerSecurityContext) (spec.SeccompProfile, error) {
+	if p := sc.GetSeccomp(); p != nil {
+		switch p.ProfileType {
+		case runtimeapi.SecurityProfile_RuntimeDefault:
+			return spec.SeccompProfile{Kind: spec.SeccompRuntimeDefault}, nil
+		case runtimeapi.SecurityProfile_Localhost:
+			return spec.SeccompProfile{Kind: spec.SeccompLocalhost, LocalhostPath: p.LocalhostRef}, nil
+		}
+		return spec.SeccompProfile{Kind: spec.SeccompUnconfined}, nil
+	}
+	switch path := sc.GetSeccompProfilePath(); {
+	case path == "" || path == "unconfined":
+		return spec.SeccompProfile{Kind: spec.SeccompUnconfined}, nil
+	case path == "runtime/default" || path == "docker/default":
+		return spec.SeccompProfile{Kind: spec.SeccompRuntimeDefault}, nil
+	case strings.HasPrefix(path, "localhost//"):
+		return spec.SeccompProfile{Kind: spec.SeccompLocalhost, LocalhostPath: strings.TrimPrefix(path, "localhost/")}, nil
+	}
+	return spec.SeccompProfile{}, errdefs.InvalidArgument("seccomp profile %q: want runtime/default, unconfined or localhost/<absolute path>", sc.GetSeccompProfilePath())
+}
+
+// apparmor maps the container's AppArmor settings to a profile name. The
+// runtime default is no profile: runclet loads none of its own yet.
+func apparmor(sc *runtimeapi.LinuxContainerSecurityContext, enabled bool) (string, error) {
+	name := ""
+	if p := sc.GetApparmor(); p != nil {
+		if p.ProfileType == runtimeapi.SecurityProfile_Localhost {
+			name = p.LocalhostRef
+		}
+	} else if path := sc.GetApparmorProfile(); path != "" && path != "runtime/default" && path != "unconfined" {
+		if !strings.HasPrefix(path, "localhost/") || path == "localhost/" {
+			return "", errdefs.InvalidArgument("apparmor profile %q: want runtime/default, unconfined or localhost/<name>", path)
+		}
+		name = strings.TrimPrefix(path, "localhost/")
+	}
+	if name != "" && !enabled {
+		return "", errdefs.FailedPrecondition("apparmor profile %q requested, but AppArmor is not enabled on this host", name)
+	}
+	return name, nil
+}
+
+// nanos is t in Unix nanoseconds, 0 for the zero time ("not set").
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+// sandboxState is READY for a ready pod whose supervisor still serves
+// (an app in state unknown says it does not).
+func sandboxState(p *pod.Pod, ctrs []*containerEntry) runtimeapi.PodSandboxState {
+	if p.State != pod.PodReady {
+		return runtimeapi.PodSandboxState_SANDBOX_NOTREADY
+	}
+	for _, c := range ctrs {
+		if c.app.State == pod.AppUnknown {
+			return runtimeapi.PodSandboxState_SANDBOX_NOTREADY
+		}
+	}
+	return runtimeapi.PodSandboxState_SANDBOX_READY
+}
+
+func sandboxMetadata(p *pod.Pod) *runtimeapi.PodSandboxMetadata {
+	return &runtimeapi.PodSandboxMetadata{Name: p.Name, Uid: p.UID, Namespace: p.Namespace, Attempt: p.Attempt}
+}
+
+func criSandbox(v sandboxView) *runtimeapi.PodSandbox {
+	p := v.pod
+	return &runtimeapi.PodSandbox{
+		Id: p.ID, Metadata: sandboxMetadata(p), State: sandboxState(p, v.containers),
+		CreatedAt: p.CreatedAt.UnixNano(), Labels: copyMap(p.Labels), Annotations: copyMap(p.Annotations),
+		RuntimeHandler: p.Flavor,
+	}
+}
+
+func nsMode(host bool, own runtimeapi.NamespaceMode) runtimeapi.NamespaceMode {
+	if host {
+		return runtimeapi.NamespaceMode_NODE
+	}
+	return own
+}
+
+func criSandboxStatus(v sandboxView) *runtimeapi.PodSandboxStatus {
+	p := v.pod
+	st := &runtimeapi.PodSandboxStatus{
+		Id: p.ID, Metadata: sandboxMetadata(p), State: sandboxState(p, v.containers),
+		CreatedAt: p.CreatedAt.UnixNano(), Labels: copyMap(p.Labels), Annotations: copyMap(p.Annotations),
+		RuntimeHandler: p.Flavor,
+		Linux: &runtimeapi.LinuxPodSandboxStatus{Namespaces: &runtimeapi.Namespace{Options: &runtimeapi.NamespaceOption{
+			Network: nsMode(p.HostNetwork, runtimeapi.NamespaceMode_POD),
+			Pid:     nsMode(p.HostPID, runtimeapi.NamespaceMode_CONTAINER),
+			Ipc:     nsMode(p.HostIPC, runtimeapi.NamespaceMode_POD),
+		}}},
+	}
+	if p.Attachment != nil {
+		if ips := p.Attachment.PodIPs(); len(ips) > 0 {
+			st.Network = &runtimeapi.PodSandboxNetworkStatus{Ip: ips[0]}
+			for _, ip := range ips[1:] {
+				st.Network.AdditionalIps = append(st.Network.AdditionalIps, &runtimeapi.PodIP{Ip: ip})
+			}
+		}
+	}
+	if st.Network == nil {
+		st.Network = &runtimeapi.PodSandboxNetworkStatus{}
+	}
+	return st
+}
+
+func containerState(s pod.AppState) runtimeapi.ContainerState {
+	switch s {
+	case pod.AppCreated:
+		return runtimeapi.ContainerState_CONTAINER_CREATED
+	case pod.AppRunning:
+		return runtimeapi.ContainerState_CONTAINER_RUNNING
+	case pod.AppExited:
+		return runtimeapi.ContainerState_CONTAINER_EXITED
+	}
+	return runtimeapi.ContainerState_CONTAINER_UNKNOWN
+}
+
+func criContainer(c *containerEntry) *runtimeapi.Container {
+	a := c.app
+	return &runtimeapi.Container{
+		Id: a.ID, PodSandboxId: a.PodID,
+		Metadata:  &runtimeapi.ContainerMetadata{Name: a.Name, Attempt: a.Attempt},
+		Image:     &runtimeapi.ImageSpec{Image: c.imageName, UserSpecifiedImage: a.Image},
+		ImageRef:  a.ImageRef,
+		ImageId:   a.ImageID.String(),
+		State:     containerState(a.State),
+		CreatedAt: a.CreatedAt.UnixNano(), Labels: copyMap(a.Labels), Annotations: copyMap(a.Annotations),
+	}
+}
+
+func criContainerStatus(c *containerEntry) *runtimeapi.ContainerStatus {
+	a := c.app
+	st := &runtimeapi.ContainerStatus{
+		Id:        a.ID,
+		Metadata:  &runtimeapi.ContainerMetadata{Name: a.Name, Attempt: a.Attempt},
+		State:     containerState(a.State),
+		CreatedAt: a.CreatedAt.UnixNano(),
+		StartedAt: nanos(a.StartedAt),
+		Image:     &runtimeapi.ImageSpec{Image: c.imageName, UserSpecifiedImage: a.Image},
+		ImageRef:  a.ImageRef,
+		ImageId:   a.ImageID.String(),
+		Labels:    copyMap(a.Labels), Annotations: copyMap(a.Annotations),
+		Mounts:     criMounts(a.Mounts),
+		LogPath:    a.LogPath,
+		StopSignal: stopSignal(a.StopSignal),
+	}
+	switch a.State {
+	case pod.AppExited:
+		st.FinishedAt = nanos(a.FinishedAt)
+		st.ExitCode = int32(a.ExitCode)
+		st.Reason, st.Message = a.Reason, a.Message
+		if a.OOMKilled {
+			st.Reason = "OOMKilled"
+		}
+		if st.Reason == "" {
+			st.Reason = "Completed"
+			if a.ExitCode != 0 {
+				st.Reason = "Error"
+			}
+		}
+	case pod.AppUnknown:
+		st.Reason, st.Message = a.Reason, a.Message
+	}
+	if c.user != nil {
+		st.User = &runtimeapi.ContainerUser{Linux: c.user}
+	}
+	return st
+}
+
+// stopSignal maps an image StopSignal ("SIGQUIT", "QUIT", "3") to the CRI
+// enum; unknown and empty names are the runtime default (SIGTERM).
+func stopSignal(name string) runtimeapi.Signal {
+	if name == "" {
+		return runtimeapi.Signal_SIGNAL_RUNTIME_DEFAULT
+	}
+	n := strings.ToUpper(name)
+	if num, err := strconv.Atoi(n); err == nil {
+		n = unix.SignalName(syscall.Signal(num))
+	}
+	if !strings.HasPrefix(n, "SIG") {
+		n = "SIG" + n
+	}
+	if v, ok := runtimeapi.Signal_value["SIGNAL_"+n]; ok {
+		return runtimeapi.Signal(v)
+	}
+	return runtimeapi.Signal_SIGNAL_RUNTIME_DEFAULT
+}
+
+// matchLabels reports whether labels has every key and value of sel.
+func matchLabels(labels, sel map[string]string) bool {
+	for k, v := range sel {
+		if got, ok := labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,146 @@
+package cri
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/runtime/fsutil"
+)
+
+// DaemonOptions configure Run.
+type DaemonOptions struct {
+	Options
+	// Socket is the unix socket's path.
+	Socket string
+	// RunRoot holds the daemon's lock (cri.lock): one daemon per run root.
+	RunRoot string
+	// StopTimeout bounds the graceful stop.
+	StopTimeout time.Duration
+}
+
+// Run serves the CRI on a unix socket until ctx ends, then stops
+// gracefully (in-flight RPCs get StopTimeout). Pods keep running.
+func Run(ctx context.Context, o DaemonOptions) error {
+	if err := os.MkdirAll(o.RunRoot, 0o711); err != nil {
+		return err
+	}
+	lock, err := fsutil.TryLockFile(filepath.Join(o.RunRoot, "cri.lock"))
+	if err != nil {
+		return err
+	}
+	if lock == nil {
+		return errdefs.FailedPrecondition("another runclet daemon serves run root %s", o.RunRoot)
+	}
+	defer lock.Unlock()
+
+	s, err := New(ctx, o.Options)
+	if err != nil {
+		return err
+	}
+	ln, err := ListenUnix(o.Socket)
+	if err != nil {
+		s.Stop(0)
+		return err
+	}
+	defer os.Remove(o.Socket)
+	log := s.log
+	log.Info("serving CRI", "socket", o.Socket, "streaming", s.StreamURL(), "version", o.Version)
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln) }()
+	select {
+	case <-ctx.Done():
+		log.Info("stopping; pods keep running", "timeout", o.StopTimeout)
+		s.Stop(o.StopTimeout)
+		<-served
+		return nil
+	case err := <-served:
+		s.Stop(0)
+		return fmt.Errorf("serving CRI: %w", err)
+	}
+}
+
+// maxSunPath is the usable length of a unix socket path (sun_path is 108
+// bytes with its terminating NUL).
+const maxSunPath = 107
+
+// ListenUnix listens on a unix socket at path with mode 0600. A socket
+// left at path (by a daemon that crashed: the caller holds the daemon
+// lock) is removed first; any other file there is an error. Paths too
+// long for sun_path are bound through /proc/self/fd of their directory.
+func ListenUnix(path string) (net.Listener, error) {
+	if !filepath.IsAbs(path) {
+		return nil, errdefs.InvalidArgument("socket path %q must be absolute", path)
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o711); err != nil {
+		return nil, err
+	}
+	if st, err := os.Lstat(path); err == nil {
+		if st.Mode().Type() != fs.ModeSocket {
+			return nil, errdefs.AlreadyExists("%s exists and is not a socket", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove stale socket: %w", err)
+		}
+	}
+	var ln net.Listener
+	err := viaDirFD(path, func(p string) error {
+		// Nobody but root may connect, not even between bind and chmod.
+		old := unix.Umask(0o177)
+		defer unix.Umask(old)
+		var err error
+		ln, err = net.Listen("unix", p)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	// Close must not unlink through a /proc alias; Run removes the path.
+	if ul, ok := ln.(*net.UnixListener); ok {
+		ul.SetUnlinkOnClose(false)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}
+
+// DialUnix connects to a unix socket however long its path.
+func DialUnix(ctx context.Context, path string) (net.Conn, error) {
+	var conn net.Conn
+	err := viaDirFD(path, func(p string) error {
+		var d net.Dialer
+		var err error
+		conn, err = d.DialContext(ctx, "unix", p)
+		return err
+	})
+	return conn, err
+}
+
+// viaDirFD calls fn with a name for path that fits in sun_path: the path
+// itself, or its directory opened and named through /proc/self/fd.
+func viaDirFD(path string, fn func(string) error) error {
+	if len(path) <= maxSunPath {
+		return fn(path)
+	}
+	dir, err := os.OpenFile(filepath.Dir(path), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer dir.Close()
+	alias := fmt.Sprintf("/proc/self/fd/%d/%s", dir.Fd(), filepath.Base(path))
+	if len(alias) > maxSunPath {
+		return errors.New("socket name too long even through /proc/self/fd: " + filepath.Base(path))
+	}
+	return fn(alias)
+}

@@ -1,0 +1,452 @@
+package cri
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/test/bufconn"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/runtime/image"
+	"github.com/runclet/runclet/runtime/network"
+	"github.com/runclet/runclet/runtime/pod"
+	"github.com/runclet/runclet/spec"
+	"github.com/runclet/runclet/stage1-runc/proto"
+)
+
+// fakeRuntime is an in-memory Runtime. App directories are real (under a
+// temp dir) so the inotify watcher sees the exit files the fake writes.
+type fakeRuntime struct {
+	t   *testing.T
+	dir string
+
+	mu       sync.Mutex
+	pods     map[string]*pod.Pod
+	apps     map[string]*pod.App
+	images   []image.Image
+	configs  map[digest.Digest]*ocispec.Image
+	registry map[string]image.Image // what PullImage can fetch, by ref
+	netErr   error
+	features Features
+
+	lastPod  pod.PodConfig
+	lastApp  pod.AppConfig
+	lastAuth *authn.AuthConfig
+	calls    []string
+
+	// hooks
+	createPod func(ctx context.Context) // runs inside CreatePod
+	exec      func(cfg pod.ExecConfig, s pod.Streams) (int, error)
+}
+
+func newFake(t *testing.T) *fakeRuntime {
+	return &fakeRuntime{
+		t: t, dir: t.TempDir(), pods: map[string]*pod.Pod{}, apps: map[string]*pod.App{},
+		configs: map[digest.Digest]*ocispec.Image{}, registry: map[string]image.Image{},
+		features: Features{RecursiveReadOnlyMounts: true, SwapLimit: true},
+	}
+}
+
+func fakeID() string {
+	b := make([]byte, 16)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func (f *fakeRuntime) call(name string) {
+	f.calls = append(f.calls, name)
+}
+
+func (f *fakeRuntime) called(name string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, c := range f.calls {
+		if c == name {
+			n++
+		}
+	}
+	return n
+}
+
+// addImage stores an image with a config whose USER is user.
+func (f *fakeRuntime) addImage(tag, user string) image.Image {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	id := digest.FromString(tag + user)
+	img := image.Image{ID: id, RepoTags: []string{tag}, RepoDigests: []string{"example.com/x@" + digest.FromString(tag).String()}, Size: 1234}
+	if !slices.ContainsFunc(f.images, func(i image.Image) bool { return i.ID == id }) {
+		f.images = append(f.images, img)
+	}
+	f.configs[id] = &ocispec.Image{Config: ocispec.ImageConfig{User: user}}
+	return img
+}
+
+func (f *fakeRuntime) CreatePod(ctx context.Context, cfg pod.PodConfig) (*pod.Pod, error) {
+	if f.createPod != nil {
+		f.createPod(ctx)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.call("CreatePod")
+	f.lastPod = cfg
+	if cfg.Flavor != pod.FlavorRunc && cfg.Flavor != pod.FlavorFly {
+		return nil, errdefs.InvalidArgument("unknown flavor %q", cfg.Flavor)
+	}
+	p := &pod.Pod{
+		ID: fakeID(), Name: cfg.Name, Namespace: cfg.Namespace, UID: cfg.UID, Attempt: cfg.Attempt, Hostname: cfg.Hostname,
+		Flavor: cfg.Flavor, Labels: cfg.Labels, Annotations: cfg.Annotations, CreatedAt: time.Now(), State: pod.PodReady,
+		HostNetwork: cfg.HostNetwork || cfg.Flavor == pod.FlavorFly, HostPID: cfg.HostPID || cfg.Flavor == pod.FlavorFly,
+		HostIPC: cfg.HostIPC || cfg.Flavor == pod.FlavorFly, LogDirectory: cfg.LogDirectory, Ports: cfg.Ports,
+	}
+	if !p.HostNetwork {
+		p.NetNS = "/run/netns/" + p.ID
+		p.Attachment = &network.Attachment{IPs: []netip.Prefix{netip.MustParsePrefix("10.1.2.3/24"), netip.MustParsePrefix("fd00::3/64")}}
+	}
+	f.pods[p.ID] = p
+	cp := *p
+	return &cp, nil
+}
+
+func (f *fakeRuntime) StopPod(ctx context.Context, podID string, timeout time.Duration) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.call("StopPod")
+	p, ok := f.pods[podID]
+	if !ok {
+		return errdefs.NotFound("pod %s not found", podID)
+	}
+	for _, a := range f.apps {
+		if a.PodID == podID && a.State != pod.AppExited {
+			f.exitLocked(a, 137, "Error")
+		}
+	}
+	p.State = pod.PodStopped
+	return nil
+}
+
+func (f *fakeRuntime) RemovePod(ctx context.Context, podID string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.call("RemovePod")
+	if _, ok := f.pods[podID]; !ok {
+		return errdefs.NotFound("pod %s not found", podID)
+	}
+	delete(f.pods, podID)
+	for id, a := range f.apps {
+		if a.PodID == podID {
+			delete(f.apps, id)
+		}
+	}
+	return os.RemoveAll(filepath.Join(f.dir, podID))
+}
+
+func (f *fakeRuntime) PodStatus(ctx context.Context, podID string) (*pod.Pod, []*pod.App, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p, ok := f.pods[podID]
+	if !ok {
+		return nil, nil, errdefs.NotFound("pod %s not found", podID)
+	}
+	cp := *p
+	var apps []*pod.App
+	for _, a := range f.apps {
+		if a.PodID == podID {
+			ca := *a
+			apps = append(apps, &ca)
+		}
+	}
+	slices.SortFunc(apps, func(a, b *pod.App) int { return a.CreatedAt.Compare(b.CreatedAt) })
+	return &cp, apps, nil
+}
+
+func (f *fakeRuntime) ListPods(context.Context) ([]*pod.Pod, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []*pod.Pod
+	for _, p := range f.pods {
+		cp := *p
+		out = append(out, &cp)
+	}
+	return out, nil
+}
+
+func (f *fakeRuntime) RemovePreparing(ctx context.Context, pods []*pod.Pod) ([]string, error) {
+	var out []string
+	for _, p := range pods {
+		if err := f.RemovePod(ctx, p.ID); err == nil {
+			out = append(out, p.ID)
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeRuntime) AddApp(ctx context.Context, podID string, cfg pod.AppConfig) (*pod.App, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.call("AddApp")
+	f.lastApp = cfg
+	p, ok := f.pods[podID]
+	if !ok {
+		return nil, errdefs.NotFound("pod %s not found", podID)
+	}
+	if p.State != pod.PodReady {
+		return nil, errdefs.FailedPrecondition("pod %s is %s", podID, p.State)
+	}
+	for _, a := range f.apps {
+		if a.PodID == podID && a.Name == cfg.Name && a.Attempt == cfg.Attempt {
+			return nil, errdefs.AlreadyExists("app %q exists", cfg.Name)
+		}
+	}
+	img, err := f.getImageLocked(cfg.Image)
+	if err != nil {
+		return nil, err
+	}
+	a := &pod.App{
+		ID: fakeID(), PodID: podID, Name: cfg.Name, Attempt: cfg.Attempt, Image: cfg.Image, ImageID: img.ID,
+		ImageRef: img.RepoDigests[0], Labels: cfg.Labels, Annotations: cfg.Annotations, LogPath: cfg.LogPath,
+		Tty: cfg.Tty, Stdin: cfg.Stdin, StdinOnce: cfg.StdinOnce, Mounts: cfg.Spec.Mounts, State: pod.AppCreated,
+		CreatedAt: time.Now(), StopSignal: "SIGQUIT",
+	}
+	if err := os.MkdirAll(f.AppDir(podID, a.ID), 0o755); err != nil {
+		return nil, err
+	}
+	f.apps[a.ID] = a
+	ca := *a
+	return &ca, nil
+}
+
+func (f *fakeRuntime) StartApp(ctx context.Context, podID, appID string) (*pod.App, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.call("StartApp")
+	a, ok := f.apps[appID]
+	if !ok || a.PodID != podID {
+		return nil, errdefs.NotFound("app %s not found", appID)
+	}
+	if a.State != pod.AppCreated {
+		return nil, errdefs.FailedPrecondition("app %s is %s", appID, a.State)
+	}
+	a.State, a.StartedAt, a.Pid = pod.AppRunning, time.Now(), 4242
+	ca := *a
+	return &ca, nil
+}
+
+// exitLocked records an exit as the supervisor would: the record and
+// exit.json in the app's directory (the watcher's cue).
+func (f *fakeRuntime) exitLocked(a *pod.App, code int, reason string) {
+	a.State, a.ExitCode, a.Reason, a.FinishedAt, a.Pid = pod.AppExited, code, reason, time.Now(), 0
+	b, _ := json.Marshal(proto.ExitStatus{ExitCode: code, Reason: reason, ExitedAt: a.FinishedAt})
+	tmp := filepath.Join(f.AppDir(a.PodID, a.ID), ".exit.json.tmp")
+	if err := os.WriteFile(tmp, b, 0o600); err == nil {
+		os.Rename(tmp, filepath.Join(f.AppDir(a.PodID, a.ID), "exit.json"))
+	}
+}
+
+// exit makes an app exit by itself.
+func (f *fakeRuntime) exit(appID string, code int, reason string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.exitLocked(f.apps[appID], code, reason)
+}
+
+func (f *fakeRuntime) StopApp(ctx context.Context, podID, appID string, timeout time.Duration) (*pod.App, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.call("StopApp")
+	a, ok := f.apps[appID]
+	if !ok {
+		return nil, errdefs.NotFound("app %s not found", appID)
+	}
+	if a.State != pod.AppExited {
+		f.exitLocked(a, 143, "Error")
+	}
+	ca := *a
+	return &ca, nil
+}
+
+func (f *fakeRuntime) RemoveApp(ctx context.Context, podID, appID string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.call("RemoveApp")
+	if _, ok := f.apps[appID]; !ok {
+		return errdefs.NotFound("app %s not found", appID)
+	}
+	delete(f.apps, appID)
+	return os.RemoveAll(f.AppDir(podID, appID))
+}
+
+func (f *fakeRuntime) LoadApp(podID, appID string) (*pod.App, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	a, ok := f.apps[appID]
+	if !ok {
+		return nil, errdefs.NotFound("app %s not found", appID)
+	}
+	ca := *a
+	return &ca, nil
+}
+
+func (f *fakeRuntime) AppDir(podID, appID string) string { return filepath.Join(f.dir, podID, appID) }
+
+func (f *fakeRuntime) AppUser(podID, appID string) (int64, int64, []int64, error) {
+	return 1000, 1000, []int64{1000, 4}, nil
+}
+
+func (f *fakeRuntime) Exec(ctx context.Context, podID, appID string, cfg pod.ExecConfig, s pod.Streams) (int, error) {
+	f.mu.Lock()
+	f.call("Exec")
+	fn := f.exec
+	f.mu.Unlock()
+	if fn == nil {
+		return 0, nil
+	}
+	return fn(cfg, s)
+}
+
+func (f *fakeRuntime) Attach(ctx context.Context, podID, appID string, s pod.Streams) error {
+	return nil
+}
+
+func (f *fakeRuntime) ReopenLog(ctx context.Context, podID, appID string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.call("ReopenLog")
+	return nil
+}
+
+func (f *fakeRuntime) PortForward(ctx context.Context, netns string, port int32, stream io.ReadWriteCloser) error {
+	return stream.Close()
+}
+
+func (f *fakeRuntime) PullImage(ctx context.Context, ref string, auth *authn.AuthConfig) (image.Image, error) {
+	f.mu.Lock()
+	f.call("PullImage")
+	f.lastAuth = auth
+	img, ok := f.registry[ref]
+	f.mu.Unlock()
+	if !ok {
+		return image.Image{}, errdefs.NotFound("pull %s: not found", ref)
+	}
+	got := f.addImage(img.RepoTags[0], "")
+	return got, nil
+}
+
+func (f *fakeRuntime) getImageLocked(refOrID string) (image.Image, error) {
+	for _, img := range f.images {
+		if img.ID.String() == refOrID || slices.Contains(img.RepoTags, refOrID) {
+			return img, nil
+		}
+	}
+	return image.Image{}, errdefs.NotFound("image %q not found", refOrID)
+}
+
+func (f *fakeRuntime) GetImage(refOrID string) (image.Image, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.getImageLocked(refOrID)
+}
+
+func (f *fakeRuntime) ListImages() ([]image.Image, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.images), nil
+}
+
+func (f *fakeRuntime) RemoveImage(id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.call("RemoveImage:" + id)
+	n := len(f.images)
+	f.images = slices.DeleteFunc(f.images, func(img image.Image) bool { return img.ID.String() == id })
+	if len(f.images) == n {
+		return errdefs.NotFound("image %s not found", id)
+	}
+	return nil
+}
+
+func (f *fakeRuntime) ImageConfig(img image.Image) (*ocispec.Image, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.call("ImageConfig")
+	if c, ok := f.configs[img.ID]; ok {
+		return c, nil
+	}
+	return nil, errdefs.NotFound("config of %s", img.ID)
+}
+
+func (f *fakeRuntime) ImageFsInfo() (string, image.Usage, error) {
+	return "/var/lib/runclet/images", image.Usage{Bytes: 4096, Inodes: 7}, nil
+}
+
+func (f *fakeRuntime) HostDevice(hostPath, containerPath, permissions string) (spec.Device, error) {
+	if hostPath == "/dev/missing" {
+		return spec.Device{}, errdefs.NotFound("device %s not found", hostPath)
+	}
+	return spec.Device{HostPath: hostPath, ContainerPath: containerPath, Permissions: permissions, Type: "c", Major: 1, Minor: 3}, nil
+}
+
+func (f *fakeRuntime) HostDevices() ([]spec.Device, error) {
+	return []spec.Device{{HostPath: "/dev/kmsg", Type: "c", Major: 1, Minor: 11}}, nil
+}
+
+func (f *fakeRuntime) NetworkReady() error { return f.netErr }
+
+func (f *fakeRuntime) Features() Features { return f.features }
+
+// testServer is a Server over a fake, served on an in-memory connection
+// through the real gRPC stack (interceptors included).
+type testServer struct {
+	*Server
+	fake *fakeRuntime
+	rt   runtimeapi.RuntimeServiceClient
+	img  runtimeapi.ImageServiceClient
+}
+
+func startServer(t *testing.T, f *fakeRuntime, edit ...func(*Options)) *testServer {
+	t.Helper()
+	opts := Options{Runtime: f, Version: "1.2.3", CgroupDriver: "systemd", StreamAddress: "127.0.0.1:0", ResyncInterval: 0,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if testing.Verbose() {
+		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	for _, e := range edit {
+		e(&opts)
+	}
+	s, err := New(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := bufconn.Listen(1 << 20)
+	go s.Serve(ln)
+	conn, err := grpc.NewClient("passthrough:///bufconn",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return ln.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn.Close()
+		s.Stop(time.Second)
+	})
+	return &testServer{Server: s, fake: f, rt: runtimeapi.NewRuntimeServiceClient(conn), img: runtimeapi.NewImageServiceClient(conn)}
+}

@@ -1,0 +1,274 @@
+package cri
+
+import (
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/runtime/pod"
+)
+
+// index is the daemon's in-memory view of its pods and containers, so the
+// calls kubelet makes every second (List*, *Status) never touch the disk.
+// The disk stays the truth: the index is built from it at start, updated
+// after each mutation from what the runtime returned, and refreshed when
+// inotify reports an app's exit.json or app.json changed.
+//
+// Entries are immutable once stored: an update stores a new value, so a
+// reader holding an entry sees a consistent snapshot without locking.
+//
+// States only move forward (created → running → unknown → exited for
+// apps, preparing → ready → stopped for pods), so a refresh that read the
+// disk before a concurrent mutation cannot roll the index back; and only
+// handlers add or delete entries, so a late refresh cannot resurrect a
+// removed pod or container.
+type index struct {
+	mu   sync.RWMutex
+	pods map[string]*sandboxEntry
+	ctrs map[string]*containerEntry
+}
+
+// sandboxEntry is one pod and its containers' IDs.
+type sandboxEntry struct {
+	pod  *pod.Pod
+	apps []string // container IDs, in creation order
+}
+
+// containerEntry is one app and what the CRI shows of it that the app
+// record does not hold.
+type containerEntry struct {
+	app *pod.App
+	// imageName is ContainerStatus.image.image: the image's first tag,
+	// else what was asked for.
+	imageName string
+	// user is the identity the app started with, nil if unknown.
+	user *runtimeapi.LinuxContainerUser
+}
+
+func newIndex() *index {
+	return &index{pods: map[string]*sandboxEntry{}, ctrs: map[string]*containerEntry{}}
+}
+
+func podRank(s pod.PodState) int {
+	switch s {
+	case pod.PodPreparing:
+		return 0
+	case pod.PodReady:
+		return 1
+	}
+	return 2
+}
+
+func appRank(s pod.AppState) int {
+	switch s {
+	case pod.AppCreated:
+		return 0
+	case pod.AppRunning:
+		return 1
+	case pod.AppUnknown:
+		return 2
+	}
+	return 3
+}
+
+// addPod stores a new pod (or replaces one).
+func (x *index) addPod(p *pod.Pod) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	e := &sandboxEntry{pod: p}
+	if old, ok := x.pods[p.ID]; ok {
+		e.apps = old.apps
+	}
+	x.pods[p.ID] = e
+}
+
+// updatePod replaces a known pod's record unless that would move its
+// state backwards. It reports whether the pod is known.
+func (x *index) updatePod(p *pod.Pod) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	old, ok := x.pods[p.ID]
+	if !ok {
+		return false
+	}
+	if podRank(p.State) >= podRank(old.pod.State) {
+		x.pods[p.ID] = &sandboxEntry{pod: p, apps: old.apps}
+	}
+	return true
+}
+
+// removePod forgets a pod and its containers and returns their IDs.
+func (x *index) removePod(id string) []string {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	e, ok := x.pods[id]
+	if !ok {
+		return nil
+	}
+	delete(x.pods, id)
+	for _, c := range e.apps {
+		delete(x.ctrs, c)
+	}
+	return e.apps
+}
+
+// addContainer stores a new container of a known pod.
+func (x *index) addContainer(c *containerEntry) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	p, ok := x.pods[c.app.PodID]
+	if !ok {
+		return false
+	}
+	if _, dup := x.ctrs[c.app.ID]; !dup {
+		x.pods[c.app.PodID] = &sandboxEntry{pod: p.pod, apps: append(slices.Clip(p.apps), c.app.ID)}
+	}
+	x.ctrs[c.app.ID] = c
+	return true
+}
+
+// updateApp replaces a known container's app record unless that would
+// move its state backwards. It reports whether the container is known.
+func (x *index) updateApp(a *pod.App) bool {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	old, ok := x.ctrs[a.ID]
+	if !ok {
+		return false
+	}
+	if appRank(a.State) >= appRank(old.app.State) {
+		c := *old
+		c.app = a
+		x.ctrs[a.ID] = &c
+	}
+	return true
+}
+
+// removeContainer forgets a container.
+func (x *index) removeContainer(id string) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	c, ok := x.ctrs[id]
+	if !ok {
+		return
+	}
+	delete(x.ctrs, id)
+	if p, ok := x.pods[c.app.PodID]; ok {
+		apps := slices.DeleteFunc(slices.Clone(p.apps), func(s string) bool { return s == id })
+		x.pods[c.app.PodID] = &sandboxEntry{pod: p.pod, apps: apps}
+	}
+}
+
+// resolve finds the one key of m equal to id or, failing that, starting
+// with it (crictl passes ID prefixes, as it does to containerd).
+func resolve[V any](m map[string]V, what, id string) (V, error) {
+	if v, ok := m[id]; ok {
+		return v, nil
+	}
+	var found V
+	n := 0
+	for k, v := range m {
+		if strings.HasPrefix(k, id) {
+			found, n = v, n+1
+		}
+	}
+	switch n {
+	case 0:
+		var zero V
+		return zero, errdefs.NotFound("%s %q not found", what, id)
+	case 1:
+		return found, nil
+	}
+	var zero V
+	return zero, errdefs.InvalidArgument("%s ID prefix %q is ambiguous", what, id)
+}
+
+// sandbox returns a pod by ID or unique ID prefix, with its containers.
+func (x *index) sandbox(id string) (*pod.Pod, []*containerEntry, error) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	e, err := resolve(x.pods, "pod sandbox", id)
+	if err != nil {
+		return nil, nil, err
+	}
+	return e.pod, x.containersOf(e), nil
+}
+
+func (x *index) containersOf(e *sandboxEntry) []*containerEntry {
+	out := make([]*containerEntry, 0, len(e.apps))
+	for _, id := range e.apps {
+		if c, ok := x.ctrs[id]; ok {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// container returns a container by ID or unique ID prefix.
+func (x *index) container(id string) (*containerEntry, error) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return resolve(x.ctrs, "container", id)
+}
+
+// sandboxes lists every pod with its containers, oldest first.
+func (x *index) sandboxes() []sandboxView {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	out := make([]sandboxView, 0, len(x.pods))
+	for _, e := range x.pods {
+		out = append(out, sandboxView{pod: e.pod, containers: x.containersOf(e)})
+	}
+	slices.SortFunc(out, func(a, b sandboxView) int {
+		if c := a.pod.CreatedAt.Compare(b.pod.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.pod.ID, b.pod.ID)
+	})
+	return out
+}
+
+// containers lists every container, oldest first.
+func (x *index) containers() []*containerEntry {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	out := slices.Collect(maps.Values(x.ctrs))
+	slices.SortFunc(out, func(a, b *containerEntry) int {
+		if c := a.app.CreatedAt.Compare(b.app.CreatedAt); c != 0 {
+			return c
+		}
+		return strings.Compare(a.app.ID, b.app.ID)
+	})
+	return out
+}
+
+// sandboxView is a pod with its containers.
+type sandboxView struct {
+	pod        *pod.Pod
+	containers []*containerEntry
+}
+
+// live reports the pods that have apps not yet exited (what the resync
+// re-reads).
+func (x *index) live() []string {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	var out []string
+	for id, e := range x.pods {
+		if e.pod.State != pod.PodReady {
+			continue
+		}
+		for _, c := range e.apps {
+			if ce, ok := x.ctrs[c]; ok && ce.app.State != pod.AppExited {
+				out = append(out, id)
+				break
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}

@@ -1,0 +1,112 @@
+// Package cri serves the Kubernetes Container Runtime Interface (CRI v1:
+// runtime.v1.RuntimeService and runtime.v1.ImageService) over gRPC, and the
+// streaming server (exec, attach, port-forward) whose URLs those services
+// return.
+//
+// The handlers are thin: validate the request (validate.go), call the
+// runtime seam (Runtime, implemented over runtime/pod and runtime/image in
+// adapter.go), build the response. Errors carry runclet's error classes;
+// errors.go maps them to gRPC codes in one interceptor. List and status
+// calls are answered from an in-memory index (index.go) that is rebuilt from
+// disk at start, updated after every mutation and told about app exits by
+// inotify (watch.go). See docs/cri.md.
+package cri
+
+import (
+	"context"
+	"io"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/runclet/runclet/runtime/image"
+	"github.com/runclet/runclet/runtime/pod"
+	"github.com/runclet/runclet/spec"
+)
+
+// Runtime is the seam between the CRI handlers and stage0's runtime: what
+// the handlers need from runtime/pod, runtime/image and runtime/network.
+// Adapter implements it for real; the handler tests use a fake.
+//
+// Mutating calls get a context detached from the client's (see the
+// handlers), so they either finish or undo themselves.
+type Runtime interface {
+	// CreatePod prepares a pod (pod.Manager.CreatePod); on failure nothing
+	// of it is left.
+	CreatePod(ctx context.Context, cfg pod.PodConfig) (*pod.Pod, error)
+	// StopPod stops a pod's apps, supervisor and network. Idempotent.
+	StopPod(ctx context.Context, podID string, timeout time.Duration) error
+	// RemovePod removes a pod and everything it was; NotFound when gone.
+	RemovePod(ctx context.Context, podID string) error
+	// PodStatus reads a pod and its apps from disk.
+	PodStatus(ctx context.Context, podID string) (*pod.Pod, []*pod.App, error)
+	// ListPods reads every pod record.
+	ListPods(ctx context.Context) ([]*pod.Pod, error)
+	// RemovePreparing removes the pods that a crash left in state
+	// "preparing" and returns their IDs. Stopped pods are kept: kubelet
+	// removes sandboxes itself.
+	RemovePreparing(ctx context.Context, pods []*pod.Pod) ([]string, error)
+
+	// AddApp creates an app (not started) in a ready pod.
+	AddApp(ctx context.Context, podID string, cfg pod.AppConfig) (*pod.App, error)
+	// StartApp starts a created app.
+	StartApp(ctx context.Context, podID, appID string) (*pod.App, error)
+	// StopApp stops an app (stop signal, SIGKILL after timeout); a no-op
+	// for an exited app.
+	StopApp(ctx context.Context, podID, appID string, timeout time.Duration) (*pod.App, error)
+	// RemoveApp kills and removes an app.
+	RemoveApp(ctx context.Context, podID, appID string) error
+	// LoadApp reads one app record with its exit folded in.
+	LoadApp(podID, appID string) (*pod.App, error)
+	// AppDir is the app's directory, where the supervisor writes exit.json.
+	AppDir(podID, appID string) string
+	// AppUser is the identity the app's process starts with (from its
+	// bundle): uid, primary gid and additional gids.
+	AppUser(podID, appID string) (uid, gid int64, groups []int64, err error)
+
+	// Exec runs a process in a running app and returns its exit code.
+	Exec(ctx context.Context, podID, appID string, cfg pod.ExecConfig, s pod.Streams) (int, error)
+	// Attach connects streams to a running app's stdio.
+	Attach(ctx context.Context, podID, appID string, s pod.Streams) error
+	// ReopenLog makes the supervisor reopen an app's log file.
+	ReopenLog(ctx context.Context, podID, appID string) error
+	// PortForward connects stream to port on 127.0.0.1 (else [::1]) in the
+	// network namespace at netns ("" = the host's) and copies bytes both
+	// ways until either side closes.
+	PortForward(ctx context.Context, netns string, port int32, stream io.ReadWriteCloser) error
+
+	// PullImage pulls an image; auth nil means the node's keychain.
+	PullImage(ctx context.Context, ref string, auth *authn.AuthConfig) (image.Image, error)
+	// GetImage resolves a reference, an image ID or a digest.
+	GetImage(refOrID string) (image.Image, error)
+	// ListImages lists every stored image.
+	ListImages() ([]image.Image, error)
+	// RemoveImage removes the image with this ID and all its names.
+	RemoveImage(id string) error
+	// ImageConfig reads an image's configuration.
+	ImageConfig(img image.Image) (*ocispec.Image, error)
+	// ImageFsInfo is where images are stored and how much they take.
+	ImageFsInfo() (mountpoint string, usage image.Usage, err error)
+
+	// HostDevice describes a host device node for an app.
+	HostDevice(hostPath, containerPath, permissions string) (spec.Device, error)
+	// HostDevices lists every host device, for privileged apps.
+	HostDevices() ([]spec.Device, error)
+	// NetworkReady is nil when pods can be attached to the network.
+	NetworkReady() error
+	// Features says what this host supports.
+	Features() Features
+}
+
+// Features are host capabilities that change what the CRI accepts.
+type Features struct {
+	// RecursiveReadOnlyMounts: the kernel has mount_setattr (5.12+), so
+	// runc can honour "rro".
+	RecursiveReadOnlyMounts bool
+	// AppArmor: AppArmor is enabled on the host.
+	AppArmor bool
+	// SwapLimit: the memory cgroup can limit swap, so a memory limit
+	// comes with "no swap" unless kubelet asks for swap.
+	SwapLimit bool
+}

@@ -1,0 +1,379 @@
+package cri
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"math"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+	"k8s.io/cri-streaming/pkg/streaming"
+
+	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/runtime/pod"
+)
+
+// Options configure a Server.
+type Options struct {
+	Runtime Runtime
+	// Version is runclet's version, reported by the Version RPC.
+	Version string
+	// CgroupDriver is "cgroupfs" or "systemd".
+	CgroupDriver string
+	// DefaultFlavor is the flavor of the empty runtime handler.
+	DefaultFlavor string
+	// RuntimeHandlers maps handler names to flavors.
+	RuntimeHandlers map[string]string
+	// StreamAddress is the streaming server's host:port ("127.0.0.1:0").
+	StreamAddress string
+	// StreamIdleTimeout closes idle streaming connections.
+	StreamIdleTimeout time.Duration
+	// ResyncInterval is how often pods with live apps are re-read; 0: never.
+	ResyncInterval time.Duration
+	// Logger logs requests; nil means slog's default.
+	Logger *slog.Logger
+	// Info is shown as "config" by a verbose Status.
+	Info any
+}
+
+// Server implements CRI v1's RuntimeService and ImageService.
+type Server struct {
+	runtimeapi.UnimplementedRuntimeServiceServer
+	runtimeapi.UnimplementedImageServiceServer
+
+	rt       Runtime
+	opts     Options
+	features Features
+	log      *slog.Logger
+	idx      *index
+	watch    *watcher
+	grpc     *grpc.Server
+
+	stream     streaming.Server
+	streamHTTP *http.Server
+	streamURL  string
+
+	imageUsers sync.Map // digest.Digest -> imageUser
+
+	stopResync chan struct{}
+	stopOnce   sync.Once
+	wg         sync.WaitGroup
+}
+
+// New builds the server: it reads every CRI pod from disk into the index
+// (removing what a crash left half-made), starts watching app exits and
+// starts the streaming server. Serve then serves gRPC.
+func New(ctx context.Context, opts Options) (_ *Server, retErr error) {
+	if opts.Runtime == nil {
+		return nil, errors.New("cri: no runtime")
+	}
+	if opts.DefaultFlavor == "" {
+		opts.DefaultFlavor = pod.FlavorRunc
+	}
+	if opts.RuntimeHandlers == nil {
+		opts.RuntimeHandlers = map[string]string{pod.FlavorRunc: pod.FlavorRunc, pod.FlavorFly: pod.FlavorFly}
+	}
+	if opts.StreamAddress == "" {
+		opts.StreamAddress = "127.0.0.1:0"
+	}
+	if opts.StreamIdleTimeout <= 0 {
+		opts.StreamIdleTimeout = streaming.DefaultConfig.StreamIdleTimeout
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	s := &Server{
+		rt: opts.Runtime, opts: opts, features: opts.Runtime.Features(), log: opts.Logger,
+		idx: newIndex(), stopResync: make(chan struct{}),
+	}
+	var err error
+	if s.watch, err = newWatcher(s.refreshApp); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if retErr != nil {
+			s.watch.close()
+		}
+	}()
+	if err := s.rebuild(ctx); err != nil {
+		return nil, err
+	}
+	if err := s.startStreaming(); err != nil {
+		return nil, err
+	}
+	s.grpc = grpc.NewServer(
+		grpc.ChainUnaryInterceptor(loggingInterceptor(s.log), errorInterceptor),
+		grpc.ChainStreamInterceptor(loggingStreamInterceptor(s.log), errorStreamInterceptor),
+		grpc.MaxRecvMsgSize(16<<20),
+		grpc.MaxSendMsgSize(math.MaxInt32),
+	)
+	runtimeapi.RegisterRuntimeServiceServer(s.grpc, s)
+	runtimeapi.RegisterImageServiceServer(s.grpc, s)
+	if opts.ResyncInterval > 0 {
+		s.wg.Add(1)
+		go s.resyncLoop(opts.ResyncInterval)
+	}
+	return s, nil
+}
+
+// Serve serves gRPC on ln until Stop.
+func (s *Server) Serve(ln net.Listener) error { return s.grpc.Serve(ln) }
+
+// Stop stops serving: in-flight RPCs get timeout to finish, then their
+// connections are closed. Pods are not touched. Stopping twice is fine.
+func (s *Server) Stop(timeout time.Duration) {
+	s.stopOnce.Do(func() { s.stop(timeout) })
+}
+
+func (s *Server) stop(timeout time.Duration) {
+	done := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		s.log.Warn("graceful stop timed out; closing connections", "timeout", timeout)
+		s.grpc.Stop()
+		<-done
+	}
+	s.streamHTTP.Close()
+	close(s.stopResync)
+	s.wg.Wait()
+	s.watch.close()
+}
+
+// StreamURL is the streaming server's base URL.
+func (s *Server) StreamURL() string { return s.streamURL }
+
+func (s *Server) startStreaming() error {
+	ln, err := net.Listen("tcp", s.opts.StreamAddress)
+	if err != nil {
+		return fmt.Errorf("streaming server: %w", err)
+	}
+	cfg := streaming.DefaultConfig
+	cfg.Addr = ln.Addr().String()
+	cfg.BaseURL = &url.URL{Scheme: "http", Host: cfg.Addr}
+	cfg.StreamIdleTimeout = s.opts.StreamIdleTimeout
+	s.stream, err = streaming.NewServer(cfg, &streamRuntime{s: s})
+	if err != nil {
+		ln.Close()
+		return err
+	}
+	s.streamURL = cfg.BaseURL.String()
+	s.streamHTTP = &http.Server{Handler: s.stream, ReadHeaderTimeout: 30 * time.Second}
+	go func() {
+		if err := s.streamHTTP.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			s.log.Error("streaming server stopped", "err", err)
+		}
+	}()
+	return nil
+}
+
+// isCRIPod tells the pods kubelet made (through this daemon) from the
+// CLI's: RunPodSandbox requires a namespace, the CLI never sets one.
+func isCRIPod(p *pod.Pod) bool { return p.Namespace != "" }
+
+// rebuild fills the index from disk: every CRI pod with its apps, each
+// app's directory watched before its state is read (so no exit is missed
+// in between). Pods a crash left "preparing" are removed first.
+func (s *Server) rebuild(ctx context.Context) error {
+	pods, err := s.rt.ListPods(ctx)
+	if err != nil {
+		return fmt.Errorf("list pods: %w", err)
+	}
+	var preparing []*pod.Pod
+	for _, p := range pods {
+		if isCRIPod(p) && p.State == pod.PodPreparing {
+			preparing = append(preparing, p)
+		}
+	}
+	if len(preparing) > 0 {
+		removed, err := s.rt.RemovePreparing(ctx, preparing)
+		for _, id := range removed {
+			s.log.Info("removed a pod sandbox whose creation was interrupted", "pod", id)
+		}
+		if err != nil {
+			s.log.Warn("removing interrupted pod sandboxes", "err", err)
+		}
+	}
+	npods, nctrs := 0, 0
+	for _, p := range pods {
+		if !isCRIPod(p) || p.State == pod.PodPreparing {
+			continue
+		}
+		fresh, apps, err := s.rt.PodStatus(ctx, p.ID)
+		if errdefs.IsNotFound(err) {
+			continue // removed meanwhile
+		}
+		if err != nil {
+			// One unreadable pod must not keep kubelet from the others.
+			s.log.Error("reading pod; it is not shown", "pod", p.ID, "err", err)
+			continue
+		}
+		s.idx.addPod(fresh)
+		npods++
+		for _, a := range apps {
+			s.track(a)
+			nctrs++
+		}
+	}
+	s.log.Info("index built from disk", "pods", npods, "containers", nctrs)
+	return nil
+}
+
+// track watches an app's directory and puts the app in the index, read
+// again after the watch is in place.
+func (s *Server) track(a *pod.App) {
+	if err := s.watch.add(appKey{a.PodID, a.ID}, s.rt.AppDir(a.PodID, a.ID)); err != nil {
+		s.log.Warn("watching an app for its exit; the resync will catch it", "container", a.ID, "err", err)
+	}
+	if fresh, err := s.rt.LoadApp(a.PodID, a.ID); err == nil {
+		a = fresh
+	}
+	if !s.idx.addContainer(s.containerEntry(a)) {
+		s.watch.remove(a.ID) // its pod went away meanwhile
+	}
+}
+
+// containerEntry completes an app with what the CRI shows of it.
+func (s *Server) containerEntry(a *pod.App) *containerEntry {
+	c := &containerEntry{app: a, imageName: a.Image}
+	if img, err := s.rt.GetImage(a.ImageID.String()); err == nil && len(img.RepoTags) > 0 {
+		if !slices.Contains(img.RepoTags, a.Image) {
+			c.imageName = img.RepoTags[0]
+		}
+	}
+	if uid, gid, groups, err := s.rt.AppUser(a.PodID, a.ID); err == nil {
+		c.user = &runtimeapi.LinuxContainerUser{Uid: uid, Gid: gid, SupplementalGroups: groups}
+	}
+	return c
+}
+
+// refreshApp re-reads one app after inotify reported a change.
+func (s *Server) refreshApp(k appKey) {
+	a, err := s.rt.LoadApp(k.podID, k.appID)
+	if err != nil {
+		return // removed meanwhile
+	}
+	s.idx.updateApp(a)
+}
+
+// refreshPod re-reads a pod and its apps after a change to the pod.
+func (s *Server) refreshPod(ctx context.Context, id string) {
+	p, apps, err := s.rt.PodStatus(ctx, id)
+	if errdefs.IsNotFound(err) {
+		s.forgetPod(id)
+		return
+	}
+	if err != nil {
+		logger(ctx).Warn("re-reading pod", "pod", id, "err", err)
+		return
+	}
+	s.idx.updatePod(p)
+	for _, a := range apps {
+		s.idx.updateApp(a)
+	}
+}
+
+func (s *Server) forgetPod(id string) {
+	for _, c := range s.idx.removePod(id) {
+		s.watch.remove(c)
+	}
+}
+
+// resyncLoop re-reads the pods that have live apps: exits are seen at once
+// through inotify, but a supervisor that died writes no exit file.
+func (s *Server) resyncLoop(every time.Duration) {
+	defer s.wg.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopResync:
+			return
+		case <-t.C:
+			for _, id := range s.idx.live() {
+				s.refreshPod(context.Background(), id)
+			}
+		}
+	}
+}
+
+// flavor maps a runtime handler to a stage1 flavor.
+func (s *Server) flavor(handler string) (string, error) {
+	if handler == "" {
+		return s.opts.DefaultFlavor, nil
+	}
+	if f, ok := s.opts.RuntimeHandlers[handler]; ok {
+		return f, nil
+	}
+	return "", errdefs.InvalidArgument("unknown runtime handler %q (configured: %v)", handler, slices.Sorted(maps.Keys(s.opts.RuntimeHandlers)))
+}
+
+// Version reports runclet and the CRI version it speaks.
+func (s *Server) Version(context.Context, *runtimeapi.VersionRequest) (*runtimeapi.VersionResponse, error) {
+	return &runtimeapi.VersionResponse{
+		Version: "0.1.0", RuntimeName: "runclet", RuntimeVersion: s.opts.Version, RuntimeApiVersion: "v1",
+	}, nil
+}
+
+// Status reports the runtime and network conditions and the handlers.
+func (s *Server) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*runtimeapi.StatusResponse, error) {
+	netCond := &runtimeapi.RuntimeCondition{Type: runtimeapi.NetworkReady, Status: true}
+	if err := s.rt.NetworkReady(); err != nil {
+		netCond.Status, netCond.Reason, netCond.Message = false, "NetworkPluginNotReady", err.Error()
+	}
+	resp := &runtimeapi.StatusResponse{
+		Status: &runtimeapi.RuntimeStatus{Conditions: []*runtimeapi.RuntimeCondition{
+			{Type: runtimeapi.RuntimeReady, Status: true}, netCond,
+		}},
+		Features: &runtimeapi.RuntimeFeatures{SupplementalGroupsPolicy: true},
+	}
+	features := &runtimeapi.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: s.features.RecursiveReadOnlyMounts}
+	resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtimeapi.RuntimeHandler{Name: "", Features: features})
+	for _, h := range slices.Sorted(maps.Keys(s.opts.RuntimeHandlers)) {
+		resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtimeapi.RuntimeHandler{Name: h, Features: features})
+	}
+	if req.GetVerbose() {
+		info := map[string]any{
+			"config": s.opts.Info, "defaultFlavor": s.opts.DefaultFlavor, "runtimeHandlers": s.opts.RuntimeHandlers,
+			"streamURL": s.streamURL, "features": s.features,
+		}
+		resp.Info = map[string]string{}
+		for k, v := range info {
+			b, _ := json.Marshal(v)
+			resp.Info[k] = string(b)
+		}
+	}
+	return resp, nil
+}
+
+// RuntimeConfig reports the cgroup driver, which kubelet must match.
+func (s *Server) RuntimeConfig(context.Context, *runtimeapi.RuntimeConfigRequest) (*runtimeapi.RuntimeConfigResponse, error) {
+	driver := runtimeapi.CgroupDriver_CGROUPFS
+	if s.opts.CgroupDriver == "systemd" {
+		driver = runtimeapi.CgroupDriver_SYSTEMD
+	}
+	return &runtimeapi.RuntimeConfigResponse{Linux: &runtimeapi.LinuxRuntimeConfiguration{CgroupDriver: driver}}, nil
+}
+
+// UpdateRuntimeConfig accepts kubelet's pod CIDR and only logs it: the
+// network comes from the CNI config (or the built-in bridge's subnet).
+func (s *Server) UpdateRuntimeConfig(ctx context.Context, req *runtimeapi.UpdateRuntimeConfigRequest) (*runtimeapi.UpdateRuntimeConfigResponse, error) {
+	if cidr := req.GetRuntimeConfig().GetNetworkConfig().GetPodCidr(); cidr != "" {
+		logger(ctx).Info("kubelet's pod CIDR noted; runclet takes pod addresses from the CNI config, not from it", "podCIDR", cidr)
+	}
+	return &runtimeapi.UpdateRuntimeConfigResponse{}, nil
+}

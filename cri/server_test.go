@@ -1,0 +1,1123 @@
+package cri
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/runtime/image"
+	"github.com/runclet/runclet/runtime/network"
+	"github.com/runclet/runclet/runtime/pod"
+	"github.com/runclet/runclet/spec"
+)
+
+func wantCode(t *testing.T, err error, code codes.Code) {
+	t.Helper()
+	if status.Code(err) != code {
+		t.Fatalf("want %s, got %v", code, err)
+	}
+}
+
+func sandboxConfig(name string) *runtimeapi.PodSandboxConfig {
+	return &runtimeapi.PodSandboxConfig{
+		Metadata:     &runtimeapi.PodSandboxMetadata{Name: name, Namespace: "ns1", Uid: "uid-" + name, Attempt: 1},
+		Hostname:     name,
+		LogDirectory: "/var/log/pods/ns1_" + name,
+		Labels:       map[string]string{"app": name},
+		Annotations:  map[string]string{"a": "b"},
+	}
+}
+
+func (ts *testServer) runPod(t *testing.T, cfg *runtimeapi.PodSandboxConfig) string {
+	t.Helper()
+	r, err := ts.rt.RunPodSandbox(context.Background(), &runtimeapi.RunPodSandboxRequest{Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.PodSandboxId
+}
+
+func (ts *testServer) createCtr(t *testing.T, podID string, cfg *runtimeapi.ContainerConfig) string {
+	t.Helper()
+	r, err := ts.rt.CreateContainer(context.Background(), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.ContainerId
+}
+
+func ctrConfig(name, img string) *runtimeapi.ContainerConfig {
+	return &runtimeapi.ContainerConfig{
+		Metadata: &runtimeapi.ContainerMetadata{Name: name},
+		Image:    &runtimeapi.ImageSpec{Image: img},
+		LogPath:  name + "/0.log",
+		Labels:   map[string]string{"c": name},
+	}
+}
+
+func TestVersionStatusRuntimeConfig(t *testing.T) {
+	f := newFake(t)
+	ts := startServer(t, f)
+	ctx := context.Background()
+	v, err := ts.rt.Version(ctx, &runtimeapi.VersionRequest{})
+	if err != nil || v.RuntimeName != "runclet" || v.RuntimeVersion != "1.2.3" || v.RuntimeApiVersion != "v1" {
+		t.Fatalf("%v %v", v, err)
+	}
+	st, err := ts.rt.Status(ctx, &runtimeapi.StatusRequest{Verbose: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := st.Status.Conditions; len(c) != 2 || c[0].Type != "RuntimeReady" || !c[0].Status || c[1].Type != "NetworkReady" || !c[1].Status {
+		t.Fatalf("conditions %v", c)
+	}
+	var names []string
+	for _, h := range st.RuntimeHandlers {
+		names = append(names, h.Name)
+		if !h.Features.RecursiveReadOnlyMounts || h.Features.UserNamespaces {
+			t.Fatalf("features of %q: %v", h.Name, h.Features)
+		}
+	}
+	if fmt.Sprint(names) != "[ fly runc]" || !st.Features.SupplementalGroupsPolicy || st.Info["streamURL"] == "" {
+		t.Fatalf("handlers %q, features %v, info %v", names, st.Features, st.Info)
+	}
+
+	f.netErr = errdefs.FailedPrecondition("plugin bridge not found")
+	st, _ = ts.rt.Status(ctx, &runtimeapi.StatusRequest{})
+	if c := st.Status.Conditions[1]; c.Status || c.Reason != "NetworkPluginNotReady" || c.Message != "plugin bridge not found" {
+		t.Fatalf("network condition %v", c)
+	}
+	if st.Info != nil {
+		t.Fatal("info without verbose")
+	}
+	rc, err := ts.rt.RuntimeConfig(ctx, &runtimeapi.RuntimeConfigRequest{})
+	if err != nil || rc.Linux.CgroupDriver != runtimeapi.CgroupDriver_SYSTEMD {
+		t.Fatalf("%v %v", rc, err)
+	}
+	if _, err := ts.rt.UpdateRuntimeConfig(ctx, &runtimeapi.UpdateRuntimeConfigRequest{RuntimeConfig: &runtimeapi.RuntimeConfig{
+		NetworkConfig: &runtimeapi.NetworkConfig{PodCidr: "10.244.0.0/24"}}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestRunPodSandboxMapping(t *testing.T) {
+	f := newFake(t)
+	ts := startServer(t, f)
+	cfg := sandboxConfig("web")
+	cfg.DnsConfig = &runtimeapi.DNSConfig{Servers: []string{"10.96.0.10"}, Searches: []string{"ns1.svc.cluster.local"}, Options: []string{"ndots:5"}}
+	cfg.PortMappings = []*runtimeapi.PortMapping{
+		{Protocol: runtimeapi.Protocol_UDP, ContainerPort: 53, HostPort: 5353, HostIp: "127.0.0.1"},
+		{Protocol: runtimeapi.Protocol_TCP, ContainerPort: 80}, // not published
+	}
+	cfg.Linux = &runtimeapi.LinuxPodSandboxConfig{
+		CgroupParent: "/kubepods/besteffort/poduid-web",
+		Sysctls:      map[string]string{"net.ipv4.ip_unprivileged_port_start": "0"},
+		SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{
+			Network: runtimeapi.NamespaceMode_NODE, Pid: runtimeapi.NamespaceMode_CONTAINER, Ipc: runtimeapi.NamespaceMode_NODE,
+		}},
+	}
+	ts.runPod(t, cfg)
+	p := f.lastPod
+	if p.Name != "web" || p.Namespace != "ns1" || p.UID != "uid-web" || p.Attempt != 1 || p.Hostname != "web" || p.Flavor != "runc" ||
+		p.Labels["app"] != "web" || p.Annotations["a"] != "b" || p.LogDirectory != "/var/log/pods/ns1_web" {
+		t.Fatalf("identity: %+v", p)
+	}
+	if p.DNS == nil || p.DNS.Servers[0] != "10.96.0.10" || p.DNS.Searches[0] != "ns1.svc.cluster.local" || p.DNS.Options[0] != "ndots:5" {
+		t.Fatalf("dns: %+v", p.DNS)
+	}
+	if len(p.Ports) != 1 || p.Ports[0] != (network.PortMapping{Protocol: "udp", ContainerPort: 53, HostPort: 5353, HostIP: "127.0.0.1"}) {
+		t.Fatalf("ports: %+v", p.Ports)
+	}
+	if p.CgroupParent != "/kubepods/besteffort/poduid-web" || p.Sysctls["net.ipv4.ip_unprivileged_port_start"] != "0" ||
+		!p.HostNetwork || p.HostPID || !p.HostIPC {
+		t.Fatalf("linux: %+v", p)
+	}
+
+	ctx := context.Background()
+	for handler, want := range map[string]string{"": "runc", "runc": "runc", "fly": "fly"} {
+		if _, err := ts.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: sandboxConfig("h" + want), RuntimeHandler: handler}); err != nil {
+			t.Fatal(err)
+		}
+		if f.lastPod.Flavor != want {
+			t.Fatalf("handler %q: flavor %q", handler, f.lastPod.Flavor)
+		}
+	}
+	n := f.called("CreatePod")
+	_, err := ts.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: sandboxConfig("k"), RuntimeHandler: "kata"})
+	wantCode(t, err, codes.InvalidArgument)
+	if f.called("CreatePod") != n {
+		t.Fatal("an invalid request reached the runtime")
+	}
+}
+
+func TestRunPodSandboxRefusals(t *testing.T) {
+	ts := startServer(t, newFake(t))
+	ctx := context.Background()
+	ns := func(o *runtimeapi.NamespaceOption) *runtimeapi.PodSandboxConfig {
+		c := sandboxConfig("x")
+		c.Linux = &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: o}}
+		return c
+	}
+	for name, c := range map[string]struct {
+		cfg  *runtimeapi.PodSandboxConfig
+		code codes.Code
+	}{
+		"no config":       {nil, codes.InvalidArgument},
+		"no metadata":     {&runtimeapi.PodSandboxConfig{}, codes.InvalidArgument},
+		"no uid":          {&runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "a", Namespace: "b"}}, codes.InvalidArgument},
+		"bad name":        {&runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "A_b", Namespace: "b", Uid: "u"}}, codes.InvalidArgument},
+		"relative logdir": {func() *runtimeapi.PodSandboxConfig { c := sandboxConfig("x"); c.LogDirectory = "logs"; return c }(), codes.InvalidArgument},
+		"bad port": {func() *runtimeapi.PodSandboxConfig {
+			c := sandboxConfig("x")
+			c.PortMappings = []*runtimeapi.PortMapping{{HostPort: 70000, ContainerPort: 1}}
+			return c
+		}(), codes.InvalidArgument},
+		"bad dns": {func() *runtimeapi.PodSandboxConfig {
+			c := sandboxConfig("x")
+			c.DnsConfig = &runtimeapi.DNSConfig{Servers: []string{"dns.example"}}
+			return c
+		}(), codes.InvalidArgument},
+		"shared pid":     {ns(&runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_POD}), codes.Unimplemented},
+		"user namespace": {ns(&runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER, UsernsOptions: &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD}}), codes.Unimplemented},
+		"container net":  {ns(&runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_CONTAINER, Pid: runtimeapi.NamespaceMode_CONTAINER}), codes.InvalidArgument},
+	} {
+		_, err := ts.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: c.cfg})
+		if status.Code(err) != c.code {
+			t.Errorf("%s: want %s, got %v", name, c.code, err)
+		}
+	}
+	if n := ts.fake.called("CreatePod"); n != 0 {
+		t.Fatalf("refused requests reached the runtime %d times", n)
+	}
+	_, err := ts.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: ns(&runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_POD})})
+	if !strings.Contains(status.Convert(err).Message(), "shareProcessNamespace") {
+		t.Fatalf("the message must name what is missing: %v", err)
+	}
+}
+
+// A client that gives up while its pod is made never leaves it behind:
+// the pod is made whole on a detached context, then removed.
+func TestRunPodSandboxClientGone(t *testing.T) {
+	f := newFake(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	f.createPod = func(rctx context.Context) {
+		cancel()
+		time.Sleep(100 * time.Millisecond) // the client's cancel reaches the server
+		if rctx.Err() != nil {
+			t.Error("the runtime call got the client's cancellation")
+		}
+	}
+	ts := startServer(t, f)
+	_, err := ts.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: sandboxConfig("gone")})
+	wantCode(t, err, codes.Canceled)
+	deadline := time.Now().Add(5 * time.Second)
+	for f.called("RemovePod") == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	f.mu.Lock()
+	left := len(f.pods)
+	f.mu.Unlock()
+	if f.called("CreatePod") != 1 || f.called("RemovePod") != 1 || left != 0 {
+		t.Fatalf("created %d, removed %d, left %d", f.called("CreatePod"), f.called("RemovePod"), left)
+	}
+	f.createPod = nil
+	r, _ := ts.rt.ListPodSandbox(context.Background(), &runtimeapi.ListPodSandboxRequest{})
+	if len(r.Items) != 0 {
+		t.Fatalf("listed: %v", r.Items)
+	}
+}
+
+func TestSandboxStatusAndList(t *testing.T) {
+	f := newFake(t)
+	ts := startServer(t, f)
+	ctx := context.Background()
+	a := ts.runPod(t, sandboxConfig("alpha"))
+	bcfg := sandboxConfig("beta")
+	bcfg.Labels["tier"] = "db"
+	b := ts.runPod(t, bcfg)
+	host := sandboxConfig("gamma")
+	host.Linux = &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{
+		Network: runtimeapi.NamespaceMode_NODE, Pid: runtimeapi.NamespaceMode_NODE, Ipc: runtimeapi.NamespaceMode_NODE}}}
+	c := ts.runPod(t, host)
+
+	st, err := ts.rt.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: a, Verbose: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := st.Status
+	if s.Id != a || s.State != runtimeapi.PodSandboxState_SANDBOX_READY || s.CreatedAt <= 0 || s.Metadata.Name != "alpha" ||
+		s.Metadata.Namespace != "ns1" || s.Metadata.Attempt != 1 || s.Labels["app"] != "alpha" || s.Annotations["a"] != "b" || s.RuntimeHandler != "runc" {
+		t.Fatalf("status %v", s)
+	}
+	if s.Network.Ip != "10.1.2.3" || len(s.Network.AdditionalIps) != 1 || s.Network.AdditionalIps[0].Ip != "fd00::3" {
+		t.Fatalf("network %v", s.Network)
+	}
+	if o := s.Linux.Namespaces.Options; o.Network != runtimeapi.NamespaceMode_POD || o.Pid != runtimeapi.NamespaceMode_CONTAINER || o.Ipc != runtimeapi.NamespaceMode_POD {
+		t.Fatalf("namespaces %v", o)
+	}
+	if !strings.Contains(st.Info["info"], `"namespace":"ns1"`) || st.Timestamp == 0 {
+		t.Fatalf("verbose info %v", st.Info)
+	}
+	st, _ = ts.rt.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: c})
+	if o := st.Status.Linux.Namespaces.Options; o.Network != runtimeapi.NamespaceMode_NODE || o.Pid != runtimeapi.NamespaceMode_NODE || st.Status.Network.Ip != "" {
+		t.Fatalf("host pod %v", st.Status)
+	}
+	_, err = ts.rt.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: "feedfeedfeed"})
+	wantCode(t, err, codes.NotFound)
+	_, err = ts.rt.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{})
+	wantCode(t, err, codes.InvalidArgument)
+
+	if _, err := ts.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: b}); err != nil {
+		t.Fatal(err)
+	}
+	list := func(f *runtimeapi.PodSandboxFilter) string {
+		t.Helper()
+		r, err := ts.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{Filter: f})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, p := range r.Items {
+			ids = append(ids, p.Id)
+		}
+		return strings.Join(ids, ",")
+	}
+	ready := &runtimeapi.PodSandboxStateValue{State: runtimeapi.PodSandboxState_SANDBOX_READY}
+	notReady := &runtimeapi.PodSandboxStateValue{State: runtimeapi.PodSandboxState_SANDBOX_NOTREADY}
+	for name, c := range map[string]struct {
+		f    *runtimeapi.PodSandboxFilter
+		want string
+	}{
+		"all":       {nil, a + "," + b + "," + c},
+		"id":        {&runtimeapi.PodSandboxFilter{Id: b}, b},
+		"id prefix": {&runtimeapi.PodSandboxFilter{Id: a[:6]}, a},
+		"ready":     {&runtimeapi.PodSandboxFilter{State: ready}, a + "," + c},
+		"not ready": {&runtimeapi.PodSandboxFilter{State: notReady}, b},
+		"labels":    {&runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{"app": "beta", "tier": "db"}}, b},
+		"no match":  {&runtimeapi.PodSandboxFilter{LabelSelector: map[string]string{"app": "beta", "tier": "web"}}, ""},
+		"and":       {&runtimeapi.PodSandboxFilter{State: ready, LabelSelector: map[string]string{"app": "beta"}}, ""},
+	} {
+		if got := list(c.f); got != c.want {
+			t.Errorf("%s: %s, want %s", name, got, c.want)
+		}
+	}
+	stream, err := ts.rt.StreamPodSandboxes(ctx, &runtimeapi.StreamPodSandboxesRequest{Filter: &runtimeapi.PodSandboxFilter{State: ready}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var streamed []string
+	for {
+		r, err := stream.Recv()
+		if err != nil {
+			break
+		}
+		for _, p := range r.PodSandboxes {
+			streamed = append(streamed, p.Id)
+		}
+	}
+	if strings.Join(streamed, ",") != a+","+c {
+		t.Fatalf("streamed %v", streamed)
+	}
+}
+
+func TestStopRemoveSandboxIdempotent(t *testing.T) {
+	f := newFake(t)
+	f.addImage("example.com/app:1", "")
+	ts := startServer(t, f)
+	ctx := context.Background()
+	for _, id := range []string{"0123456789abcdef", "nope"} {
+		if _, err := ts.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: id}); err != nil {
+			t.Fatalf("stop unknown: %v", err)
+		}
+		if _, err := ts.rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id}); err != nil {
+			t.Fatalf("remove unknown: %v", err)
+		}
+	}
+	_, err := ts.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{})
+	wantCode(t, err, codes.InvalidArgument)
+
+	id := ts.runPod(t, sandboxConfig("web"))
+	ctr := ts.createCtr(t, id, ctrConfig("app", "example.com/app:1"))
+	if _, err := ts.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: ctr}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if _, err := ts.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, _ := ts.rt.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: id})
+	if st.Status.State != runtimeapi.PodSandboxState_SANDBOX_NOTREADY || len(st.ContainersStatuses) != 1 ||
+		st.ContainersStatuses[0].State != runtimeapi.ContainerState_CONTAINER_EXITED {
+		t.Fatalf("after stop: %v", st)
+	}
+	// A stopped pod stays until kubelet removes it.
+	if r, _ := ts.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{}); len(r.Items) != 1 {
+		t.Fatalf("a stopped pod must stay listed: %v", r.Items)
+	}
+	_, err = ts.rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: id, Config: ctrConfig("late", "example.com/app:1")})
+	wantCode(t, err, codes.FailedPrecondition)
+	for range 2 {
+		if _, err := ts.rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = ts.rt.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: id})
+	wantCode(t, err, codes.NotFound)
+	_, err = ts.rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: ctr})
+	wantCode(t, err, codes.NotFound)
+	if ts.watch.len() != 0 {
+		t.Fatalf("%d app watches left", ts.watch.len())
+	}
+}
+
+func TestCreateContainerMapping(t *testing.T) {
+	f := newFake(t)
+	img := f.addImage("example.com/app:1", "")
+	ts := startServer(t, f)
+	sb := sandboxConfig("web")
+	sb.Linux = &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{Privileged: true}}
+	podID := ts.runPod(t, sb)
+	cfg := &runtimeapi.ContainerConfig{
+		Metadata:    &runtimeapi.ContainerMetadata{Name: "app", Attempt: 2},
+		Image:       &runtimeapi.ImageSpec{Image: img.ID.String()},
+		Command:     []string{"/bin/server"},
+		Args:        []string{"--port", "80"},
+		WorkingDir:  "/srv",
+		Envs:        []*runtimeapi.KeyValue{{Key: "A", Value: []byte("1")}, {Key: "B", Value: []byte("x=y")}},
+		Labels:      map[string]string{"l": "1"},
+		Annotations: map[string]string{"an": "2"},
+		LogPath:     "app/2.log",
+		Stdin:       true, StdinOnce: true, Tty: true,
+		Mounts: []*runtimeapi.Mount{
+			{ContainerPath: "/data", HostPath: "/srv/data", Readonly: true, RecursiveReadOnly: true},
+			{ContainerPath: "/shared", HostPath: "/srv/shared", Propagation: runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL},
+			{ContainerPath: "/slave", HostPath: "/srv/slave", Propagation: runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER, SelinuxRelabel: true},
+		},
+		Devices: []*runtimeapi.Device{{HostPath: "/dev/fuse", ContainerPath: "/dev/fuse", Permissions: "rw"}},
+		Linux: &runtimeapi.LinuxContainerConfig{
+			Resources: &runtimeapi.LinuxContainerResources{
+				CpuPeriod: 100000, CpuQuota: 50000, CpuShares: 512, MemoryLimitInBytes: 64 << 20, OomScoreAdj: 5000,
+				CpusetCpus: "0-1", CpusetMems: "0", HugepageLimits: []*runtimeapi.HugepageLimit{{PageSize: "2MB", Limit: 4 << 20}},
+				Unified: map[string]string{"memory.high": "1000000"},
+			},
+			SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
+				Capabilities:             &runtimeapi.Capability{AddCapabilities: []string{"NET_ADMIN"}, DropCapabilities: []string{"MKNOD"}},
+				Privileged:               true,
+				RunAsUser:                &runtimeapi.Int64Value{Value: 1000},
+				RunAsGroup:               &runtimeapi.Int64Value{Value: 2000},
+				ReadonlyRootfs:           true,
+				SupplementalGroups:       []int64{5, 6},
+				SupplementalGroupsPolicy: runtimeapi.SupplementalGroupsPolicy_Strict,
+				NoNewPrivs:               true,
+				MaskedPaths:              []string{"/proc/kcore"},
+				ReadonlyPaths:            []string{"/proc/sys"},
+				Seccomp:                  &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: "/etc/seccomp/p.json"},
+			},
+		},
+	}
+	r, err := ts.rt.CreateContainer(context.Background(), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg, SandboxConfig: sb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := f.lastApp
+	if a.Name != "app" || a.Attempt != 2 || a.Image != img.ID.String() || a.Labels["l"] != "1" || a.Annotations["an"] != "2" ||
+		a.LogPath != "/var/log/pods/ns1_web/app/2.log" || !a.Stdin || !a.StdinOnce || !a.Tty {
+		t.Fatalf("app: %+v", a)
+	}
+	s := a.Spec
+	if fmt.Sprintf("%v %v %v %v", s.Command, s.Args, s.WorkingDir, s.Env) != "[/bin/server] [--port 80] /srv [A=1 B=x=y]" {
+		t.Fatalf("process: %v %v %v %v", s.Command, s.Args, s.WorkingDir, s.Env)
+	}
+	if len(s.Mounts) != 3 ||
+		fmt.Sprintf("%+v", s.Mounts[0]) != fmt.Sprintf("%+v", spec.Mount{HostPath: "/srv/data", ContainerPath: "/data", Readonly: true, RecursiveReadOnly: true, Propagation: spec.PropagationPrivate}) ||
+		s.Mounts[1].Propagation != spec.PropagationBidirectional || s.Mounts[2].Propagation != spec.PropagationHostToContainer || !s.Mounts[2].SELinuxRelabel {
+		t.Fatalf("mounts: %+v", s.Mounts)
+	}
+	if len(s.Devices) != 1 || s.Devices[0].HostPath != "/dev/fuse" || s.Devices[0].Permissions != "rw" || len(s.HostDevices) != 1 {
+		t.Fatalf("devices: %+v %+v", s.Devices, s.HostDevices)
+	}
+	res := s.Resources
+	if res.CPUPeriod != 100000 || res.CPUQuota != 50000 || res.CPUShares != 512 || res.MemoryLimit != 64<<20 || res.MemorySwapLimit != 64<<20 ||
+		res.CPUsetCPUs != "0-1" || res.CPUsetMems != "0" || res.HugepageLimits["2MB"] != 4<<20 || res.Unified["memory.high"] != "1000000" ||
+		res.OOMScoreAdj == nil || *res.OOMScoreAdj != 1000 {
+		t.Fatalf("resources: %+v", res)
+	}
+	if fmt.Sprint(s.CapAdd, s.CapDrop) != "[NET_ADMIN] [MKNOD]" || !s.Privileged || *s.RunAsUser != 1000 || *s.RunAsGroup != 2000 ||
+		!s.ReadonlyRootfs || fmt.Sprint(s.SupplementalGroups) != "[5 6]" || s.SupplementalGroupsPolicy != "Strict" || !s.NoNewPrivs ||
+		fmt.Sprint(s.MaskedPaths, s.ReadonlyPaths) != "[/proc/kcore] [/proc/sys]" ||
+		s.Seccomp != (spec.SeccompProfile{Kind: spec.SeccompLocalhost, LocalhostPath: "/etc/seccomp/p.json"}) {
+		t.Fatalf("security: %+v", s)
+	}
+
+	// The status reflects the request, from memory.
+	st, err := ts.rt.ContainerStatus(context.Background(), &runtimeapi.ContainerStatusRequest{ContainerId: r.ContainerId, Verbose: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs := st.Status
+	if cs.State != runtimeapi.ContainerState_CONTAINER_CREATED || cs.Metadata.Name != "app" || cs.Metadata.Attempt != 2 ||
+		cs.Image.Image != "example.com/app:1" || cs.Image.UserSpecifiedImage != img.ID.String() || cs.ImageId != img.ID.String() ||
+		cs.ImageRef != img.RepoDigests[0] || cs.LogPath != "/var/log/pods/ns1_web/app/2.log" || cs.Labels["l"] != "1" ||
+		cs.Annotations["an"] != "2" || cs.StartedAt != 0 || cs.FinishedAt != 0 || cs.StopSignal != runtimeapi.Signal_SIGNAL_SIGQUIT ||
+		cs.User.Linux.Uid != 1000 || fmt.Sprint(cs.User.Linux.SupplementalGroups) != "[1000 4]" || st.Info["info"] == "" {
+		t.Fatalf("status: %v", st)
+	}
+	if len(cs.Mounts) != 3 || cs.Mounts[0].ContainerPath != "/data" || !cs.Mounts[0].RecursiveReadOnly ||
+		cs.Mounts[1].Propagation != runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL {
+		t.Fatalf("status mounts: %v", cs.Mounts)
+	}
+}
+
+func TestCreateContainerSecurityDefaults(t *testing.T) {
+	f := newFake(t)
+	f.addImage("example.com/app:1", "")
+	ts := startServer(t, f)
+	podID := ts.runPod(t, sandboxConfig("web"))
+	// No security context: unconfined seccomp (the CRI's default), no
+	// AppArmor, default masked paths (nil).
+	ts.createCtr(t, podID, ctrConfig("plain", "example.com/app:1"))
+	if s := f.lastApp.Spec; s.Seccomp.Kind != spec.SeccompUnconfined || s.ApparmorProfile != "" || s.MaskedPaths != nil || s.Privileged {
+		t.Fatalf("defaults: %+v", s)
+	}
+	for name, c := range map[string]struct {
+		sc   *runtimeapi.LinuxContainerSecurityContext
+		want spec.SeccompProfile
+	}{
+		"runtime default":     {&runtimeapi.LinuxContainerSecurityContext{Seccomp: &runtimeapi.SecurityProfile{}}, spec.SeccompProfile{Kind: spec.SeccompRuntimeDefault}},
+		"unconfined":          {&runtimeapi.LinuxContainerSecurityContext{Seccomp: &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Unconfined}}, spec.SeccompProfile{Kind: spec.SeccompUnconfined}},
+		"old runtime/default": {&runtimeapi.LinuxContainerSecurityContext{SeccompProfilePath: "runtime/default"}, spec.SeccompProfile{Kind: spec.SeccompRuntimeDefault}},
+		"old localhost":       {&runtimeapi.LinuxContainerSecurityContext{SeccompProfilePath: "localhost//etc/p.json"}, spec.SeccompProfile{Kind: spec.SeccompLocalhost, LocalhostPath: "/etc/p.json"}},
+	} {
+		cfg := ctrConfig("s"+fmt.Sprint(len(name)), "example.com/app:1")
+		cfg.Metadata.Attempt = uint32(len(name) + 100*int(name[0]))
+		cfg.Linux = &runtimeapi.LinuxContainerConfig{SecurityContext: c.sc}
+		ts.createCtr(t, podID, cfg)
+		if f.lastApp.Spec.Seccomp != c.want {
+			t.Errorf("%s: %+v", name, f.lastApp.Spec.Seccomp)
+		}
+	}
+	// AppArmor: a named profile needs AppArmor on the host.
+	cfg := ctrConfig("aa", "example.com/app:1")
+	cfg.Linux = &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
+		Apparmor: &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: "my-profile"}}}
+	_, err := ts.rt.CreateContainer(context.Background(), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg})
+	wantCode(t, err, codes.FailedPrecondition)
+	f.features.AppArmor = true
+	ts2 := startServer(t, f)
+	ts2.createCtr(t, podID, cfg)
+	if f.lastApp.Spec.ApparmorProfile != "my-profile" {
+		t.Fatalf("apparmor: %q", f.lastApp.Spec.ApparmorProfile)
+	}
+}
+
+func TestCreateContainerRefusals(t *testing.T) {
+	f := newFake(t)
+	f.addImage("example.com/app:1", "")
+	ts := startServer(t, f)
+	podID := ts.runPod(t, sandboxConfig("web"))
+	sc := func(s *runtimeapi.LinuxContainerSecurityContext) *runtimeapi.ContainerConfig {
+		c := ctrConfig("app", "example.com/app:1")
+		c.Linux = &runtimeapi.LinuxContainerConfig{SecurityContext: s}
+		return c
+	}
+	edit := func(fn func(c *runtimeapi.ContainerConfig)) *runtimeapi.ContainerConfig {
+		c := ctrConfig("app", "example.com/app:1")
+		fn(c)
+		return c
+	}
+	for name, c := range map[string]struct {
+		cfg  *runtimeapi.ContainerConfig
+		code codes.Code
+	}{
+		"no config":         {nil, codes.InvalidArgument},
+		"no metadata":       {edit(func(c *runtimeapi.ContainerConfig) { c.Metadata = nil }), codes.InvalidArgument},
+		"bad name":          {edit(func(c *runtimeapi.ContainerConfig) { c.Metadata.Name = "App_1" }), codes.InvalidArgument},
+		"no image":          {edit(func(c *runtimeapi.ContainerConfig) { c.Image = nil }), codes.InvalidArgument},
+		"bad image":         {edit(func(c *runtimeapi.ContainerConfig) { c.Image.Image = "UPPER/case:&" }), codes.InvalidArgument},
+		"missing image":     {edit(func(c *runtimeapi.ContainerConfig) { c.Image.Image = "example.com/none:1" }), codes.NotFound},
+		"log path escapes":  {edit(func(c *runtimeapi.ContainerConfig) { c.LogPath = "../../etc/passwd" }), codes.InvalidArgument},
+		"absolute log path": {edit(func(c *runtimeapi.ContainerConfig) { c.LogPath = "/etc/passwd" }), codes.InvalidArgument},
+		"relative workdir":  {edit(func(c *runtimeapi.ContainerConfig) { c.WorkingDir = "srv" }), codes.InvalidArgument},
+		"empty env name":    {edit(func(c *runtimeapi.ContainerConfig) { c.Envs = []*runtimeapi.KeyValue{{Key: ""}} }), codes.InvalidArgument},
+		"relative mount": {edit(func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "data", HostPath: "/x"}}
+		}), codes.InvalidArgument},
+		"mount over /": {edit(func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/", HostPath: "/x"}}
+		}), codes.InvalidArgument},
+		"rro without readonly": {edit(func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/d", HostPath: "/x", RecursiveReadOnly: true}}
+		}), codes.InvalidArgument},
+		"image mount": {edit(func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/d", Image: &runtimeapi.ImageSpec{Image: "example.com/data:1"}}}
+		}), codes.Unimplemented},
+		"mount options": {edit(func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/d", HostPath: "/x", MountOptions: []string{"noexec"}}}
+		}), codes.Unimplemented},
+		"bad device perms": {edit(func(c *runtimeapi.ContainerConfig) {
+			c.Devices = []*runtimeapi.Device{{HostPath: "/dev/fuse", Permissions: "rwx"}}
+		}), codes.InvalidArgument},
+		"missing device": {edit(func(c *runtimeapi.ContainerConfig) { c.Devices = []*runtimeapi.Device{{HostPath: "/dev/missing"}} }), codes.NotFound},
+		"cdi": {edit(func(c *runtimeapi.ContainerConfig) {
+			c.CDIDevices = []*runtimeapi.CDIDevice{{Name: "vendor.com/gpu=0"}}
+		}), codes.Unimplemented},
+		"group without user":             {sc(&runtimeapi.LinuxContainerSecurityContext{RunAsGroup: &runtimeapi.Int64Value{Value: 1}}), codes.InvalidArgument},
+		"user and username":              {sc(&runtimeapi.LinuxContainerSecurityContext{RunAsUser: &runtimeapi.Int64Value{}, RunAsUsername: "x"}), codes.InvalidArgument},
+		"negative user":                  {sc(&runtimeapi.LinuxContainerSecurityContext{RunAsUser: &runtimeapi.Int64Value{Value: -1}}), codes.InvalidArgument},
+		"privileged in unprivileged pod": {sc(&runtimeapi.LinuxContainerSecurityContext{Privileged: true}), codes.InvalidArgument},
+		"ambient caps":                   {sc(&runtimeapi.LinuxContainerSecurityContext{Capabilities: &runtimeapi.Capability{AddAmbientCapabilities: []string{"NET_RAW"}}}), codes.Unimplemented},
+		"host pid":                       {sc(&runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_NODE}}), codes.InvalidArgument},
+		"host net":                       {sc(&runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE, Pid: runtimeapi.NamespaceMode_CONTAINER}}), codes.InvalidArgument},
+		"target pid":                     {sc(&runtimeapi.LinuxContainerSecurityContext{NamespaceOptions: &runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_TARGET, TargetId: "x"}}), codes.Unimplemented},
+		"relative seccomp":               {sc(&runtimeapi.LinuxContainerSecurityContext{Seccomp: &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: "p.json"}}), codes.InvalidArgument},
+		"bad old seccomp":                {sc(&runtimeapi.LinuxContainerSecurityContext{SeccompProfilePath: "whatever"}), codes.InvalidArgument},
+		"bad masked path":                {sc(&runtimeapi.LinuxContainerSecurityContext{MaskedPaths: []string{"proc/kcore"}}), codes.InvalidArgument},
+		"unknown stop sig":               {edit(func(c *runtimeapi.ContainerConfig) { c.StopSignal = 999 }), codes.InvalidArgument},
+	} {
+		_, err := ts.rt.CreateContainer(context.Background(), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: c.cfg,
+			SandboxConfig: sandboxConfig("web")})
+		if status.Code(err) != c.code {
+			t.Errorf("%s: want %s, got %v", name, c.code, err)
+		}
+	}
+	if n := f.called("AddApp"); n != 1 { // only the missing image gets that far
+		t.Errorf("AddApp called %d times", n)
+	}
+	_, err := ts.rt.CreateContainer(context.Background(), &runtimeapi.CreateContainerRequest{PodSandboxId: "feedfeed", Config: ctrConfig("app", "example.com/app:1")})
+	wantCode(t, err, codes.NotFound)
+	ts.createCtr(t, podID, ctrConfig("app", "example.com/app:1"))
+	_, err = ts.rt.CreateContainer(context.Background(), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: ctrConfig("app", "example.com/app:1")})
+	wantCode(t, err, codes.AlreadyExists)
+}
+
+func TestContainerLifecycle(t *testing.T) {
+	f := newFake(t)
+	f.addImage("example.com/app:1", "")
+	ts := startServer(t, f)
+	ctx := context.Background()
+	podID := ts.runPod(t, sandboxConfig("web"))
+	id := ts.createCtr(t, podID, ctrConfig("app", "example.com/app:1"))
+	if _, err := ts.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id[:8]}); err != nil {
+		t.Fatal(err)
+	}
+	st, _ := ts.rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: id})
+	if st.Status.State != runtimeapi.ContainerState_CONTAINER_RUNNING || st.Status.StartedAt == 0 {
+		t.Fatalf("running: %v", st.Status)
+	}
+	_, err := ts.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id})
+	wantCode(t, err, codes.FailedPrecondition)
+
+	// The app exits by itself: inotify on its directory tells the index.
+	f.exit(id, 2, "Error")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, _ = ts.rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: id})
+		if st.Status.State == runtimeapi.ContainerState_CONTAINER_EXITED {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the exit was not noticed: %v", st.Status)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if st.Status.ExitCode != 2 || st.Status.Reason != "Error" || st.Status.FinishedAt == 0 {
+		t.Fatalf("exited: %v", st.Status)
+	}
+	for range 2 {
+		if _, err := ts.rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: 5}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 2 {
+		if _, err := ts.rt.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if f.called("RemoveApp") != 1 {
+		t.Fatalf("RemoveApp called %d times", f.called("RemoveApp"))
+	}
+	_, err = ts.rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: id})
+	wantCode(t, err, codes.NotFound)
+	_, err = ts.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id})
+	wantCode(t, err, codes.NotFound)
+	if _, err := ts.rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: "0000aaaa"}); err != nil {
+		t.Fatalf("stopping an unknown container must succeed: %v", err)
+	}
+	_, err = ts.rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: id, Timeout: -1})
+	wantCode(t, err, codes.InvalidArgument)
+
+	// A running container stopped through the CRI.
+	id2 := ts.createCtr(t, podID, ctrConfig("two", "example.com/app:1"))
+	ts.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id2})
+	if _, err := ts.rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: id2, Timeout: 1}); err != nil {
+		t.Fatal(err)
+	}
+	st, _ = ts.rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: id2})
+	if st.Status.State != runtimeapi.ContainerState_CONTAINER_EXITED || st.Status.ExitCode != 143 {
+		t.Fatalf("stopped: %v", st.Status)
+	}
+}
+
+func TestListContainersFilters(t *testing.T) {
+	f := newFake(t)
+	f.addImage("example.com/app:1", "")
+	ts := startServer(t, f)
+	ctx := context.Background()
+	p1 := ts.runPod(t, sandboxConfig("one"))
+	p2 := ts.runPod(t, sandboxConfig("two"))
+	a := ts.createCtr(t, p1, ctrConfig("a", "example.com/app:1"))
+	b := ts.createCtr(t, p1, ctrConfig("b", "example.com/app:1"))
+	c := ts.createCtr(t, p2, ctrConfig("c", "example.com/app:1"))
+	ts.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: b})
+	list := func(f *runtimeapi.ContainerFilter) string {
+		t.Helper()
+		r, err := ts.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: f})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, c := range r.Containers {
+			ids = append(ids, c.Id)
+			if c.ImageId == "" || c.Image.Image != "example.com/app:1" || c.Metadata.Name == "" || c.CreatedAt == 0 {
+				t.Fatalf("container %v", c)
+			}
+		}
+		return strings.Join(ids, ",")
+	}
+	running := &runtimeapi.ContainerStateValue{State: runtimeapi.ContainerState_CONTAINER_RUNNING}
+	created := &runtimeapi.ContainerStateValue{State: runtimeapi.ContainerState_CONTAINER_CREATED}
+	for name, tc := range map[string]struct {
+		f    *runtimeapi.ContainerFilter
+		want string
+	}{
+		"all":           {nil, a + "," + b + "," + c},
+		"pod":           {&runtimeapi.ContainerFilter{PodSandboxId: p1}, a + "," + b},
+		"pod prefix":    {&runtimeapi.ContainerFilter{PodSandboxId: p2[:5]}, c},
+		"id":            {&runtimeapi.ContainerFilter{Id: c}, c},
+		"running":       {&runtimeapi.ContainerFilter{State: running}, b},
+		"created":       {&runtimeapi.ContainerFilter{State: created}, a + "," + c},
+		"label":         {&runtimeapi.ContainerFilter{LabelSelector: map[string]string{"c": "a"}}, a},
+		"pod+created":   {&runtimeapi.ContainerFilter{PodSandboxId: p1, State: created}, a},
+		"label+wrong":   {&runtimeapi.ContainerFilter{LabelSelector: map[string]string{"c": "a"}, State: running}, ""},
+		"unknown pod":   {&runtimeapi.ContainerFilter{PodSandboxId: "zzz"}, ""},
+		"missing label": {&runtimeapi.ContainerFilter{LabelSelector: map[string]string{"nope": ""}}, ""},
+	} {
+		if got := list(tc.f); got != tc.want {
+			t.Errorf("%s: %s, want %s", name, got, tc.want)
+		}
+	}
+	_, err := ts.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{State: &runtimeapi.ContainerStateValue{State: 42}}})
+	wantCode(t, err, codes.InvalidArgument)
+
+	// The streaming variant returns the same containers.
+	stream, err := ts.rt.StreamContainers(ctx, &runtimeapi.StreamContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: p1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for {
+		r, err := stream.Recv()
+		if err != nil {
+			break
+		}
+		n += len(r.Containers)
+	}
+	if n != 2 {
+		t.Fatalf("streamed %d containers", n)
+	}
+}
+
+func TestImageService(t *testing.T) {
+	f := newFake(t)
+	named := f.addImage("example.com/named:1", "nobody:nogroup")
+	f.addImage("example.com/numeric:1", "1000:1000")
+	f.registry["example.com/new:1"] = image.Image{RepoTags: []string{"example.com/new:1"}}
+	ts := startServer(t, f)
+	ctx := context.Background()
+
+	r, err := ts.img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "example.com/new:1"},
+		Auth: &runtimeapi.AuthConfig{Auth: "dXNlcjpwYXNz"}}) // user:pass
+	if err != nil {
+		t.Fatal(err)
+	}
+	pulled, _ := f.GetImage("example.com/new:1")
+	if r.ImageRef != pulled.ID.String() || f.lastAuth == nil || f.lastAuth.Username != "user" || f.lastAuth.Password != "pass" {
+		t.Fatalf("pull: %v, auth %+v", r, f.lastAuth)
+	}
+	for _, a := range []*runtimeapi.AuthConfig{
+		{Username: "u", Password: "p"}, {RegistryToken: "tok"}, {IdentityToken: "id"}, {},
+	} {
+		ts.img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "example.com/new:1"}, Auth: a})
+		want := fmt.Sprint(a.Username, a.Password, a.RegistryToken, a.IdentityToken)
+		got := ""
+		if f.lastAuth != nil {
+			got = fmt.Sprint(f.lastAuth.Username, f.lastAuth.Password, f.lastAuth.RegistryToken, f.lastAuth.IdentityToken)
+		}
+		if (f.lastAuth == nil) != (want == "") || got != want && f.lastAuth != nil {
+			t.Errorf("auth %v became %+v", a, f.lastAuth)
+		}
+	}
+	_, err = ts.img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "example.com/new:1"}, Auth: &runtimeapi.AuthConfig{Auth: "%%%"}})
+	wantCode(t, err, codes.InvalidArgument)
+	_, err = ts.img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "example.com/absent:1"}})
+	wantCode(t, err, codes.NotFound)
+	_, err = ts.img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ""}})
+	wantCode(t, err, codes.InvalidArgument)
+
+	// ImageStatus: absent is an empty answer; USER becomes uid or username.
+	st, err := ts.img.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: "example.com/absent:1"}})
+	if err != nil || st.Image != nil {
+		t.Fatalf("absent: %v %v", st, err)
+	}
+	st, err = ts.img.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: "example.com/named:1"}, Verbose: true})
+	if err != nil || st.Image.Id != named.ID.String() || st.Image.Username != "nobody" || st.Image.Uid != nil || st.Image.Size != 1234 ||
+		st.Image.RepoTags[0] != "example.com/named:1" || st.Info["info"] == "" {
+		t.Fatalf("named: %v %v", st, err)
+	}
+	st, _ = ts.img.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: "example.com/numeric:1"}})
+	if st.Image.Uid == nil || st.Image.Uid.Value != 1000 || st.Image.Username != "" {
+		t.Fatalf("numeric: %v", st.Image)
+	}
+	configReads := f.called("ImageConfig")
+	ts.img.ListImages(ctx, &runtimeapi.ListImagesRequest{})
+	ts.img.ListImages(ctx, &runtimeapi.ListImagesRequest{})
+	if got := f.called("ImageConfig") - configReads; got != 1 { // only the pulled one is new
+		t.Fatalf("image configs read %d times: they must be cached", got)
+	}
+	l, err := ts.img.ListImages(ctx, &runtimeapi.ListImagesRequest{})
+	if err != nil || len(l.Images) != 3 {
+		t.Fatalf("list: %v %v", l, err)
+	}
+	l, _ = ts.img.ListImages(ctx, &runtimeapi.ListImagesRequest{Filter: &runtimeapi.ImageFilter{Image: &runtimeapi.ImageSpec{Image: "example.com/numeric:1"}}})
+	if len(l.Images) != 1 || l.Images[0].RepoTags[0] != "example.com/numeric:1" {
+		t.Fatalf("filtered: %v", l)
+	}
+	l, _ = ts.img.ListImages(ctx, &runtimeapi.ListImagesRequest{Filter: &runtimeapi.ImageFilter{Image: &runtimeapi.ImageSpec{Image: "example.com/absent:1"}}})
+	if len(l.Images) != 0 {
+		t.Fatalf("filtered absent: %v", l)
+	}
+
+	is, err := ts.img.StreamImages(ctx, &runtimeapi.StreamImagesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := is.Recv()
+	if err != nil || len(first.Images) != 3 {
+		t.Fatalf("streamed images: %v %v", first, err)
+	}
+
+	// RemoveImage by tag removes the image (by ID, with all its names);
+	// absent is success.
+	for range 2 {
+		if _, err := ts.img.RemoveImage(ctx, &runtimeapi.RemoveImageRequest{Image: &runtimeapi.ImageSpec{Image: "example.com/named:1"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if f.called("RemoveImage:"+named.ID.String()) != 1 {
+		t.Fatalf("calls: %v", f.calls)
+	}
+	fs, err := ts.img.ImageFsInfo(ctx, &runtimeapi.ImageFsInfoRequest{})
+	if err != nil || len(fs.ImageFilesystems) != 1 {
+		t.Fatal(fs, err)
+	}
+	u := fs.ImageFilesystems[0]
+	if u.UsedBytes.Value != 4096 || u.InodesUsed.Value != 7 || u.FsId.Mountpoint != "/var/lib/runclet/images" || u.Timestamp == 0 {
+		t.Fatalf("fs info: %v", u)
+	}
+}
+
+func TestExecSyncAndStreams(t *testing.T) {
+	f := newFake(t)
+	f.addImage("example.com/app:1", "")
+	ts := startServer(t, f)
+	ctx := context.Background()
+	podID := ts.runPod(t, sandboxConfig("web"))
+	id := ts.createCtr(t, podID, ctrConfig("app", "example.com/app:1"))
+	_, err := ts.rt.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"true"}})
+	wantCode(t, err, codes.FailedPrecondition) // not running yet
+	_, err = ts.rt.Exec(ctx, &runtimeapi.ExecRequest{ContainerId: id, Cmd: []string{"sh"}, Stdout: true})
+	wantCode(t, err, codes.FailedPrecondition)
+	ts.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id})
+
+	var gotCfg pod.ExecConfig
+	f.exec = func(cfg pod.ExecConfig, s pod.Streams) (int, error) {
+		gotCfg = cfg
+		big := make([]byte, 1<<20)
+		for range 17 {
+			s.Stdout.Write(big)
+		}
+		s.Stderr.Write([]byte("warn\n"))
+		return 7, nil
+	}
+	r, err := ts.rt.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"cat", "big"}, Timeout: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Stdout) != 16<<20 || string(r.Stderr) != "warn\n" || r.ExitCode != 7 || gotCfg.Timeout != 3*time.Second || gotCfg.Cmd[0] != "cat" {
+		t.Fatalf("stdout %d bytes, stderr %q, code %d, cfg %+v", len(r.Stdout), r.Stderr, r.ExitCode, gotCfg)
+	}
+	f.exec = func(cfg pod.ExecConfig, s pod.Streams) (int, error) {
+		return -1, errdefs.DeadlineExceeded("exec %v: %w", cfg.Cmd, pod.ErrTimeout)
+	}
+	_, err = ts.rt.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"sleep", "9"}, Timeout: 1})
+	wantCode(t, err, codes.DeadlineExceeded)
+	_, err = ts.rt.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id})
+	wantCode(t, err, codes.InvalidArgument)
+
+	e, err := ts.rt.Exec(ctx, &runtimeapi.ExecRequest{ContainerId: id, Cmd: []string{"sh"}, Stdout: true})
+	if err != nil || !strings.HasPrefix(e.Url, ts.StreamURL()+"/exec/") {
+		t.Fatalf("exec url %v %v (server %s)", e, err, ts.StreamURL())
+	}
+	_, err = ts.rt.Exec(ctx, &runtimeapi.ExecRequest{ContainerId: id, Cmd: []string{"sh"}, Tty: true, Stderr: true})
+	wantCode(t, err, codes.InvalidArgument)
+	a, err := ts.rt.Attach(ctx, &runtimeapi.AttachRequest{ContainerId: id, Stdout: true})
+	if err != nil || !strings.HasPrefix(a.Url, ts.StreamURL()+"/attach/") {
+		t.Fatalf("attach url %v %v", a, err)
+	}
+	p, err := ts.rt.PortForward(ctx, &runtimeapi.PortForwardRequest{PodSandboxId: podID, Port: []int32{80}})
+	if err != nil || !strings.HasPrefix(p.Url, ts.StreamURL()+"/portforward/") {
+		t.Fatalf("port-forward url %v %v", p, err)
+	}
+	_, err = ts.rt.PortForward(ctx, &runtimeapi.PortForwardRequest{PodSandboxId: "nope"})
+	wantCode(t, err, codes.NotFound)
+	if _, err := ts.rt.ReopenContainerLog(ctx, &runtimeapi.ReopenContainerLogRequest{ContainerId: id}); err != nil || f.called("ReopenLog") != 1 {
+		t.Fatalf("reopen: %v", err)
+	}
+}
+
+func TestUnimplementedRPCsSayWhy(t *testing.T) {
+	ts := startServer(t, newFake(t))
+	ctx := context.Background()
+	for name, call := range map[string]func() error{
+		"UpdateContainerResources": func() error {
+			_, err := ts.rt.UpdateContainerResources(ctx, &runtimeapi.UpdateContainerResourcesRequest{})
+			return err
+		},
+		"UpdatePodSandboxResources": func() error {
+			_, err := ts.rt.UpdatePodSandboxResources(ctx, &runtimeapi.UpdatePodSandboxResourcesRequest{})
+			return err
+		},
+		"ContainerStats": func() error {
+			_, err := ts.rt.ContainerStats(ctx, &runtimeapi.ContainerStatsRequest{})
+			return err
+		},
+		"ListContainerStats": func() error {
+			_, err := ts.rt.ListContainerStats(ctx, &runtimeapi.ListContainerStatsRequest{})
+			return err
+		},
+		"PodSandboxStats": func() error {
+			_, err := ts.rt.PodSandboxStats(ctx, &runtimeapi.PodSandboxStatsRequest{})
+			return err
+		},
+		"ListPodSandboxStats": func() error {
+			_, err := ts.rt.ListPodSandboxStats(ctx, &runtimeapi.ListPodSandboxStatsRequest{})
+			return err
+		},
+		"CheckpointContainer": func() error {
+			_, err := ts.rt.CheckpointContainer(ctx, &runtimeapi.CheckpointContainerRequest{})
+			return err
+		},
+		"CheckpointPod": func() error {
+			_, err := ts.rt.CheckpointPod(ctx, &runtimeapi.CheckpointPodRequest{})
+			return err
+		},
+		"RestorePod": func() error {
+			_, err := ts.rt.RestorePod(ctx, &runtimeapi.RestorePodRequest{})
+			return err
+		},
+		"ListMetricDescriptors": func() error {
+			_, err := ts.rt.ListMetricDescriptors(ctx, &runtimeapi.ListMetricDescriptorsRequest{})
+			return err
+		},
+		"ListPodSandboxMetrics": func() error {
+			_, err := ts.rt.ListPodSandboxMetrics(ctx, &runtimeapi.ListPodSandboxMetricsRequest{})
+			return err
+		},
+		"GetContainerEvents": func() error {
+			s, err := ts.rt.GetContainerEvents(ctx, &runtimeapi.GetEventsRequest{})
+			if err != nil {
+				return err
+			}
+			_, err = s.Recv()
+			return err
+		},
+		"StreamContainerStats": func() error {
+			s, err := ts.rt.StreamContainerStats(ctx, &runtimeapi.StreamContainerStatsRequest{})
+			if err != nil {
+				return err
+			}
+			_, err = s.Recv()
+			return err
+		},
+		"StreamPodSandboxStats": func() error {
+			s, err := ts.rt.StreamPodSandboxStats(ctx, &runtimeapi.StreamPodSandboxStatsRequest{})
+			if err != nil {
+				return err
+			}
+			_, err = s.Recv()
+			return err
+		},
+		"StreamPodSandboxMetrics": func() error {
+			s, err := ts.rt.StreamPodSandboxMetrics(ctx, &runtimeapi.StreamPodSandboxMetricsRequest{})
+			if err != nil {
+				return err
+			}
+			_, err = s.Recv()
+			return err
+		},
+	} {
+		err := call()
+		if status.Code(err) != codes.Unimplemented || !strings.Contains(status.Convert(err).Message(), "not implemented in runclet yet") {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}
+
+func TestErrorCodes(t *testing.T) {
+	for err, want := range map[error]codes.Code{
+		errdefs.NotFound("x"):                              codes.NotFound,
+		errdefs.AlreadyExists("x"):                         codes.AlreadyExists,
+		errdefs.InvalidArgument("x"):                       codes.InvalidArgument,
+		errdefs.FailedPrecondition("x"):                    codes.FailedPrecondition,
+		errdefs.Unavailable("x"):                           codes.Unavailable,
+		errdefs.DeadlineExceeded("x"):                      codes.DeadlineExceeded,
+		fmt.Errorf("pull: %w", context.DeadlineExceeded):   codes.DeadlineExceeded,
+		fmt.Errorf("pull: %w", context.Canceled):           codes.Canceled,
+		notImplemented("stats are"):                        codes.Unimplemented,
+		errors.New("boom"):                                 codes.Unknown,
+		status.Error(codes.ResourceExhausted, "too many"):  codes.ResourceExhausted,
+		fmt.Errorf("wrapped: %w", errdefs.NotFound("pod")): codes.NotFound,
+	} {
+		if got := Code(err); got != want {
+			t.Errorf("%v: %s, want %s", err, got, want)
+		}
+		if st := status.Convert(toStatus(err)); st.Code() != want || st.Message() != err.Error() && want != codes.ResourceExhausted {
+			t.Errorf("toStatus(%v) = %v", err, st)
+		}
+	}
+	if toStatus(nil) != nil || Code(nil) != codes.OK {
+		t.Fatal("nil")
+	}
+}
+
+func TestRebuildFromDisk(t *testing.T) {
+	f := newFake(t)
+	img := f.addImage("example.com/app:1", "")
+	now := time.Now()
+	mk := func(id, ns string, state pod.PodState, age time.Duration) {
+		f.pods[id] = &pod.Pod{ID: id, Name: "p-" + id, Namespace: ns, UID: "u", State: state, Flavor: "runc", CreatedAt: now.Add(-age)}
+	}
+	mk("ready0001", "ns", pod.PodReady, 3*time.Minute)
+	mk("stopped01", "ns", pod.PodStopped, 2*time.Minute)
+	mk("prepare01", "ns", pod.PodPreparing, time.Minute)
+	mk("cli00001", "", pod.PodReady, time.Minute) // made by `runclet run`
+	for _, a := range []*pod.App{
+		{ID: "app00001", PodID: "ready0001", Name: "web", ImageID: img.ID, Image: "example.com/app:1", State: pod.AppRunning, CreatedAt: now, StartedAt: now},
+		{ID: "app00002", PodID: "stopped01", Name: "old", ImageID: img.ID, Image: img.ID.String(), State: pod.AppExited, ExitCode: 1, CreatedAt: now},
+	} {
+		os.MkdirAll(f.AppDir(a.PodID, a.ID), 0o755)
+		f.apps[a.ID] = a
+	}
+	ts := startServer(t, f)
+	ctx := context.Background()
+	r, _ := ts.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+	var ids []string
+	for _, p := range r.Items {
+		ids = append(ids, p.Id+":"+p.State.String())
+	}
+	if fmt.Sprint(ids) != "[ready0001:SANDBOX_READY stopped01:SANDBOX_NOTREADY]" {
+		t.Fatalf("pods after rebuild: %v", ids)
+	}
+	if _, ok := f.pods["prepare01"]; ok {
+		t.Fatal("a pod left preparing by a crash was not removed")
+	}
+	if _, ok := f.pods["stopped01"]; !ok {
+		t.Fatal("a stopped pod was removed: kubelet removes those")
+	}
+	c, _ := ts.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
+	if len(c.Containers) != 2 || c.Containers[0].Image.Image != "example.com/app:1" {
+		t.Fatalf("containers after rebuild: %v", c.Containers)
+	}
+	// The rebuilt containers are watched: an exit is still seen.
+	f.exit("app00001", 0, "Completed")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, _ := ts.rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: "app00001"})
+		if st.Status.State == runtimeapi.ContainerState_CONTAINER_EXITED && st.Status.Reason == "Completed" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("exit after rebuild not seen: %v", st.Status)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A supervisor that dies writes no exit file; the resync marks its pod.
+func TestResyncSeesDeadSupervisor(t *testing.T) {
+	f := newFake(t)
+	f.addImage("example.com/app:1", "")
+	ts := startServer(t, f, func(o *Options) { o.ResyncInterval = 20 * time.Millisecond })
+	ctx := context.Background()
+	podID := ts.runPod(t, sandboxConfig("web"))
+	id := ts.createCtr(t, podID, ctrConfig("app", "example.com/app:1"))
+	ts.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id})
+	f.mu.Lock()
+	f.apps[id].State, f.apps[id].Reason = pod.AppUnknown, "Unknown"
+	f.mu.Unlock()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st, _ := ts.rt.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: podID})
+		if st.Status.State == runtimeapi.PodSandboxState_SANDBOX_NOTREADY && st.ContainersStatuses[0].State == runtimeapi.ContainerState_CONTAINER_UNKNOWN {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("dead supervisor not noticed: %v", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestIndexStatesOnlyMoveForward(t *testing.T) {
+	x := newIndex()
+	p := &pod.Pod{ID: "p1", State: pod.PodReady}
+	x.addPod(p)
+	x.addContainer(&containerEntry{app: &pod.App{ID: "a1", PodID: "p1", State: pod.AppRunning}})
+	if !x.updateApp(&pod.App{ID: "a1", PodID: "p1", State: pod.AppExited, ExitCode: 3}) {
+		t.Fatal("known app not updated")
+	}
+	x.updateApp(&pod.App{ID: "a1", PodID: "p1", State: pod.AppRunning}) // a stale read
+	if c, _ := x.container("a1"); c.app.State != pod.AppExited || c.app.ExitCode != 3 {
+		t.Fatalf("state went backwards: %+v", c.app)
+	}
+	x.updatePod(&pod.Pod{ID: "p1", State: pod.PodStopped})
+	x.updatePod(&pod.Pod{ID: "p1", State: pod.PodReady})
+	if q, _, _ := x.sandbox("p1"); q.State != pod.PodStopped {
+		t.Fatalf("pod state went backwards: %s", q.State)
+	}
+	x.removeContainer("a1")
+	if x.updateApp(&pod.App{ID: "a1", PodID: "p1", State: pod.AppExited}) {
+		t.Fatal("a late refresh resurrected a removed container")
+	}
+	x.removePod("p1")
+	if x.updatePod(p) {
+		t.Fatal("a late refresh resurrected a removed pod")
+	}
+	x.addPod(&pod.Pod{ID: "abc1"})
+	x.addPod(&pod.Pod{ID: "abc2"})
+	if _, _, err := x.sandbox("abc"); !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("ambiguous prefix: %v", err)
+	}
+	if _, _, err := x.sandbox("abc2"); err != nil {
+		t.Fatal(err)
+	}
+}
