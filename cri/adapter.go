@@ -60,25 +60,12 @@ func (a *Adapter) PodStatus(ctx context.Context, podID string) (*pod.Pod, []*pod
 // ListPods implements Runtime.
 func (a *Adapter) ListPods(context.Context) ([]*pod.Pod, error) { return a.Pods.ListPods() }
 
-// RemovePreparing implements Runtime with RemovePod. pod.Manager.GC is not
-// usable here: it also removes stopped pods, which kubelet removes itself
-// (and reads the exit statuses of first). The daemon holds its lock on the
-// run root, so no other CRI server is creating these pods; a pod being
-// made by the CLI has no namespace and is never passed in.
-func (a *Adapter) RemovePreparing(ctx context.Context, pods []*pod.Pod) ([]string, error) {
-	var removed []string
-	var errs []error
-	for _, p := range pods {
-		if p.State != pod.PodPreparing {
-			continue
-		}
-		if err := a.Pods.RemovePod(ctx, p.ID); err != nil && !errdefs.IsNotFound(err) {
-			errs = append(errs, err)
-			continue
-		}
-		removed = append(removed, p.ID)
-	}
-	return removed, errors.Join(errs...)
+// RemovePreparing implements Runtime with pod.Manager.GCPreparing, which
+// removes only pods whose creation a crash interrupted (not stopped pods:
+// kubelet reads their exit statuses and removes them itself) and skips
+// any pod whose lock is held.
+func (a *Adapter) RemovePreparing(ctx context.Context, _ []*pod.Pod) ([]string, error) {
+	return a.Pods.GCPreparing(ctx)
 }
 
 // AddApp implements Runtime.

@@ -66,7 +66,7 @@ func (s *Server) appConfig(ctx context.Context, p *pod.Pod, c *runtimeapi.Contai
 		return ac, notImplemented("CDI devices (%s) are", c.CDIDevices[0].Name)
 	}
 	if c.StopSignal != runtimeapi.Signal_SIGNAL_RUNTIME_DEFAULT {
-		logger(ctx).Warn("the container's stop signal is not honoured yet: the image's (else SIGTERM) is used", "container", c.Metadata.Name, "stopSignal", c.StopSignal.String())
+		ac.StopSignal = c.StopSignal.String() // "SIGQUIT": the names are the kernel's
 	}
 	sp := &ac.Spec
 	sp.Command, sp.Args, sp.WorkingDir = c.Command, c.Args, c.WorkingDir

@@ -76,7 +76,7 @@ func podConfig(c *runtimeapi.PodSandboxConfig, flavor string) (pod.PodConfig, er
 		pc.HostPID = true
 	case runtimeapi.NamespaceMode_CONTAINER:
 	case runtimeapi.NamespaceMode_POD:
-		return pc, notImplemented("a PID namespace shared by a pod's containers (shareProcessNamespace) is")
+		pc.SharePID = true
 	default:
 		return pc, errdefs.InvalidArgument("sandbox PID namespace mode %s: want CONTAINER, POD or NODE", ns.Pid)
 	}
@@ -106,8 +106,8 @@ func checkContainerNamespaces(ns *runtimeapi.NamespaceOption, p *pod.Pod) error 
 			return errdefs.InvalidArgument("container asks for the host PID namespace but pod %s has none", p.ID)
 		}
 	case runtimeapi.NamespaceMode_POD:
-		if !p.HostPID {
-			return notImplemented("a PID namespace shared by a pod's containers (shareProcessNamespace) is")
+		if !p.HostPID && !p.SharePID {
+			return errdefs.InvalidArgument("container asks for the pod's PID namespace but pod %s does not share one", p.ID)
 		}
 	case runtimeapi.NamespaceMode_TARGET:
 		return notImplemented("joining another container's PID namespace (namespace mode TARGET, ephemeral debug containers) is")
@@ -295,6 +295,13 @@ func nsMode(host bool, own runtimeapi.NamespaceMode) runtimeapi.NamespaceMode {
 	return own
 }
 
+func podPidMode(p *pod.Pod) runtimeapi.NamespaceMode {
+	if p.SharePID {
+		return runtimeapi.NamespaceMode_POD
+	}
+	return runtimeapi.NamespaceMode_CONTAINER
+}
+
 func criSandboxStatus(v sandboxView) *runtimeapi.PodSandboxStatus {
 	p := v.pod
 	st := &runtimeapi.PodSandboxStatus{
@@ -303,7 +310,7 @@ func criSandboxStatus(v sandboxView) *runtimeapi.PodSandboxStatus {
 		RuntimeHandler: p.Flavor,
 		Linux: &runtimeapi.LinuxPodSandboxStatus{Namespaces: &runtimeapi.Namespace{Options: &runtimeapi.NamespaceOption{
 			Network: nsMode(p.HostNetwork, runtimeapi.NamespaceMode_POD),
-			Pid:     nsMode(p.HostPID, runtimeapi.NamespaceMode_CONTAINER),
+			Pid:     nsMode(p.HostPID, podPidMode(p)),
 			Ipc:     nsMode(p.HostIPC, runtimeapi.NamespaceMode_POD),
 		}}},
 	}

@@ -185,7 +185,6 @@ func TestRunPodSandboxRefusals(t *testing.T) {
 			c.DnsConfig = &runtimeapi.DNSConfig{Servers: []string{"dns.example"}}
 			return c
 		}(), codes.InvalidArgument},
-		"shared pid":     {ns(&runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_POD}), codes.Unimplemented},
 		"user namespace": {ns(&runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER, UsernsOptions: &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD}}), codes.Unimplemented},
 		"container net":  {ns(&runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_CONTAINER, Pid: runtimeapi.NamespaceMode_CONTAINER}), codes.InvalidArgument},
 	} {
@@ -197,9 +196,16 @@ func TestRunPodSandboxRefusals(t *testing.T) {
 	if n := ts.fake.called("CreatePod"); n != 0 {
 		t.Fatalf("refused requests reached the runtime %d times", n)
 	}
-	_, err := ts.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: ns(&runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_POD})})
-	if !strings.Contains(status.Convert(err).Message(), "shareProcessNamespace") {
+	_, err := ts.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: ns(&runtimeapi.NamespaceOption{UsernsOptions: &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD}})})
+	if !strings.Contains(status.Convert(err).Message(), "hostUsers") {
 		t.Fatalf("the message must name what is missing: %v", err)
+	}
+	// A shared pid namespace maps onto the pod's.
+	if _, err := ts.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: ns(&runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_POD})}); err != nil {
+		t.Fatal(err)
+	}
+	if !ts.fake.lastPod.SharePID {
+		t.Fatal("pid namespace POD did not ask the runtime for a shared pid namespace")
 	}
 }
 

@@ -12,7 +12,6 @@ import (
 
 	"github.com/runclet/runclet/cri"
 	"github.com/runclet/runclet/runtime/errdefs"
-	"github.com/runclet/runclet/runtime/network"
 )
 
 // daemonCommand is `runclet daemon`: the CRI server kubelet talks to.
@@ -39,22 +38,11 @@ starts again finds them on disk. See docs/cri.md.`,
 			if err != nil {
 				return err
 			}
-			// The same network settings podManager uses; this manager
-			// only answers Ready for the Status RPC.
-			net, err := network.New(network.Config{
-				ConfDir: g.cfg.Network.ConfDir, BinDirs: g.cfg.Network.BinDirs,
-				CacheDir:      filepath.Join(g.cfg.Root, "cni", "cache"),
-				IPAMDataDir:   filepath.Join(g.cfg.Root, "cni", "networks"),
-				DefaultBridge: g.cfg.Network.DefaultBridge, DefaultSubnet: g.cfg.Network.DefaultSubnet,
-			})
-			if err != nil {
-				return err
-			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			return cri.Run(ctx, cri.DaemonOptions{
 				Options: cri.Options{
-					Runtime:           &cri.Adapter{Pods: pods, Images: images, Network: net},
+					Runtime:           &cri.Adapter{Pods: pods, Images: images, Network: g.network},
 					Version:           version,
 					CgroupDriver:      g.cfg.Cgroup.Driver,
 					DefaultFlavor:     g.cfg.Stage1.DefaultFlavor,

@@ -12,6 +12,7 @@ import (
 
 	"github.com/runclet/runclet/runtime/config"
 	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/runtime/network"
 )
 
 // version is set by the Makefile from git describe.
@@ -24,6 +25,7 @@ type globals struct {
 	runRoot    string
 	debug      bool
 	cfg        *config.Config
+	network    *network.Manager // set by podManager
 }
 
 func main() {

@@ -35,6 +35,7 @@ func (g *globals) podManager() (*pod.Manager, *image.Store, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	g.network = net
 	m, err := pod.New(pod.Options{
 		Layout:        pod.Layout{Root: g.cfg.Root, RunRoot: g.cfg.RunRoot},
 		Images:        images,

@@ -91,7 +91,23 @@ type PodConfig struct {
 	Sysctls      map[string]string
 }
 
-var dnsLabel = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+var (
+	dnsLabel     = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+	dnsSubdomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
+)
+
+// checkHostname wants a DNS label for a pod's own UTS namespace. A
+// host-network pod keeps the node's hostname, which kubelet may pass as
+// an FQDN, so a DNS subdomain is fine there (the kernel's limit is 64).
+func checkHostname(h string, hostNetwork bool) error {
+	if hostNetwork && len(h) <= 64 && dnsSubdomain.MatchString(strings.ToLower(h)) {
+		return nil
+	}
+	if len(h) > 63 || !dnsLabel.MatchString(h) {
+		return errdefs.InvalidArgument("hostname %q is not a valid DNS label", h)
+	}
+	return nil
+}
 
 // undo collects rollback steps; a failed operation runs them in reverse.
 type undo []func() error
@@ -131,8 +147,8 @@ func (m *Manager) CreatePod(ctx context.Context, cfg PodConfig) (_ *Pod, retErr 
 	if p.Hostname == "" {
 		p.Hostname = p.Name
 	}
-	if len(p.Hostname) > 63 || !dnsLabel.MatchString(p.Hostname) {
-		return nil, errdefs.InvalidArgument("hostname %q is not a valid DNS label", p.Hostname)
+	if err := checkHostname(p.Hostname, p.HostNetwork); err != nil {
+		return nil, err
 	}
 	if p.CgroupParent == "" {
 		p.CgroupParent, p.CgroupParentOwned = "/runclet/"+p.ID, true
@@ -271,10 +287,12 @@ type AppConfig struct {
 	Image               string
 	Labels, Annotations map[string]string
 	// LogPath is the CRI log file; "" means app.log in the app's directory.
-	LogPath   string
-	Tty       bool
-	Stdin     bool
-	StdinOnce bool
+	LogPath string
+	// StopSignal overrides the image's StopSignal ("SIGQUIT", "3", ...).
+	StopSignal string
+	Tty        bool
+	Stdin      bool
+	StdinOnce  bool
 	// Spec is the OCI-level request; Name, Terminal, Stdin and RootfsPath
 	// are filled in from the fields above.
 	Spec spec.App
@@ -331,6 +349,12 @@ func (m *Manager) AddApp(ctx context.Context, podID string, cfg AppConfig) (_ *A
 		ImageRef: imageRef(img), Labels: cfg.Labels, Annotations: cfg.Annotations, LogPath: cfg.LogPath,
 		Tty: cfg.Tty, Stdin: cfg.Stdin, StdinOnce: cfg.StdinOnce, StopSignal: imgCfg.Config.StopSignal,
 		Mounts: cfg.Spec.Mounts, State: AppCreated, CreatedAt: time.Now().UTC(),
+	}
+	if cfg.StopSignal != "" {
+		if _, err := parseSignal(cfg.StopSignal); err != nil {
+			return nil, err
+		}
+		a.StopSignal = cfg.StopSignal
 	}
 	for _, l := range img.Layers {
 		a.Layers = append(a.Layers, l.ChainID)
@@ -708,7 +732,7 @@ func (m *Manager) PodStatus(ctx context.Context, podID string) (*Pod, []*App, er
 	if err != nil {
 		return nil, nil, err
 	}
-	if p.State == PodReady && !m.supervisorAlive(ctx, p.ID) {
+	if p.State == PodReady && !m.SupervisorAlive(ctx, p.ID) {
 		for _, a := range apps {
 			if a.State != AppExited {
 				a.State, a.Reason, a.Message = AppUnknown, "Unknown", "the pod supervisor is not running"
@@ -764,6 +788,14 @@ func (m *Manager) layersInUse() ([]digest.Digest, error) {
 	return out, nil
 }
 
+// GCPreparing removes only the pods whose creation a crash interrupted
+// (state preparing, or no readable record) and that nobody is working on.
+// A CRI server calls it at start: stopped pods and their exit statuses
+// belong to kubelet, which removes them itself.
+func (m *Manager) GCPreparing(ctx context.Context) ([]string, error) {
+	return m.gc(ctx, func(p *Pod) bool { return p.State == PodPreparing })
+}
+
 // GCResult says what GC removed.
 type GCResult struct {
 	Pods []string `json:"pods"`
@@ -773,11 +805,20 @@ type GCResult struct {
 // nobody holding their lock) and pods whose supervisor died, with all
 // they leaked. Pods being worked on are skipped.
 func (m *Manager) GC(ctx context.Context) (GCResult, error) {
-	var res GCResult
+	ids, err := m.gc(ctx, func(p *Pod) bool {
+		return p.State == PodStopped || p.State == PodPreparing || p.State == PodReady && !m.SupervisorAlive(ctx, p.ID)
+	})
+	return GCResult{Pods: ids}, err
+}
+
+// gc removes the pods collect picks, plus pods without a readable record,
+// skipping any whose lock is held.
+func (m *Manager) gc(ctx context.Context, collect func(*Pod) bool) ([]string, error) {
 	ents, err := os.ReadDir(filepath.Join(m.l.Root, "pods"))
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return res, err
+		return nil, err
 	}
+	var removed []string
 	var errs []error
 	for _, e := range ents {
 		id := e.Name()
@@ -786,24 +827,18 @@ func (m *Manager) GC(ctx context.Context) (GCResult, error) {
 			continue // busy: someone is creating or changing it
 		}
 		p, err := m.l.LoadPod(id)
-		collect := false
-		switch {
-		case err != nil:
-			collect, p = true, &Pod{ID: id}
-		case p.State == PodStopped, p.State == PodPreparing:
-			collect = true
-		case p.State == PodReady && !m.supervisorAlive(ctx, id):
-			collect = true
+		if err != nil {
+			p = &Pod{ID: id, State: PodPreparing} // a crash before the first record
 		}
-		if collect {
+		if err != nil || collect(p) {
 			if err := m.removePod(ctx, p); err != nil {
 				errs = append(errs, err)
 			} else {
-				res.Pods = append(res.Pods, id)
+				removed = append(removed, id)
 			}
 		}
 		lock.Unlock()
 	}
-	slices.Sort(res.Pods)
-	return res, errors.Join(errs...)
+	slices.Sort(removed)
+	return removed, errors.Join(errs...)
 }

@@ -102,8 +102,9 @@ func (m *Manager) call(ctx context.Context, podID, method string, params, result
 	return proto.Call(ctx, m.l.supervisorSocket(podID), method, params, result)
 }
 
-// supervisorAlive asks the pod's supervisor who it is.
-func (m *Manager) supervisorAlive(ctx context.Context, podID string) bool {
+// SupervisorAlive asks the pod's supervisor who it is: false when it is
+// gone (crashed, killed) or answers for another pod.
+func (m *Manager) SupervisorAlive(ctx context.Context, podID string) bool {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	var h proto.HelloResult
