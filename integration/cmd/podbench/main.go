@@ -1,18 +1,25 @@
-// Command podbench measures how fast runclet starts pods and how much memory
-// its per-pod supervisor keeps, next to runc and containerd measured in the
-// same run on the same machine.
+// Command podbench measures how fast runclet starts pods, how much memory
+// its per-pod supervisor keeps, how fast an app's output gets through it to
+// the CRI log file and how long an exec takes, next to runc and containerd
+// measured in the same run on the same machine.
 //
 //	sudo go run ./integration/cmd/podbench [-runs 20] [-pods 10] [-runclet bin/runclet] [-runc PATH] [-json]
+//	    [-only oneshot,start,memory,logs,exec] [-log-runs 5] [-log-lines 2000000] [-execs 100] [-crictl PATH]
 //
 // Everything lives in one temporary directory: a private runclet (its own
 // --root, --run-root and --config, whose built-in network is the bridge
 // rclbench0 on 10.214.0.0/24) and a private containerd (its own config, root,
-// state and socket; the cri plugin off; overlayfs), both holding the same
-// busybox test image (testimage.Busybox, imported from a docker archive).
+// state and socket; overlayfs), both holding the same busybox test image
+// (testimage.Busybox, imported from a docker archive). containerd's cri
+// plugin is off unless the logs or exec section runs; then it is on with its
+// own state, CNI config dir (a bridge conflist on rclbench1, 10.214.1.0/24,
+// host-local IPAM data under the temporary directory, no masquerading),
+// network namespaces under its state dir, the runc below, a sandbox image
+// of our own (busybox running "sleep 100000") and cgroups under /<tag>.
 // It measures the wall time of the whole command, as a user or kubelet
 // waits for it:
 //
-//   - one-shot run: "runclet run --rm IMAGE -- true" (a whole pod: netns,
+//   - oneshot: "runclet run --rm IMAGE -- true" (a whole pod: netns,
 //     CNI, supervisor, app, removal), also with --net host (no netns, no
 //     CNI: what the network costs), against "runc run -b BUNDLE ID" of
 //     the bundle runclet generated for the same app (same seccomp profile,
@@ -21,26 +28,45 @@
 //     the runc whose libcontainer runclet links (built with go install)
 //     and Debian's /usr/sbin/runc if present, and against "ctr run --rm
 //     --seccomp IMAGE ID true" (snapshot, shim, task, removal; no CNI).
-//   - pod + app start: "runclet app sandbox" + "app add" + "app start" of
-//     "sleep 1000" against "ctr run -d" of the same; each is removed
-//     afterwards, untimed.
-//   - supervisor memory: with -pods pods running "sleep 1000" from each
-//     tool, the mean VmRSS and PSS (smaps_rollup) of runclet's stage1-runc
+//   - start (pod + app start): "runclet app sandbox" + "app add" + "app
+//     start" of "sleep 1000" against "ctr run -d" of the same; each is
+//     removed afterwards, untimed.
+//   - memory: with -pods pods running "sleep 1000" from each tool, the
+//     mean VmRSS and PSS (smaps_rollup) of runclet's stage1-runc
 //     supervisors and of the containerd-shim-runc-v2 processes of this
 //     containerd (one per ctr task, as one per runclet pod).
+//   - logs: an app (a static Go program, linegen, on the busybox image)
+//     writes -log-lines numbered ~100-byte lines to stdout through a
+//     64 KiB buffer as fast as it can. runclet: the pod and app are made
+//     untimed ("app sandbox", "app add"), then "app start" until "app
+//     status" says exited; the same for containerd through its cri plugin
+//     with crictl (runp and create untimed, "crictl start" until "crictl
+//     inspect" says exited). Both are polled every 50 ms; each runtime's
+//     own record of the app's life (startedAt to finishedAt) is shown too.
+//     Also "runclet run --rm" of the same, the whole one-shot pod, its
+//     output copied by the CLI from the log to /dev/null. The first
+//     (warm-up) run of each checks that the log holds exactly the lines
+//     written, in order, each one F record.
+//   - exec: in a running "sleep 100000" of each tool, -execs runs of
+//     "true": "runclet exec POD -- true" against "ctr task exec" and, on
+//     containerd's cri plugin, "crictl exec" (streaming, SPDY) and
+//     "crictl exec --sync" (ExecSync, what probes use); each a CLI process
+//     per exec. The "--version" of each CLI is timed alongside: the cost
+//     of starting the CLI at all.
 //
 // Runs alternate between the tools (runclet, runclet --net host, runc,
 // Debian runc, ctr, runclet, ...) after one untimed warm-up round, so that
 // load noise, page cache and CPU frequency changes hit every tool alike
-// instead of favouring whichever ran its N runs last. The table gives
-// median, p90 and minimum and the ratio of each tool's median to runclet's
-// (above 1: runclet is faster).
+// instead of favouring whichever ran its N runs last. The tables give
+// median, p90 (p99 for exec) and minimum and the ratio of each tool's
+// median to runclet's (above 1: runclet is faster).
 //
-// It needs root and containerd (Debian: apt-get install -y containerd).
-// Any failing command stops it with the command's stderr and a non-zero
-// exit; pods, tasks, containerd, mounts, the bridge and the temporary
-// directory are always cleaned up, and it checks that no "sleep 1000" it
-// started survives.
+// It needs root and containerd (Debian: apt-get install -y containerd);
+// the logs and exec sections build crictl with go install (or take
+// -crictl). Any failing command stops it with the command's stderr and a
+// non-zero exit; pods, tasks, CRI pods, containerd, mounts, cgroups, the
+// bridges and the temporary directory are always cleaned up, and it
+// checks that no sleep it started survives.
 package main
 
 import (
@@ -52,6 +78,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"os/exec"
@@ -65,6 +92,7 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"golang.org/x/sys/unix"
 
 	"github.com/runclet/runclet/integration/testimage"
@@ -75,7 +103,17 @@ const (
 	bridge = "rclbench0"
 	subnet = "10.214.0.0/24"
 	ctrNS  = "bench"
+
+	// containerd's cri plugin: its own bridge, subnet, images, namespace.
+	criBridge    = "rclbench1"
+	criSubnet    = "10.214.1.0/24"
+	criNS        = "k8s.io"
+	linegenImage = "localhost/podbench/linegen:latest"
+	pauseImage   = "localhost/podbench/pause:latest"
 )
+
+// sections are what -only chooses from, in the order they run.
+var sections = []string{"oneshot", "start", "memory", "logs", "exec"}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -91,6 +129,7 @@ func main() {
 type Stats struct {
 	Median  time.Duration   `json:"median_ns"`
 	P90     time.Duration   `json:"p90_ns"`
+	P99     time.Duration   `json:"p99_ns"`
 	Min     time.Duration   `json:"min_ns"`
 	Samples []time.Duration `json:"samples_ns"`
 }
@@ -116,26 +155,33 @@ type MemRow struct {
 
 // Report is everything -json prints.
 type Report struct {
+	Sections []string          `json:"sections"`
 	Runs     int               `json:"runs"`
 	Versions map[string]string `json:"versions"`
-	Latency  []Row             `json:"latency"`
-	Memory   []MemRow          `json:"memory"`
+	Latency  []Row             `json:"latency,omitempty"`
+	Memory   []MemRow          `json:"memory,omitempty"`
+	Logs     *LogReport        `json:"log_throughput,omitempty"`
+	Execs    int               `json:"execs,omitempty"`
+	Exec     []Row             `json:"exec,omitempty"`
 	Notes    []string          `json:"notes"`
 }
 
 // bench is one benchmark's private world.
 type bench struct {
-	dir        string   // everything temporary
-	runclet    []string // binary and its global flags
-	runc       string   // the runc runclet's libcontainer comes from
-	debRunc    string   // /usr/sbin/runc, or ""
-	ctr        []string // ctr -a SOCK -n bench
-	sock       string
-	tag        string          // prefix of ctr and runc IDs
-	containerd *exec.Cmd       // nil until started
-	podIDs     map[string]bool // every runclet pod seen
-	cgroupNew  bool            // /bench did not exist: ours to remove
-	newDirs    []string        // hostDirs that did not exist
+	dir         string   // everything temporary
+	runclet     []string // binary and its global flags
+	runc        string   // the runc runclet's libcontainer comes from
+	debRunc     string   // /usr/sbin/runc, or ""
+	ctr         []string // ctr -a SOCK -n bench
+	sock        string
+	tag         string          // prefix of ctr and runc IDs
+	containerd  *exec.Cmd       // nil until started
+	podIDs      map[string]bool // every runclet pod seen
+	cgroupNew   bool            // /bench did not exist: ours to remove
+	newDirs     []string        // hostDirs (and criHostDirs) that did not exist
+	cri         bool            // containerd's cri plugin is on
+	crictl      []string        // crictl and its endpoint flags
+	crictlBuilt bool            // crictl is crictlVersion, built here
 }
 
 // hostDirs are the directories a containerd shim makes outside the
@@ -145,10 +191,15 @@ var hostDirs = []string{"/run/containerd", "/run/containerd/s"}
 
 func run(ctx context.Context, args []string) (err error) {
 	fs := flag.NewFlagSet("podbench", flag.ContinueOnError)
-	runs := fs.Int("runs", 20, "timed runs per tool and operation")
+	runs := fs.Int("runs", 20, "timed runs per tool and operation (oneshot, start)")
 	pods := fs.Int("pods", 10, "pods per tool for the memory figures")
+	only := fs.String("only", strings.Join(sections, ","), "comma-separated `sections` to run: "+strings.Join(sections, ", "))
+	logRuns := fs.Int("log-runs", 5, "timed runs per tool for the log throughput")
+	logLines := fs.Int("log-lines", 2_000_000, "lines the log throughput app writes (about 100 bytes each)")
+	execs := fs.Int("execs", 100, "timed execs per tool")
 	runclet := fs.String("runclet", "bin/runclet", "runclet `binary` (stage1-runc next to it; make build)")
 	runcBin := fs.String("runc", "", "runc `binary` to compare with (default: go install the version in go.mod)")
+	crictlBin := fs.String("crictl", "", "crictl `binary` (default: go install sigs.k8s.io/cri-tools/cmd/crictl@"+crictlVersion+")")
 	asJSON := fs.Bool("json", false, "print the report as JSON")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -156,14 +207,25 @@ func run(ctx context.Context, args []string) (err error) {
 		}
 		return err
 	}
+	sel := map[string]bool{}
+	for _, s := range strings.Split(*only, ",") {
+		s = strings.TrimSpace(s)
+		if !slices.Contains(sections, s) {
+			return fmt.Errorf("-only: unknown section %q (have %s)", s, strings.Join(sections, ", "))
+		}
+		sel[s] = true
+	}
 	switch {
 	case fs.NArg() != 0:
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
-	case *runs < 1 || *pods < 1:
-		return errors.New("-runs and -pods must be at least 1")
+	case *runs < 1 || *pods < 1 || *logRuns < 1 || *execs < 1:
+		return errors.New("-runs, -pods, -log-runs and -execs must be at least 1")
+	case *logLines < 1:
+		return errors.New("-log-lines must be at least 1")
 	case os.Geteuid() != 0:
 		return errors.New("must run as root (namespaces, cgroups, mounts, CNI)")
 	}
+	needCRI := sel["logs"] || sel["exec"]
 	for _, t := range []string{"containerd", "ctr", "containerd-shim-runc-v2", "ip"} {
 		if _, err := exec.LookPath(t); err != nil {
 			return fmt.Errorf("%s not found in PATH (Debian: apt-get install -y containerd iproute2)", t)
@@ -178,46 +240,75 @@ func run(ctx context.Context, args []string) (err error) {
 			return fmt.Errorf("%w (run make build)", err)
 		}
 	}
-	if _, err := os.Stat("/sys/class/net/" + bridge); err == nil {
-		return fmt.Errorf("bridge %s exists: another podbench runs, or delete it (ip link del %s)", bridge, bridge)
+	for _, br := range []string{bridge, criBridge} {
+		if _, err := os.Stat("/sys/class/net/" + br); err == nil && (br == bridge || needCRI) {
+			return fmt.Errorf("bridge %s exists: another podbench runs, or delete it (ip link del %s)", br, br)
+		}
 	}
 
 	dir, err := os.MkdirTemp("", "podbench-")
 	if err != nil {
 		return err
 	}
-	b := &bench{dir: dir, tag: "pb" + filepath.Base(dir)[len("podbench-"):], podIDs: map[string]bool{}}
+	b := &bench{dir: dir, tag: "pb" + filepath.Base(dir)[len("podbench-"):], podIDs: map[string]bool{}, cri: needCRI}
 	defer func() {
 		if cerr := b.cleanup(); cerr != nil {
 			err = errors.Join(err, fmt.Errorf("cleanup: %w", cerr))
 		}
 	}()
-	if err := b.setup(ctx, bin, *runcBin); err != nil {
+	if err := b.setup(ctx, bin, *runcBin, *crictlBin, sel["logs"]); err != nil {
 		return err
 	}
 
 	rep := Report{Runs: *runs, Versions: map[string]string{}}
+	for _, s := range sections {
+		if sel[s] {
+			rep.Sections = append(rep.Sections, s)
+		}
+	}
 	if err := b.versions(ctx, rep.Versions); err != nil {
 		return err
 	}
-	rows, err := b.oneShot(ctx, *runs)
-	if err != nil {
-		return fmt.Errorf("one-shot run: %w", err)
+	if sel["oneshot"] {
+		rows, err := b.oneShot(ctx, *runs)
+		if err != nil {
+			return fmt.Errorf("one-shot run: %w", err)
+		}
+		rep.Latency = append(rep.Latency, rows...)
+		rep.Notes = append(rep.Notes,
+			"one-shot \"runclet --net host\": the same pod without its netns and CNI attach/detach (ctr's containers get no CNI either); its ratio shows what the network costs",
+			"one-shot runc rows run runclet's own bundle for the app inside a kept-alive pod (joins its pinned net/ipc/uts namespaces, its rootfs; own cgroup per run): libcontainer's floor, no pod built")
 	}
-	rep.Latency = append(rep.Latency, rows...)
-	if rows, err = b.podStart(ctx, *runs); err != nil {
-		return fmt.Errorf("pod + app start: %w", err)
+	if sel["start"] {
+		rows, err := b.podStart(ctx, *runs)
+		if err != nil {
+			return fmt.Errorf("pod + app start: %w", err)
+		}
+		rep.Latency = append(rep.Latency, rows...)
 	}
-	rep.Latency = append(rep.Latency, rows...)
-	if rep.Memory, err = b.memory(ctx, *pods); err != nil {
-		return fmt.Errorf("memory: %w", err)
+	if sel["oneshot"] || sel["start"] {
+		rep.Notes = append(rep.Notes,
+			"ctr uses the runc runclet's libcontainer comes from (--runc-binary) and --seccomp (containerd's default profile); its containers get an empty netns (no CNI), runclet pods a CNI bridge attachment",
+			"ctr runs use --null-io (no fifos); runclet apps write a CRI log through the supervisor")
 	}
-	rep.Notes = []string{
-		"one-shot \"runclet --net host\": the same pod without its netns and CNI attach/detach (ctr's containers get no CNI either); its ratio shows what the network costs",
-		"one-shot runc rows run runclet's own bundle for the app inside a kept-alive pod (joins its pinned net/ipc/uts namespaces, its rootfs; own cgroup per run): libcontainer's floor, no pod built",
-		"ctr uses the runc runclet's libcontainer comes from (--runc-binary) and --seccomp (containerd's default profile); its containers get an empty netns (no CNI), runclet pods a CNI bridge attachment",
-		"ctr runs use --null-io (no fifos); runclet apps write a CRI log through the supervisor",
-		fmt.Sprintf("memory: %d pods per tool, each 1 process per pod: runclet's stage1-runc supervisor, and one containerd-shim-runc-v2 per ctr task (ctr tasks are not grouped into sandboxes); the containerd daemon itself is not counted", *pods),
+	if sel["memory"] {
+		if rep.Memory, err = b.memory(ctx, *pods); err != nil {
+			return fmt.Errorf("memory: %w", err)
+		}
+		rep.Notes = append(rep.Notes, fmt.Sprintf("memory: %d pods per tool, each 1 process per pod: runclet's stage1-runc supervisor, and one containerd-shim-runc-v2 per ctr task (ctr tasks are not grouped into sandboxes); the containerd daemon itself is not counted", *pods))
+	}
+	if sel["logs"] {
+		if rep.Logs, err = b.logThroughput(ctx, *logRuns, *logLines); err != nil {
+			return fmt.Errorf("log throughput: %w", err)
+		}
+		rep.Notes = append(rep.Notes, logNotes...)
+	}
+	if sel["exec"] {
+		rep.Execs = *execs
+		if rep.Exec, err = b.execLatency(ctx, *execs); err != nil {
+			return fmt.Errorf("exec: %w", err)
+		}
+		rep.Notes = append(rep.Notes, execNotes...)
 	}
 
 	if *asJSON {
@@ -229,9 +320,9 @@ func run(ctx context.Context, args []string) (err error) {
 	return nil
 }
 
-// setup writes the configs, builds runc, starts containerd and imports
-// the test image into both stores.
-func (b *bench) setup(ctx context.Context, runclet, runcBin string) error {
+// setup writes the configs, builds runc (and crictl), starts containerd
+// and imports the test images into both stores.
+func (b *bench) setup(ctx context.Context, runclet, runcBin, crictlBin string, logs bool) error {
 	for _, d := range []string{"root", "run", "cni", "bundle", "runc", "runc-debian", "ctd"} {
 		if err := os.MkdirAll(filepath.Join(b.dir, d), 0o700); err != nil {
 			return err
@@ -267,7 +358,18 @@ func (b *bench) setup(ctx context.Context, runclet, runcBin string) error {
 	if err != nil {
 		return err
 	}
-	if err := testimage.WriteDockerArchive(archive, map[string]v1.Image{image: img}); err != nil {
+	images := map[string]v1.Image{image: img}
+	if logs {
+		if images[linegenImage], err = linegen(img); err != nil {
+			return err
+		}
+	}
+	if b.cri {
+		if images[pauseImage], err = mutate.Config(img, v1.Config{Cmd: []string{"sleep", "100000"}, Env: []string{testimage.DefaultPath}}); err != nil {
+			return err
+		}
+	}
+	if err := testimage.WriteDockerArchive(archive, images); err != nil {
 		return err
 	}
 	if _, err := b.do(ctx, b.runcletArgs("image", "import", archive)...); err != nil {
@@ -275,7 +377,11 @@ func (b *bench) setup(ctx context.Context, runclet, runcBin string) error {
 	}
 
 	b.cgroupNew = len(ctrCgroups()) == 0
-	for _, d := range hostDirs {
+	dirs := hostDirs
+	if b.cri {
+		dirs = append(slices.Clone(hostDirs), criHostDirs...)
+	}
+	for _, d := range dirs {
 		if _, err := os.Stat(d); errors.Is(err, os.ErrNotExist) {
 			b.newDirs = append(b.newDirs, d)
 		}
@@ -283,10 +389,19 @@ func (b *bench) setup(ctx context.Context, runclet, runcBin string) error {
 	ctd := filepath.Join(b.dir, "ctd")
 	b.sock = filepath.Join(ctd, "c.sock")
 	b.ctr = []string{"ctr", "-a", b.sock, "-n", ctrNS}
+	if b.cri {
+		if err := b.setupCRIClient(ctx, crictlBin); err != nil {
+			return err
+		}
+	}
+	disabled := `"io.containerd.grpc.v1.cri", `
+	if b.cri {
+		disabled = ""
+	}
 	conf := fmt.Sprintf(`version = 2
 root = %q
 state = %q
-disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.opt", "io.containerd.snapshotter.v1.btrfs",
+disabled_plugins = [%s"io.containerd.internal.v1.opt", "io.containerd.snapshotter.v1.btrfs",
   "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
 [grpc]
   address = %q
@@ -294,7 +409,14 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.opt"
   address = %q
 [plugins."io.containerd.snapshotter.v1.overlayfs"]
   root_path = %q
-`, filepath.Join(ctd, "root"), filepath.Join(ctd, "state"), b.sock, b.sock+".ttrpc", filepath.Join(ctd, "root", "overlayfs"))
+`, filepath.Join(ctd, "root"), filepath.Join(ctd, "state"), disabled, b.sock, b.sock+".ttrpc", filepath.Join(ctd, "root", "overlayfs"))
+	if b.cri {
+		cri, err := b.criConfig()
+		if err != nil {
+			return err
+		}
+		conf += cri
+	}
 	if err := os.WriteFile(filepath.Join(ctd, "config.toml"), []byte(conf), 0o600); err != nil {
 		return err
 	}
@@ -319,8 +441,13 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.internal.v1.opt"
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	_, err = b.do(ctx, b.ctrArgs("images", "import", archive)...)
-	return err
+	if _, err = b.do(ctx, b.ctrArgs("images", "import", archive)...); err != nil {
+		return err
+	}
+	if b.cri {
+		return b.importCRI(ctx, archive, slices.Collect(maps.Keys(images)))
+	}
+	return nil
 }
 
 func (b *bench) runcletArgs(a ...string) []string { return append(slices.Clone(b.runclet), a...) }
@@ -342,6 +469,9 @@ func (b *bench) versions(ctx context.Context, v map[string]string) error {
 	if b.debRunc != "" {
 		cmds["runc (debian)"] = []string{b.debRunc, "--version"}
 	}
+	if b.cri {
+		cmds["crictl"] = []string{b.crictl[0], "--version"}
+	}
 	for name, argv := range cmds {
 		out, err := b.do(ctx, argv...)
 		if err != nil {
@@ -349,16 +479,20 @@ func (b *bench) versions(ctx context.Context, v map[string]string) error {
 		}
 		v[name], _, _ = strings.Cut(strings.TrimSpace(out), "\n")
 	}
+	if b.crictlBuilt {
+		v["crictl"] += " (go install sigs.k8s.io/cri-tools/cmd/crictl@" + crictlVersion + ")"
+	}
 	return nil
 }
 
-// tool is one contender for an operation: what to run for run i, timed,
-// and what to do afterwards, untimed.
+// tool is one contender for an operation: what to prepare for run i,
+// untimed, what to run, timed, and what to do afterwards, untimed.
 type tool struct {
-	name  string
-	timed func(ctx context.Context, i int) ([]time.Duration, error) // total first, then phases
-	after func(ctx context.Context, i int) error
-	parts []string // names of the phases after the total
+	name   string
+	before func(ctx context.Context, i int) error
+	timed  func(ctx context.Context, i int) ([]time.Duration, error) // total first, then phases
+	after  func(ctx context.Context, i int) error
+	parts  []string // names of the phases after the total
 }
 
 // alternate runs a warm-up round (i = -1) and then runs rounds, each tool
@@ -366,8 +500,15 @@ type tool struct {
 func alternate(ctx context.Context, op string, runs int, tools []tool) ([]Row, error) {
 	samples := make([][][]time.Duration, len(tools))
 	for i := -1; i < runs; i++ {
-		fmt.Fprintf(os.Stderr, "%s: run %d/%d\n", op, i+1, runs)
+		if runs <= 20 || (i+1)%10 == 0 {
+			fmt.Fprintf(os.Stderr, "%s: run %d/%d\n", op, i+1, runs)
+		}
 		for t, tl := range tools {
+			if tl.before != nil {
+				if err := tl.before(ctx, i); err != nil {
+					return nil, fmt.Errorf("%s: %w", tl.name, err)
+				}
+			}
 			d, err := tl.timed(ctx, i)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", tl.name, err)
@@ -709,6 +850,9 @@ func (b *bench) cleanup() error {
 		}
 	}
 	if b.containerd != nil {
+		if b.crictl != nil { // every CRI pod of our private containerd is ours
+			keep(b.criRemoveAll(ctx))
+		}
 		out, err := b.do(ctx, b.ctrArgs("container", "ls", "-q")...)
 		keep(err)
 		for _, id := range strings.Fields(out) {
@@ -735,14 +879,22 @@ func (b *bench) cleanup() error {
 				os.Remove(d) // only when empty: a cgroup still in use stays
 			}
 		}
+		if b.cri {
+			keep(b.removeCRICgroups())
+		}
 		for _, d := range slices.Backward(b.newDirs) {
 			os.Remove(d) // only when empty: others may use it meanwhile
 		}
 	}
 	keep(unmountUnder(b.dir))
-	if _, err := os.Stat("/sys/class/net/" + bridge); err == nil {
-		_, err := b.do(ctx, "ip", "link", "del", bridge)
-		keep(err)
+	for _, br := range []string{bridge, criBridge} {
+		if br == criBridge && !b.cri {
+			continue // not ours
+		}
+		if _, err := os.Stat("/sys/class/net/" + br); err == nil {
+			_, err := b.do(ctx, "ip", "link", "del", br)
+			keep(err)
+		}
 	}
 	keep(b.checkSleeps())
 	if len(errs) == 0 {
@@ -761,10 +913,14 @@ func ctrCgroups() []string {
 	return append(v1, v2...)
 }
 
-// checkSleeps fails if a "sleep 1000" of ours still runs: one whose cgroup
-// names one of our runclet pods or our ctr IDs.
+// checkSleeps fails if a "sleep 1000", "sleep 100000" or linegen of ours
+// still runs: one whose cgroup names one of our runclet pods, our ctr IDs
+// or our CRI cgroup parent.
 func (b *bench) checkSleeps() error {
-	pids, err := findProcs(func(args []string) bool { return slices.Equal(args, []string{"sleep", "1000"}) })
+	pids, err := findProcs(func(args []string) bool {
+		return slices.Equal(args, []string{"sleep", "1000"}) || slices.Equal(args, []string{"sleep", "100000"}) ||
+			len(args) == 2 && args[0] == "/usr/local/bin/linegen"
+	})
 	if err != nil {
 		return err
 	}
@@ -774,7 +930,7 @@ func (b *bench) checkSleeps() error {
 		if err != nil {
 			continue // gone
 		}
-		ours := strings.Contains(string(cg), "/"+ctrNS+"/"+b.tag+"-")
+		ours := strings.Contains(string(cg), "/"+ctrNS+"/"+b.tag+"-") || strings.Contains(string(cg), ":/"+b.tag+"/")
 		for id := range b.podIDs {
 			ours = ours || strings.Contains(string(cg), id)
 		}
@@ -783,7 +939,7 @@ func (b *bench) checkSleeps() error {
 		}
 	}
 	if len(left) > 0 {
-		return fmt.Errorf("sleep 1000 started by podbench still running: pids %s", strings.Join(left, ", "))
+		return fmt.Errorf("sleep or linegen started by podbench still running: pids %s", strings.Join(left, ", "))
 	}
 	return nil
 }
@@ -842,11 +998,19 @@ func summarize(d []time.Duration) Stats {
 	if n%2 == 0 {
 		med = (s[n/2-1] + s[n/2]) / 2
 	}
-	p90 := s[int(math.Ceil(0.9*float64(n)))-1] // nearest rank
-	return Stats{Median: med, P90: p90, Min: s[0], Samples: d}
+	rank := func(p float64) time.Duration { return s[int(math.Ceil(p*float64(n)))-1] } // nearest rank
+	return Stats{Median: med, P90: rank(0.9), P99: rank(0.99), Min: s[0], Samples: d}
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d)/float64(time.Millisecond)) }
+
+// ratio formats a ratio, "" for none.
+func ratio(r float64) string {
+	if r == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%.2f", r)
+}
 
 func printReport(w io.Writer, rep Report) {
 	names := make([]string, 0, len(rep.Versions))
@@ -857,28 +1021,36 @@ func printReport(w io.Writer, rep Report) {
 	for _, n := range names {
 		fmt.Fprintf(w, "%-14s %s\n", n+":", rep.Versions[n])
 	}
-	fmt.Fprintf(w, "\nlatency, %d alternating runs per tool (ratio = tool median / runclet median; >1: runclet faster)\n", rep.Runs)
-	tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "OPERATION\tTOOL\tMEDIAN ms\tP90 ms\tMIN ms\tRATIO\t")
-	for _, r := range rep.Latency {
-		ratio := ""
-		if r.Ratio != 0 {
-			ratio = fmt.Sprintf("%.2f", r.Ratio)
+	if len(rep.Latency) > 0 {
+		fmt.Fprintf(w, "\nlatency, %d alternating runs per tool (ratio = tool median / runclet median; >1: runclet faster)\n", rep.Runs)
+		tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+		fmt.Fprintln(tw, "OPERATION\tTOOL\tMEDIAN ms\tP90 ms\tMIN ms\tRATIO\t")
+		for _, r := range rep.Latency {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Operation, r.Tool, ms(r.Stats.Median), ms(r.Stats.P90), ms(r.Stats.Min), ratio(r.Ratio))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Operation, r.Tool, ms(r.Stats.Median), ms(r.Stats.P90), ms(r.Stats.Min), ratio)
+		tw.Flush()
 	}
-	tw.Flush()
-	fmt.Fprintln(w, "\nmemory per pod (ratio = shim / supervisor)")
-	tw = tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "TOOL\tPROCESS (1 per pod)\tPODS\tMEAN RSS KiB\tMEAN PSS KiB\tRSS RATIO\tPSS RATIO\t")
-	for _, m := range rep.Memory {
-		rr, pr := "", ""
-		if m.RSSRatio != 0 {
-			rr, pr = fmt.Sprintf("%.2f", m.RSSRatio), fmt.Sprintf("%.2f", m.PSSRatio)
+	if len(rep.Memory) > 0 {
+		fmt.Fprintln(w, "\nmemory per pod (ratio = shim / supervisor)")
+		tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+		fmt.Fprintln(tw, "TOOL\tPROCESS (1 per pod)\tPODS\tMEAN RSS KiB\tMEAN PSS KiB\tRSS RATIO\tPSS RATIO\t")
+		for _, m := range rep.Memory {
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%.0f\t%s\t%s\t\n", m.Tool, m.Process, m.Pods, m.RSSKiB, m.PSSKiB, ratio(m.RSSRatio), ratio(m.PSSRatio))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%.0f\t%.0f\t%s\t%s\t\n", m.Tool, m.Process, m.Pods, m.RSSKiB, m.PSSKiB, rr, pr)
+		tw.Flush()
 	}
-	tw.Flush()
+	if rep.Logs != nil {
+		printLogs(w, rep.Logs)
+	}
+	if len(rep.Exec) > 0 {
+		fmt.Fprintf(w, "\nexec latency, %d alternating execs of \"true\" per tool, a CLI process each (ratio = tool median / runclet median; >1: runclet faster)\n", rep.Execs)
+		tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+		fmt.Fprintln(tw, "OPERATION\tTOOL\tP50 ms\tP99 ms\tMIN ms\tRATIO\t")
+		for _, r := range rep.Exec {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t\n", r.Operation, r.Tool, ms(r.Stats.Median), ms(r.Stats.P99), ms(r.Stats.Min), ratio(r.Ratio))
+		}
+		tw.Flush()
+	}
 	fmt.Fprintln(w)
 	for _, n := range rep.Notes {
 		fmt.Fprintln(w, "note:", n)
