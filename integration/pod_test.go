@@ -264,6 +264,10 @@ func TestRuncSeesAppsAndRunsBundles(t *testing.T) {
 	if err != nil || json.Unmarshal(state, &st) != nil || st.Pid != p.Apps[0].Pid {
 		t.Fatalf("runc state: %v %s; runclet says pid %d", err, state, p.Apps[0].Pid)
 	}
+	// runc exec finds the app's bundle and runs inside it.
+	if out, err := exec.Command(runc, "--root", filepath.Join(pi.runRoot, "runc"), "exec", appID, "cat", "/etc/hostname").CombinedOutput(); err != nil || strings.TrimSpace(string(out)) == "" {
+		t.Fatalf("runc exec: %v\n%s", err, out)
+	}
 
 	// A generated bundle runs by hand with plain runc, in its own state root.
 	pod2 := lastLine(pi.run("app", "sandbox"))

@@ -82,6 +82,7 @@ func Create(opts Options, id, bundle string, stdio Stdio) (_ *App, retErr error)
 	if err != nil {
 		return nil, errdefs.InvalidArgument("bundle %s: %w", bundle, err)
 	}
+	setBundleLabel(cfg, bundle)
 	c, err := libcontainer.Create(opts.StateRoot, id, cfg)
 	if err != nil {
 		if errors.Is(err, libcontainer.ErrExist) {
@@ -137,6 +138,19 @@ func libcontainerConfig(id string, spec *specs.Spec, systemd bool) (*configs.Con
 		UseSystemdCgroup: systemd,
 		Spec:             spec,
 	})
+}
+
+// setBundleLabel records the real bundle directory: specconv takes the
+// working directory (runc runs in the bundle; a supervisor of many apps
+// cannot), and `runc exec`/`runc state` read the bundle from this label.
+func setBundleLabel(cfg *configs.Config, bundle string) {
+	for i, l := range cfg.Labels {
+		if strings.HasPrefix(l, "bundle=") {
+			cfg.Labels[i] = "bundle=" + bundle
+			return
+		}
+	}
+	cfg.Labels = append(cfg.Labels, "bundle="+bundle)
 }
 
 func newProcess(p *specs.Process) *libcontainer.Process {
