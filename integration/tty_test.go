@@ -376,3 +376,41 @@ func TestRunInteractive(t *testing.T) {
 		t.Fatalf("run -i -t: %v (want exit 9: stdin is a terminal)", err)
 	}
 }
+
+func TestAttachDetachKeysLeaveTheAppRunning(t *testing.T) {
+	pi := newPodInstance(t)
+	img := pi.busybox()
+	master, slavePath := openPty(t)
+	defer master.Close()
+	slave, err := os.OpenFile(slavePath, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(runcletBin, "--config", pi.config, "--root", pi.root, "--run-root", pi.runRoot, "run", "--name", "detachme", "-i", "-t", img, "--", "sh")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	slave.Close()
+	go io.Copy(io.Discard, master)
+	time.Sleep(500 * time.Millisecond)
+	master.Write([]byte{16, 17}) // ctrl-p ctrl-q
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("detaching should exit 0: %v", err)
+	}
+	p := pi.status("detachme")
+	if p.State != "ready" || p.Apps[0].State != "running" {
+		t.Fatalf("after detach: %+v", p)
+	}
+	// Attach again (no stdin), end the app from outside, and get its code.
+	att := exec.Command(runcletBin, "--config", pi.config, "--root", pi.root, "--run-root", pi.runRoot, "attach", "--no-stdin", "detachme")
+	if err := att.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	pi.run("app", "stop", "--timeout", "1s", "detachme", "busybox")
+	if err := att.Wait(); err == nil {
+		t.Fatal("attach to a killed app should report its non-zero exit")
+	}
+}

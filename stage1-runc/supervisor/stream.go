@@ -46,7 +46,7 @@ func (a *app) closeStdin() {
 // broadcasters, input frames to its stdin and terminal, an Exit frame
 // when the app exits. The client's leaving (or Detach) ends only the
 // attach; a StdinOnce app's stdin is closed when its first stdin attach
-// ends, as the CRI defines.
+// ends, as the CRI defines, unless it ended by detaching.
 func (s *supervisor) attach(conn net.Conn, r *bufio.Reader, req proto.Request) {
 	p, err := decode[proto.AttachParams](req)
 	if err != nil {
@@ -89,11 +89,12 @@ func (s *supervisor) attach(conn net.Conn, r *bufio.Reader, req proto.Request) {
 	reply(conn, proto.AttachResult{Tty: a.params.Terminal}, nil)
 
 	clientDone := make(chan struct{})
+	var detached atomic.Bool
 	go func() {
 		defer close(clientDone)
 		h := stream.Handlers{
 			Resize: func(w, h uint16) { setWinsize(a.console, w, h) },
-			Detach: func() { conn.Close() },
+			Detach: func() { detached.Store(true); conn.Close() },
 		}
 		if p.Stdin {
 			h.Stdin = a.stdin
@@ -116,7 +117,9 @@ func (s *supervisor) attach(conn net.Conn, r *bufio.Reader, req proto.Request) {
 		sub.Close()
 	}
 	conn.Close()
-	if p.Stdin && a.params.StdinOnce {
+	// A detach is the user leaving the app running on purpose: like
+	// Docker, it does not count as the end of stdin.
+	if p.Stdin && a.params.StdinOnce && !detached.Load() {
 		a.stdinOnce.Do(a.closeStdin)
 	}
 }
