@@ -339,8 +339,8 @@ func wrapSinglePlugin(data []byte, raw map[string]json.RawMessage) (*libcni.Netw
 }
 
 // Ready reports nil when a usable network config exists (loaded from
-// ConfDir or the built-in default) and all of its plugins (and loopback)
-// are found in BinDirs; otherwise an error of class FailedPrecondition
+// ConfDir or the built-in default) and all of its plugins are found in
+// BinDirs; otherwise an error of class FailedPrecondition
 // saying why, for CRI Status NetworkReady=false with a reason.
 func (m *Manager) Ready() error {
 	return m.checkPlugins(m.current())
@@ -352,10 +352,10 @@ func (m *Manager) NetworkName() string {
 }
 
 // checkPlugins verifies that every plugin binary nc needs (including IPAM
-// plugins and loopback) is present.
+// plugins) is present. Loopback is not a plugin call any more.
 func (m *Manager) checkPlugins(nc *netConfig) error {
 	var types []string
-	for _, p := range append(append([]*libcni.PluginConfig(nil), m.loopback.Plugins...), nc.list.Plugins...) {
+	for _, p := range nc.list.Plugins {
 		if p.Network == nil {
 			continue
 		}
