@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/runclet/runclet/runtime/errdefs"
@@ -60,12 +61,18 @@ func (a *Adapter) PodStatus(ctx context.Context, podID string) (*pod.Pod, []*pod
 // ListPods implements Runtime.
 func (a *Adapter) ListPods(context.Context) ([]*pod.Pod, error) { return a.Pods.ListPods() }
 
-// RemovePreparing implements Runtime with pod.Manager.GCPreparing, which
-// removes only pods whose creation a crash interrupted (not stopped pods:
-// kubelet reads their exit statuses and removes them itself) and skips
-// any pod whose lock is held.
-func (a *Adapter) RemovePreparing(ctx context.Context, _ []*pod.Pod) ([]string, error) {
-	return a.Pods.GCPreparing(ctx)
+// RemoveInterrupted implements Runtime with pod.Manager.GCPreparing,
+// which removes only pods whose creation a crash interrupted (not stopped
+// pods: kubelet reads their exit statuses and removes them itself) and
+// half-made apps, and skips any pod whose lock is held.
+func (a *Adapter) RemoveInterrupted(ctx context.Context) ([]string, []string, error) {
+	res, err := a.Pods.GCPreparing(ctx)
+	return res.Pods, res.Apps, err
+}
+
+// PodStats implements Runtime.
+func (a *Adapter) PodStats(ctx context.Context, p *pod.Pod) (*pod.PodStats, error) {
+	return a.Pods.PodStats(ctx, p)
 }
 
 // AddApp implements Runtime.
@@ -96,21 +103,25 @@ func (a *Adapter) LoadApp(podID, appID string) (*pod.App, error) {
 // AppDir implements Runtime.
 func (a *Adapter) AppDir(podID, appID string) string { return a.Pods.Layout().AppDir(podID, appID) }
 
-// AppUser implements Runtime from the app's bundle.
-func (a *Adapter) AppUser(podID, appID string) (int64, int64, []int64, error) {
-	s, err := spec.ReadBundle(a.Pods.Layout().Bundle(podID, appID))
-	if err != nil {
-		return 0, 0, nil, err
-	}
-	if s.Process == nil {
-		return 0, 0, nil, errdefs.NotFound("app %s has no process", appID)
-	}
-	u := s.Process.User
-	var groups []int64
-	for _, g := range u.AdditionalGids {
-		groups = append(groups, int64(g))
-	}
-	return int64(u.UID), int64(u.GID), groups, nil
+// AppSpec implements Runtime from the app's bundle.
+func (a *Adapter) AppSpec(podID, appID string) (*specs.Spec, error) {
+	return spec.ReadBundle(a.Pods.Layout().Bundle(podID, appID))
+}
+
+// UpdateApp implements Runtime.
+func (a *Adapter) UpdateApp(ctx context.Context, podID, appID string, r spec.Resources) error {
+	_, err := a.Pods.UpdateApp(ctx, podID, appID, r)
+	return err
+}
+
+// AppStats implements Runtime.
+func (a *Adapter) AppStats(ctx context.Context, podID string, appIDs []string) ([]pod.AppStats, error) {
+	return a.Pods.AppStats(ctx, podID, appIDs)
+}
+
+// WritableLayerUsage implements Runtime.
+func (a *Adapter) WritableLayerUsage(podID, appID string) (pod.FsUsage, error) {
+	return a.Pods.WritableLayerUsage(podID, appID)
 }
 
 // Exec implements Runtime.

@@ -199,6 +199,7 @@ func (s *Server) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveCont
 	}
 	s.watch.remove(c.app.ID)
 	s.idx.removeContainer(c.app.ID)
+	s.stats.forget(c.app.ID)
 	return &runtimeapi.RemoveContainerResponse{}, nil
 }
 

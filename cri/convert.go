@@ -389,7 +389,62 @@ func criContainerStatus(c *containerEntry) *runtimeapi.ContainerStatus {
 	if c.user != nil {
 		st.User = &runtimeapi.ContainerUser{Linux: c.user}
 	}
+	if c.resources != nil {
+		st.Resources = &runtimeapi.ContainerResources{Linux: c.resources}
+	}
 	return st
+}
+
+// specUser is the identity an app's process starts with.
+func specUser(s *specs.Spec) *runtimeapi.LinuxContainerUser {
+	if s.Process == nil {
+		return nil
+	}
+	u := s.Process.User
+	out := &runtimeapi.LinuxContainerUser{Uid: int64(u.UID), Gid: int64(u.GID)}
+	for _, g := range u.AdditionalGids {
+		out.SupplementalGroups = append(out.SupplementalGroups, int64(g))
+	}
+	return out
+}
+
+// specResources maps a bundle's cgroup limits back to the CRI's
+// LinuxContainerResources (what ContainerStatus reports and kubelet
+// compares after an in-place resize).
+func specResources(s *specs.Spec) *runtimeapi.LinuxContainerResources {
+	out := &runtimeapi.LinuxContainerResources{}
+	if s.Process != nil && s.Process.OOMScoreAdj != nil {
+		out.OomScoreAdj = int64(*s.Process.OOMScoreAdj)
+	}
+	if s.Linux == nil || s.Linux.Resources == nil {
+		return out
+	}
+	r := s.Linux.Resources
+	if c := r.CPU; c != nil {
+		if c.Shares != nil {
+			out.CpuShares = int64(*c.Shares)
+		}
+		if c.Quota != nil {
+			out.CpuQuota = *c.Quota
+		}
+		if c.Period != nil {
+			out.CpuPeriod = int64(*c.Period)
+		}
+		out.CpusetCpus, out.CpusetMems = c.Cpus, c.Mems
+	}
+	if m := r.Memory; m != nil {
+		if m.Limit != nil {
+			out.MemoryLimitInBytes = *m.Limit
+		}
+		if m.Swap != nil {
+			out.MemorySwapLimitInBytes = *m.Swap
+		}
+	}
+	for _, h := range r.HugepageLimits {
+		out.HugepageLimits = append(out.HugepageLimits, &runtimeapi.HugepageLimit{PageSize: h.Pagesize, Limit: h.Limit})
+	}
+	out.Unified = copyMap(r.Unified)
+	return out
 }
 
 // stopSignal maps an image StopSignal ("SIGQUIT", "QUIT", "3") to the CRI

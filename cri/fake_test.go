@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -19,6 +20,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
@@ -52,6 +54,15 @@ type fakeRuntime struct {
 	lastAuth *authn.AuthConfig
 	calls    []string
 
+	// stats and updates
+	appStats   map[string]pod.AppStats
+	podStats   map[string]*pod.PodStats
+	statsErr   map[string]error
+	statsCalls []string
+	fsUsage    map[string]pod.FsUsage
+	resources  map[string]*specs.LinuxResources
+	lastUpdate spec.Resources
+
 	// hooks
 	createPod func(ctx context.Context) // runs inside CreatePod
 	exec      func(cfg pod.ExecConfig, s pod.Streams) (int, error)
@@ -61,6 +72,8 @@ func newFake(t *testing.T) *fakeRuntime {
 	return &fakeRuntime{
 		t: t, dir: t.TempDir(), pods: map[string]*pod.Pod{}, apps: map[string]*pod.App{},
 		configs: map[digest.Digest]*ocispec.Image{}, registry: map[string]image.Image{},
+		appStats: map[string]pod.AppStats{}, podStats: map[string]*pod.PodStats{}, statsErr: map[string]error{},
+		fsUsage: map[string]pod.FsUsage{}, resources: map[string]*specs.LinuxResources{},
 		features: Features{RecursiveReadOnlyMounts: true, SwapLimit: true},
 	}
 }
@@ -189,14 +202,34 @@ func (f *fakeRuntime) ListPods(context.Context) ([]*pod.Pod, error) {
 	return out, nil
 }
 
-func (f *fakeRuntime) RemovePreparing(ctx context.Context, pods []*pod.Pod) ([]string, error) {
-	var out []string
-	for _, p := range pods {
-		if err := f.RemovePod(ctx, p.ID); err == nil {
-			out = append(out, p.ID)
+func (f *fakeRuntime) RemoveInterrupted(ctx context.Context) ([]string, []string, error) {
+	var pods []string
+	f.mu.Lock()
+	for id, p := range f.pods {
+		if p.State == pod.PodPreparing {
+			pods = append(pods, id)
 		}
 	}
-	return out, nil
+	f.mu.Unlock()
+	var out []string
+	for _, id := range pods {
+		if err := f.RemovePod(ctx, id); err == nil {
+			out = append(out, id)
+		}
+	}
+	return out, nil, nil
+}
+
+func (f *fakeRuntime) PodStats(ctx context.Context, p *pod.Pod) (*pod.PodStats, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.call("PodStats")
+	st, ok := f.podStats[p.ID]
+	if !ok {
+		return nil, errdefs.NotFound("no stats for pod %s", p.ID)
+	}
+	cp := *st
+	return &cp, nil
 }
 
 func (f *fakeRuntime) AddApp(ctx context.Context, podID string, cfg pod.AppConfig) (*pod.App, error) {
@@ -307,8 +340,66 @@ func (f *fakeRuntime) LoadApp(podID, appID string) (*pod.App, error) {
 
 func (f *fakeRuntime) AppDir(podID, appID string) string { return filepath.Join(f.dir, podID, appID) }
 
-func (f *fakeRuntime) AppUser(podID, appID string) (int64, int64, []int64, error) {
-	return 1000, 1000, []int64{1000, 4}, nil
+func (f *fakeRuntime) AppSpec(podID, appID string) (*specs.Spec, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s := &specs.Spec{Process: &specs.Process{User: specs.User{UID: 1000, GID: 1000, AdditionalGids: []uint32{1000, 4}}}}
+	if r, ok := f.resources[appID]; ok {
+		s.Linux = &specs.Linux{Resources: r}
+	}
+	return s, nil
+}
+
+func (f *fakeRuntime) UpdateApp(ctx context.Context, podID, appID string, r spec.Resources) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.call("UpdateApp")
+	f.lastUpdate = r
+	if _, ok := f.apps[appID]; !ok {
+		return errdefs.NotFound("app %s not found", appID)
+	}
+	res, err := pod.SpecResources(r)
+	if err != nil {
+		return err
+	}
+	f.resources[appID] = proto.MergeResources(f.resources[appID], res)
+	return nil
+}
+
+// setStats makes the fake supervisor report st for an app.
+func (f *fakeRuntime) setStats(appID string, st pod.AppStats) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	st.Name = appID
+	f.appStats[appID] = st
+}
+
+func (f *fakeRuntime) AppStats(ctx context.Context, podID string, appIDs []string) ([]pod.AppStats, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.call("AppStats")
+	f.statsCalls = append(f.statsCalls, podID+":"+strings.Join(appIDs, ","))
+	if err := f.statsErr[podID]; err != nil {
+		return nil, err
+	}
+	var out []pod.AppStats
+	for _, id := range appIDs {
+		if st, ok := f.appStats[id]; ok {
+			out = append(out, st)
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeRuntime) WritableLayerUsage(podID, appID string) (pod.FsUsage, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.call("WritableLayerUsage")
+	u, ok := f.fsUsage[appID]
+	if !ok {
+		return pod.FsUsage{}, errdefs.NotFound("no layer for %s", appID)
+	}
+	return u, nil
 }
 
 func (f *fakeRuntime) Exec(ctx context.Context, podID, appID string, cfg pod.ExecConfig, s pod.Streams) (int, error) {

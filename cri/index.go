@@ -30,6 +30,8 @@ type index struct {
 	mu   sync.RWMutex
 	pods map[string]*sandboxEntry
 	ctrs map[string]*containerEntry
+	// events, if set, hears of every change (see events.go).
+	events *eventBroker
 }
 
 // sandboxEntry is one pod and its containers' IDs.
@@ -47,6 +49,9 @@ type containerEntry struct {
 	imageName string
 	// user is the identity the app started with, nil if unknown.
 	user *runtimeapi.LinuxContainerUser
+	// resources are the app's cgroup limits as its bundle says (updated
+	// by UpdateContainerResources), nil if unknown.
+	resources *runtimeapi.LinuxContainerResources
 }
 
 func newIndex() *index {
@@ -80,10 +85,15 @@ func (x *index) addPod(p *pod.Pod) {
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	e := &sandboxEntry{pod: p}
-	if old, ok := x.pods[p.ID]; ok {
+	old, known := x.pods[p.ID]
+	if known {
 		e.apps = old.apps
 	}
 	x.pods[p.ID] = e
+	if !known {
+		x.emit(runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT, p.ID, p.ID)
+		x.emit(runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT, p.ID, p.ID)
+	}
 }
 
 // updatePod replaces a known pod's record unless that would move its
@@ -97,6 +107,9 @@ func (x *index) updatePod(p *pod.Pod) bool {
 	}
 	if podRank(p.State) >= podRank(old.pod.State) {
 		x.pods[p.ID] = &sandboxEntry{pod: p, apps: old.apps}
+		if p.State == pod.PodStopped && old.pod.State != pod.PodStopped {
+			x.emit(runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, p.ID, p.ID)
+		}
 	}
 	return true
 }
@@ -109,10 +122,13 @@ func (x *index) removePod(id string) []string {
 	if !ok {
 		return nil
 	}
-	delete(x.pods, id)
-	for _, c := range e.apps {
+	for i, c := range e.apps {
 		delete(x.ctrs, c)
+		x.pods[id] = &sandboxEntry{pod: e.pod, apps: e.apps[i+1:]}
+		x.emit(runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT, c, id)
 	}
+	x.emit(runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT, id, id)
+	delete(x.pods, id)
 	return e.apps
 }
 
@@ -124,10 +140,14 @@ func (x *index) addContainer(c *containerEntry) bool {
 	if !ok {
 		return false
 	}
-	if _, dup := x.ctrs[c.app.ID]; !dup {
+	_, dup := x.ctrs[c.app.ID]
+	if !dup {
 		x.pods[c.app.PodID] = &sandboxEntry{pod: p.pod, apps: append(slices.Clip(p.apps), c.app.ID)}
 	}
 	x.ctrs[c.app.ID] = c
+	if !dup {
+		x.emit(runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT, c.app.ID, c.app.PodID)
+	}
 	return true
 }
 
@@ -144,8 +164,36 @@ func (x *index) updateApp(a *pod.App) bool {
 		c := *old
 		c.app = a
 		x.ctrs[a.ID] = &c
+		x.emitTransition(old.app, a)
 	}
 	return true
+}
+
+// updateResources records a container's new limits.
+func (x *index) updateResources(id string, r *runtimeapi.LinuxContainerResources) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if old, ok := x.ctrs[id]; ok {
+		c := *old
+		c.resources = r
+		x.ctrs[id] = &c
+	}
+}
+
+// emitTransition publishes the events an app's move from old to a
+// means: started, stopped (both when the exit is the first news of a
+// start). Moving to unknown (its supervisor died) is no event: kubelet's
+// relist sees it. The caller holds x.mu.
+func (x *index) emitTransition(old, a *pod.App) {
+	if old.State == a.State {
+		return
+	}
+	if old.State == pod.AppCreated && (a.State == pod.AppRunning || a.State == pod.AppExited && !a.StartedAt.IsZero()) {
+		x.emit(runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT, a.ID, a.PodID)
+	}
+	if a.State == pod.AppExited {
+		x.emit(runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, a.ID, a.PodID)
+	}
 }
 
 // removeContainer forgets a container.
@@ -161,6 +209,7 @@ func (x *index) removeContainer(id string) {
 		apps := slices.DeleteFunc(slices.Clone(p.apps), func(s string) bool { return s == id })
 		x.pods[c.app.PodID] = &sandboxEntry{pod: p.pod, apps: apps}
 	}
+	x.emit(runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT, id, c.app.PodID)
 }
 
 // resolve finds the one key of m equal to id or, failing that, starting

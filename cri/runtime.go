@@ -19,6 +19,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/runclet/runclet/runtime/image"
 	"github.com/runclet/runclet/runtime/pod"
@@ -43,10 +44,14 @@ type Runtime interface {
 	PodStatus(ctx context.Context, podID string) (*pod.Pod, []*pod.App, error)
 	// ListPods reads every pod record.
 	ListPods(ctx context.Context) ([]*pod.Pod, error)
-	// RemovePreparing removes the pods that a crash left in state
-	// "preparing" and returns their IDs. Stopped pods are kept: kubelet
-	// removes sandboxes itself.
-	RemovePreparing(ctx context.Context, pods []*pod.Pod) ([]string, error)
+	// RemoveInterrupted removes what a crash left half made: pods still
+	// "preparing" and, in the other pods, apps whose creation was cut
+	// short. It returns their IDs. Stopped pods are kept: kubelet removes
+	// sandboxes itself.
+	RemoveInterrupted(ctx context.Context) (pods, apps []string, err error)
+	// PodStats reads a pod's cgroup and network statistics; p is the
+	// pod's record as the index has it.
+	PodStats(ctx context.Context, p *pod.Pod) (*pod.PodStats, error)
 
 	// AddApp creates an app (not started) in a ready pod.
 	AddApp(ctx context.Context, podID string, cfg pod.AppConfig) (*pod.App, error)
@@ -61,9 +66,17 @@ type Runtime interface {
 	LoadApp(podID, appID string) (*pod.App, error)
 	// AppDir is the app's directory, where the supervisor writes exit.json.
 	AppDir(podID, appID string) string
-	// AppUser is the identity the app's process starts with (from its
-	// bundle): uid, primary gid and additional gids.
-	AppUser(podID, appID string) (uid, gid int64, groups []int64, err error)
+	// AppSpec reads the app's OCI spec from its bundle (its user and
+	// resources are what ContainerStatus shows).
+	AppSpec(podID, appID string) (*specs.Spec, error)
+	// UpdateApp changes a created or running app's cgroup resources and
+	// its bundle to match; limits left at zero stay as they are.
+	UpdateApp(ctx context.Context, podID, appID string, r spec.Resources) error
+	// AppStats reads the cgroup statistics of a pod's apps (appIDs
+	// empty: all) from its supervisor; apps it does not have are left out.
+	AppStats(ctx context.Context, podID string, appIDs []string) ([]pod.AppStats, error)
+	// WritableLayerUsage walks an app's writable layer (callers cache it).
+	WritableLayerUsage(podID, appID string) (pod.FsUsage, error)
 
 	// Exec runs a process in a running app and returns its exit code.
 	Exec(ctx context.Context, podID, appID string, cfg pod.ExecConfig, s pod.Streams) (int, error)

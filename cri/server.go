@@ -57,6 +57,8 @@ type Server struct {
 	log      *slog.Logger
 	idx      *index
 	watch    *watcher
+	events   *eventBroker
+	stats    *statsCache
 	grpc     *grpc.Server
 
 	stream     streaming.Server
@@ -94,8 +96,9 @@ func New(ctx context.Context, opts Options) (_ *Server, retErr error) {
 	}
 	s := &Server{
 		rt: opts.Runtime, opts: opts, features: opts.Runtime.Features(), log: opts.Logger,
-		idx: newIndex(), stopResync: make(chan struct{}),
+		idx: newIndex(), events: newEventBroker(), stats: newStatsCache(), stopResync: make(chan struct{}),
 	}
+	s.idx.events = s.events
 	var err error
 	if s.watch, err = newWatcher(s.refreshApp); err != nil {
 		return nil, err
@@ -136,6 +139,7 @@ func (s *Server) Stop(timeout time.Duration) {
 }
 
 func (s *Server) stop(timeout time.Duration) {
+	s.events.close() // event streams end now, or they would hold the graceful stop
 	done := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()
@@ -187,26 +191,22 @@ func isCRIPod(p *pod.Pod) bool { return p.Namespace != "" }
 
 // rebuild fills the index from disk: every CRI pod with its apps, each
 // app's directory watched before its state is read (so no exit is missed
-// in between). Pods a crash left "preparing" are removed first.
+// in between). What a crash left half made (pods still preparing, apps
+// whose creation was cut short) is removed first.
 func (s *Server) rebuild(ctx context.Context) error {
+	podIDs, appIDs, err := s.rt.RemoveInterrupted(ctx)
+	for _, id := range podIDs {
+		s.log.Info("removed a pod sandbox whose creation was interrupted", "pod", id)
+	}
+	for _, id := range appIDs {
+		s.log.Info("removed a container whose creation was interrupted", "container", id)
+	}
+	if err != nil {
+		s.log.Warn("removing what interrupted creations left", "err", err)
+	}
 	pods, err := s.rt.ListPods(ctx)
 	if err != nil {
 		return fmt.Errorf("list pods: %w", err)
-	}
-	var preparing []*pod.Pod
-	for _, p := range pods {
-		if isCRIPod(p) && p.State == pod.PodPreparing {
-			preparing = append(preparing, p)
-		}
-	}
-	if len(preparing) > 0 {
-		removed, err := s.rt.RemovePreparing(ctx, preparing)
-		for _, id := range removed {
-			s.log.Info("removed a pod sandbox whose creation was interrupted", "pod", id)
-		}
-		if err != nil {
-			s.log.Warn("removing interrupted pod sandboxes", "err", err)
-		}
 	}
 	npods, nctrs := 0, 0
 	for _, p := range pods {
@@ -255,8 +255,8 @@ func (s *Server) containerEntry(a *pod.App) *containerEntry {
 			c.imageName = img.RepoTags[0]
 		}
 	}
-	if uid, gid, groups, err := s.rt.AppUser(a.PodID, a.ID); err == nil {
-		c.user = &runtimeapi.LinuxContainerUser{Uid: uid, Gid: gid, SupplementalGroups: groups}
+	if sp, err := s.rt.AppSpec(a.PodID, a.ID); err == nil {
+		c.user, c.resources = specUser(sp), specResources(sp)
 	}
 	return c
 }
@@ -281,16 +281,19 @@ func (s *Server) refreshPod(ctx context.Context, id string) {
 		logger(ctx).Warn("re-reading pod", "pod", id, "err", err)
 		return
 	}
-	s.idx.updatePod(p)
+	// Apps first: their stop events come before their pod's.
 	for _, a := range apps {
 		s.idx.updateApp(a)
 	}
+	s.idx.updatePod(p)
 }
 
 func (s *Server) forgetPod(id string) {
 	for _, c := range s.idx.removePod(id) {
 		s.watch.remove(c)
+		s.stats.forget(c)
 	}
+	s.stats.forget(podStatsKey(id))
 }
 
 // resyncLoop re-reads the pods that have live apps: exits are seen at once

@@ -904,30 +904,6 @@ func TestUnimplementedRPCsSayWhy(t *testing.T) {
 	ts := startServer(t, newFake(t))
 	ctx := context.Background()
 	for name, call := range map[string]func() error{
-		"UpdateContainerResources": func() error {
-			_, err := ts.rt.UpdateContainerResources(ctx, &runtimeapi.UpdateContainerResourcesRequest{})
-			return err
-		},
-		"UpdatePodSandboxResources": func() error {
-			_, err := ts.rt.UpdatePodSandboxResources(ctx, &runtimeapi.UpdatePodSandboxResourcesRequest{})
-			return err
-		},
-		"ContainerStats": func() error {
-			_, err := ts.rt.ContainerStats(ctx, &runtimeapi.ContainerStatsRequest{})
-			return err
-		},
-		"ListContainerStats": func() error {
-			_, err := ts.rt.ListContainerStats(ctx, &runtimeapi.ListContainerStatsRequest{})
-			return err
-		},
-		"PodSandboxStats": func() error {
-			_, err := ts.rt.PodSandboxStats(ctx, &runtimeapi.PodSandboxStatsRequest{})
-			return err
-		},
-		"ListPodSandboxStats": func() error {
-			_, err := ts.rt.ListPodSandboxStats(ctx, &runtimeapi.ListPodSandboxStatsRequest{})
-			return err
-		},
 		"CheckpointContainer": func() error {
 			_, err := ts.rt.CheckpointContainer(ctx, &runtimeapi.CheckpointContainerRequest{})
 			return err
@@ -946,30 +922,6 @@ func TestUnimplementedRPCsSayWhy(t *testing.T) {
 		},
 		"ListPodSandboxMetrics": func() error {
 			_, err := ts.rt.ListPodSandboxMetrics(ctx, &runtimeapi.ListPodSandboxMetricsRequest{})
-			return err
-		},
-		"GetContainerEvents": func() error {
-			s, err := ts.rt.GetContainerEvents(ctx, &runtimeapi.GetEventsRequest{})
-			if err != nil {
-				return err
-			}
-			_, err = s.Recv()
-			return err
-		},
-		"StreamContainerStats": func() error {
-			s, err := ts.rt.StreamContainerStats(ctx, &runtimeapi.StreamContainerStatsRequest{})
-			if err != nil {
-				return err
-			}
-			_, err = s.Recv()
-			return err
-		},
-		"StreamPodSandboxStats": func() error {
-			s, err := ts.rt.StreamPodSandboxStats(ctx, &runtimeapi.StreamPodSandboxStatsRequest{})
-			if err != nil {
-				return err
-			}
-			_, err = s.Recv()
 			return err
 		},
 		"StreamPodSandboxMetrics": func() error {

@@ -40,6 +40,8 @@ type criInstance struct {
 	conn   *grpc.ClientConn
 	rt     runtimeapi.RuntimeServiceClient
 	img    runtimeapi.ImageServiceClient
+	// env is added to the daemon's environment (RUNCLET_FAILPOINT).
+	env []string
 }
 
 func newCRIInstance(t *testing.T) *criInstance {
@@ -72,6 +74,9 @@ func (ci *criInstance) startDaemon() {
 	cmd := exec.Command(runcletBin, "--config", ci.config, "--root", ci.root, "--run-root", ci.runRoot,
 		"daemon", "--listen", "unix://"+ci.sock, "--log-level", "debug")
 	cmd.Stdout, cmd.Stderr = ci.out, ci.out
+	if len(ci.env) > 0 {
+		cmd.Env = append(os.Environ(), ci.env...)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

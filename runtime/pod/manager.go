@@ -224,6 +224,7 @@ func (m *Manager) CreatePod(ctx context.Context, cfg PodConfig) (_ *Pod, retErr 
 		if err != nil {
 			return nil, err
 		}
+		failAt(FailAfterNetworkSetup)
 		p.Attachment = att
 		u.add(func() error { return m.opts.Network.Teardown(context.Background(), p.ID, p.NetNS, p.Ports) })
 		if err := m.savePod(p); err != nil {
@@ -381,6 +382,7 @@ func (m *Manager) AddApp(ctx context.Context, podID string, cfg AppConfig) (_ *A
 		return nil, err
 	}
 	u.add(func() error { return unmountRootfs(rootfs) })
+	failAt(FailAfterRootfsMount)
 
 	req := cfg.Spec
 	req.Name, req.ID, req.Terminal, req.Stdin, req.RootfsPath = cfg.Name, a.ID, cfg.Tty, cfg.Stdin, rootfs
@@ -708,6 +710,9 @@ func (m *Manager) removePod(ctx context.Context, p *Pod) error {
 			errs = append(errs, err)
 		}
 	}
+	if len(errs) == 0 {
+		errs = append(errs, m.removeStrayAppDirs(p.ID)) // directories whose record was never written
+	}
 	errs = append(errs, m.endPidnsHolder(p), network.RemoveNetNS(p.NetNS), unpinNS(p.UTSNS), unpinNS(p.IPCNS))
 	if p.CgroupParentOwned && !m.opts.SystemdCgroup {
 		errs = append(errs, removeCgroup(p.CgroupParent))
@@ -789,35 +794,39 @@ func (m *Manager) layersInUse() ([]digest.Digest, error) {
 }
 
 // GCPreparing removes only the pods whose creation a crash interrupted
-// (state preparing, or no readable record) and that nobody is working on.
-// A CRI server calls it at start: stopped pods and their exit statuses
-// belong to kubelet, which removes them itself.
-func (m *Manager) GCPreparing(ctx context.Context) ([]string, error) {
+// (state preparing, or no readable record), and the apps whose creation
+// a crash interrupted in the other pods, skipping pods somebody is working
+// on. A CRI server calls it at start: stopped pods and their exit
+// statuses belong to kubelet, which removes them itself.
+func (m *Manager) GCPreparing(ctx context.Context) (GCResult, error) {
 	return m.gc(ctx, func(p *Pod) bool { return p.State == PodPreparing })
 }
 
 // GCResult says what GC removed.
 type GCResult struct {
 	Pods []string `json:"pods"`
+	// Apps are half-made apps removed from pods that stay.
+	Apps []string `json:"apps,omitempty"`
 }
 
 // GC removes stopped pods, pods whose creation crashed (preparing, with
 // nobody holding their lock) and pods whose supervisor died, with all
 // they leaked. Pods being worked on are skipped.
 func (m *Manager) GC(ctx context.Context) (GCResult, error) {
-	ids, err := m.gc(ctx, func(p *Pod) bool {
+	return m.gc(ctx, func(p *Pod) bool {
 		return p.State == PodStopped || p.State == PodPreparing || p.State == PodReady && !m.SupervisorAlive(ctx, p.ID)
 	})
-	return GCResult{Pods: ids}, err
 }
 
 // gc removes the pods collect picks, plus pods without a readable record,
-// skipping any whose lock is held.
-func (m *Manager) gc(ctx context.Context, collect func(*Pod) bool) ([]string, error) {
+// and the half-made apps of the other pods, skipping any pod whose lock
+// is held.
+func (m *Manager) gc(ctx context.Context, collect func(*Pod) bool) (GCResult, error) {
 	ents, err := os.ReadDir(filepath.Join(m.l.Root, "pods"))
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, err
+		return GCResult{}, err
 	}
+	var res GCResult
 	var removed []string
 	var errs []error
 	for _, e := range ents {
@@ -836,9 +845,14 @@ func (m *Manager) gc(ctx context.Context, collect func(*Pod) bool) ([]string, er
 			} else {
 				removed = append(removed, id)
 			}
+		} else {
+			apps, err := m.gcHalfMadeApps(ctx, p)
+			res.Apps = append(res.Apps, apps...)
+			errs = append(errs, err)
 		}
 		lock.Unlock()
 	}
 	slices.Sort(removed)
-	return removed, errors.Join(errs...)
+	res.Pods = removed
+	return res, errors.Join(errs...)
 }

@@ -56,6 +56,10 @@ type App struct {
 	waitOnce sync.Once
 	state    *os.ProcessState
 	waitErr  error
+
+	// cgMu serializes Stats and Update: libcontainer's Stats reads the
+	// configuration that Set replaces, without its lock.
+	cgMu sync.Mutex
 }
 
 // Options are per-supervisor settings.

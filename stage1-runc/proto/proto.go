@@ -20,6 +20,8 @@ import (
 	"net"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/runclet/runclet/runtime/errdefs"
 )
 
@@ -41,6 +43,12 @@ const (
 	MethodExec   = "Exec"
 	// MethodReopenLog reopens an app's log file at its path (kubelet rotation).
 	MethodReopenLog = "ReopenLog"
+	// MethodStats reads apps' cgroup statistics (added to version 1; a
+	// supervisor that predates it answers invalid_argument "unknown method").
+	MethodStats = "Stats"
+	// MethodUpdateApp changes a created or running app's cgroup resources
+	// (added to version 1, as Stats).
+	MethodUpdateApp = "UpdateApp"
 )
 
 // Request is what the client sends.
@@ -134,6 +142,57 @@ type ExecParams struct {
 // frame (exit code 137 and error "timeout" when Timeout killed it).
 type ExecResult struct {
 	Pid int `json:"pid"`
+}
+
+// StatsParams selects apps; no names (or no params) means every app.
+type StatsParams struct {
+	Names []string `json:"names,omitempty"`
+}
+
+// StatsResult holds one entry per selected app the supervisor has (names
+// it does not have are left out).
+type StatsResult struct {
+	Apps []AppStats `json:"apps"`
+}
+
+// AppStats are one app's cgroup statistics at Timestamp, read through
+// libcontainer (cgroup v1 and v2 alike). Counters are cumulative; stage0
+// computes rates. Zero means "not available" for limits.
+type AppStats struct {
+	Name      string    `json:"name"`
+	Timestamp time.Time `json:"timestamp"`
+	// Error is set when the app's cgroup could not be read (the other
+	// fields are then zero).
+	Error string `json:"error,omitempty"`
+	// CPUUsageNanos is the CPU time the app's cgroup used, cumulative.
+	CPUUsageNanos uint64 `json:"cpuUsageNanos"`
+	// MemoryUsage is the cgroup's memory usage (v1 memory.usage_in_bytes,
+	// v2 memory.current).
+	MemoryUsage uint64 `json:"memoryUsage"`
+	// MemoryWorkingSet is usage minus inactive file pages, as kubelet
+	// computes it (never below zero).
+	MemoryWorkingSet uint64 `json:"memoryWorkingSet"`
+	// MemoryRSS is anonymous memory (v1 total_rss, v2 anon).
+	MemoryRSS uint64 `json:"memoryRSS"`
+	// MemoryLimit is the memory limit; 0 when unlimited.
+	MemoryLimit     uint64 `json:"memoryLimit,omitempty"`
+	PageFaults      uint64 `json:"pageFaults"`
+	MajorPageFaults uint64 `json:"majorPageFaults"`
+	// SwapUsage is swap alone (not memory+swap); SwapLimit is 0 when
+	// unlimited or unknown.
+	SwapUsage uint64 `json:"swapUsage,omitempty"`
+	SwapLimit uint64 `json:"swapLimit,omitempty"`
+	// Pids is the number of tasks in the cgroup (pids.current).
+	Pids uint64 `json:"pids"`
+}
+
+// UpdateAppParams changes an app's cgroup resources. Fields of Resources
+// that are nil (or, for strings, empty) stay as they are, as with
+// `runc update`; Devices are ignored. stage0 writes the same resources
+// into the bundle's config.json once the call succeeded.
+type UpdateAppParams struct {
+	Name      string                `json:"name"`
+	Resources *specs.LinuxResources `json:"resources"`
 }
 
 // App states.

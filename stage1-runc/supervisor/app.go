@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/runclet/runclet/runtime/errdefs"
 	"github.com/runclet/runclet/runtime/fsutil"
 	"github.com/runclet/runclet/stage1-runc/container"
@@ -304,6 +306,40 @@ func (a *app) remove() error {
 	a.removed = true
 	a.mu.Unlock()
 	return nil
+}
+
+// stats reads the app's cgroup statistics. A removed app has none.
+func (a *app) stats() proto.AppStats {
+	out := proto.AppStats{Name: a.name, Timestamp: time.Now().UTC()}
+	a.mu.Lock()
+	removed := a.removed
+	a.mu.Unlock()
+	if removed {
+		out.Error = "removed"
+		return out
+	}
+	st, err := a.c.Stats()
+	out.Timestamp = time.Now().UTC()
+	if err != nil {
+		out.Error = err.Error()
+		return out
+	}
+	out.CPUUsageNanos, out.MemoryUsage, out.MemoryWorkingSet, out.MemoryRSS = st.CPUUsageNanos, st.MemoryUsage, st.MemoryWorkingSet, st.MemoryRSS
+	out.MemoryLimit, out.PageFaults, out.MajorPageFaults = st.MemoryLimit, st.PageFaults, st.MajorPageFaults
+	out.SwapUsage, out.SwapLimit, out.Pids = st.SwapUsage, st.SwapLimit, st.Pids
+	return out
+}
+
+// update changes the app's cgroup resources; an exited app has no
+// cgroup to change.
+func (a *app) update(r *specs.LinuxResources) error {
+	a.mu.Lock()
+	status, removed := a.status, a.removed
+	a.mu.Unlock()
+	if status == proto.StatusExited || removed {
+		return errdefs.FailedPrecondition("app %s has exited; its resources cannot change", a.name)
+	}
+	return a.c.Update(r)
 }
 
 func (a *app) closeIO() {

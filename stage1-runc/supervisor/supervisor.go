@@ -268,6 +268,21 @@ func (s *supervisor) dispatch(ctx context.Context, req proto.Request) (any, erro
 			}
 			return nil, a.log.Reopen()
 		})
+	case proto.MethodStats:
+		var p proto.StatsParams
+		if len(req.Params) > 0 {
+			var err error
+			if p, err = decode[proto.StatsParams](req); err != nil {
+				return nil, err
+			}
+		}
+		return s.stats(p.Names), nil
+	case proto.MethodUpdateApp:
+		p, err := decode[proto.UpdateAppParams](req)
+		if err != nil {
+			return nil, err
+		}
+		return s.withApp(p.Name, func(a *app) (any, error) { return nil, a.update(p.Resources) })
 	case proto.MethodShutdown:
 		// Remove every app before answering, so that when stage0 goes on
 		// to clean up the pod nothing of the supervisor's is still moving.
@@ -295,6 +310,32 @@ func (s *supervisor) state() proto.StateResult {
 		if a != nil { // nil: being created
 			res.Apps = append(res.Apps, a.snapshot())
 		}
+	}
+	return res
+}
+
+// stats reads the cgroup statistics of the named apps (all when none are
+// named); apps it does not have, or is still creating, are left out.
+func (s *supervisor) stats(names []string) proto.StatsResult {
+	s.mu.Lock()
+	var apps []*app
+	if len(names) == 0 {
+		for _, a := range s.apps {
+			if a != nil {
+				apps = append(apps, a)
+			}
+		}
+	} else {
+		for _, n := range names {
+			if a := s.apps[n]; a != nil {
+				apps = append(apps, a)
+			}
+		}
+	}
+	s.mu.Unlock()
+	res := proto.StatsResult{Apps: make([]proto.AppStats, 0, len(apps))}
+	for _, a := range apps {
+		res.Apps = append(res.Apps, a.stats())
 	}
 	return res
 }

@@ -1,0 +1,75 @@
+package pod
+
+import (
+	"context"
+	"io/fs"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/spec"
+	"github.com/runclet/runclet/stage1-runc/proto"
+)
+
+// UpdateApp changes a created or running app's cgroup resources: the
+// supervisor applies them (libcontainer's Set, like `runc update`), then
+// the bundle's config.json is rewritten to match. Limits that r leaves
+// at zero keep their current values (as containerd does with CRI
+// UpdateContainerResources); devices are never changed, and neither is
+// oom_score_adj of a process that already runs.
+func (m *Manager) UpdateApp(ctx context.Context, podID, app string, r spec.Resources) (*App, error) {
+	lock, err := m.l.lock(podID)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Unlock()
+	a, err := m.findApp(podID, app)
+	if err != nil {
+		return nil, err
+	}
+	if a.State != AppCreated && a.State != AppRunning {
+		return nil, errdefs.FailedPrecondition("app %s is %s; only a created or running app's resources can change", a.Name, a.State)
+	}
+	res, err := SpecResources(r)
+	if err != nil {
+		return nil, err
+	}
+	bundle := m.l.Bundle(podID, a.ID)
+	s, err := spec.ReadBundle(bundle)
+	if err != nil {
+		return nil, err
+	}
+	if err := m.call(ctx, podID, proto.MethodUpdateApp, proto.UpdateAppParams{Name: a.ID, Resources: res}, nil); err != nil {
+		return nil, olderSupervisor(err, podID, proto.MethodUpdateApp)
+	}
+	if s.Linux == nil {
+		s.Linux = &specs.Linux{}
+	}
+	s.Linux.Resources = proto.MergeResources(s.Linux.Resources, res) // keeps the devices
+	if err := spec.WriteBundle(bundle, s); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+// SpecResources maps app limits to the OCI resources a new app with them
+// would get (spec.Generate's own mapping and checks: swap, hugepage sizes,
+// negative values), without devices.
+func SpecResources(r spec.Resources) (*specs.LinuxResources, error) {
+	r.OOMScoreAdj = nil
+	s, err := spec.Generate(ocispec.ImageConfig{},
+		func(string) ([]byte, error) { return nil, fs.ErrNotExist },
+		spec.App{Name: "update", Command: []string{"/update"}, Resources: r, Seccomp: spec.SeccompProfile{Kind: spec.SeccompUnconfined}},
+		spec.Pod{ID: "update", HostNetwork: true, HostPID: true, HostIPC: true, CgroupParent: "/update"},
+		spec.FlavorFly)
+	if err != nil {
+		return nil, err
+	}
+	out := s.Linux.Resources
+	if out == nil {
+		out = &specs.LinuxResources{}
+	}
+	out.Devices = nil
+	return out, nil
+}
