@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -77,7 +78,7 @@ func resolveApp(ctx context.Context, m *pod.Manager, args []string) (*pod.Pod, *
 	}
 	var found *pod.App
 	for _, a := range apps {
-		if len(args) == 1 || a.ID == args[1] || a.Name == args[1] {
+		if len(args) == 1 || a.ID == args[1] || a.Name == args[1] || len(args[1]) >= 4 && strings.HasPrefix(a.ID, args[1]) {
 			if found != nil && len(args) == 1 {
 				return nil, nil, errdefs.InvalidArgument("pod %s has several apps: name one", p.ID)
 			}

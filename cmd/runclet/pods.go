@@ -425,19 +425,14 @@ func appCommand(g *globals) *cobra.Command {
 		if err != nil {
 			return err
 		}
-		_, apps, err := m.PodStatus(ctx, p.ID)
+		_, a, err := resolveApp(ctx, m, []string{p.ID, app})
 		if err != nil {
 			return err
 		}
-		for _, a := range apps {
-			if a.ID == app || a.Name == app || strings.HasPrefix(a.ID, app) && len(app) >= 4 {
-				if asJSON {
-					return printJSON(os.Stdout, a)
-				}
-				return printApps(os.Stdout, []*pod.App{a})
-			}
+		if asJSON {
+			return printJSON(os.Stdout, a)
 		}
-		return errdefs.NotFound("app %q not found in pod %s", app, p.ID)
+		return printApps(os.Stdout, []*pod.App{a})
 	})
 	out.add(status)
 	var listOut outputFlag
@@ -450,15 +445,7 @@ func appCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			m, _, err := g.podManager()
-			if err != nil {
-				return err
-			}
-			p, err := m.FindPod(args[0])
-			if err != nil {
-				return err
-			}
-			_, apps, err := m.PodStatus(cmd.Context(), p.ID)
+			_, _, apps, err := g.podStatus(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -553,15 +540,7 @@ func podCommands(g *globals) []*cobra.Command {
 			if err != nil {
 				return err
 			}
-			m, _, err := g.podManager()
-			if err != nil {
-				return err
-			}
-			p, err := m.FindPod(args[0])
-			if err != nil {
-				return err
-			}
-			p, apps, err := m.PodStatus(cmd.Context(), p.ID)
+			_, p, apps, err := g.podStatus(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
@@ -628,6 +607,20 @@ func podCommands(g *globals) []*cobra.Command {
 	return []*cobra.Command{list, status, stop, rm, gc, logs}
 }
 
+// podStatus resolves a pod by ID, prefix or name and reads it with its apps.
+func (g *globals) podStatus(ctx context.Context, idOrName string) (*pod.Manager, *pod.Pod, []*pod.App, error) {
+	m, _, err := g.podManager()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	p, err := m.FindPod(idOrName)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	p, apps, err := m.PodStatus(ctx, p.ID)
+	return m, p, apps, err
+}
+
 func eachPod(g *globals, cmd *cobra.Command, args []string, fn func(context.Context, *pod.Manager, *pod.Pod) error) error {
 	m, _, err := g.podManager()
 	if err != nil {
@@ -661,25 +654,9 @@ func logsCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			p, err := m.FindPod(args[0])
+			_, a, err := resolveApp(cmd.Context(), m, args)
 			if err != nil {
 				return err
-			}
-			_, apps, err := m.PodStatus(cmd.Context(), p.ID)
-			if err != nil {
-				return err
-			}
-			var a *pod.App
-			for _, x := range apps {
-				if len(args) == 1 || x.ID == args[1] || x.Name == args[1] {
-					if a != nil && len(args) == 1 {
-						return errdefs.InvalidArgument("pod %s has several apps: name one", p.ID)
-					}
-					a = x
-				}
-			}
-			if a == nil {
-				return errdefs.NotFound("no such app in pod %s", p.ID)
 			}
 			opts := crilog.ReadOptions{Follow: follow, Tail: tail, Timestamps: timestamps}
 			if since > 0 {
