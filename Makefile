@@ -3,14 +3,14 @@ GO      ?= go
 PREFIX  ?= /usr/local
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
-# Tests run as root and create real mounts, so one package at a time keeps
-# failures readable and the 2-core CI machine responsive.
+# Tests run as root and create real mounts, namespaces and bridges; two
+# packages at a time matches the 2-core CI machine.
 TESTFLAGS ?= -count=1 -timeout 30m -p 2
 
-.PHONY: help build test test-unit lint install clean bench
+.PHONY: help build test test-unit lint install clean bench bench-images bench-pods
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
 
 build: ## build bin/runclet and bin/stage1-runc
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o bin/runclet ./cmd/runclet
@@ -19,7 +19,7 @@ build: ## build bin/runclet and bin/stage1-runc
 test: lint ## run every test (as root: nothing is skipped)
 	$(GO) test $(TESTFLAGS) ./...
 
-test-unit: ## run the tests that need no root (root-only ones skip)
+test-unit: ## run the tests without lint; as a non-root user the root-only tests skip
 	$(GO) test -count=1 -short ./...
 
 lint: ## gofmt and go vet
