@@ -610,7 +610,30 @@ func TestCRICrictl(t *testing.T) {
 		t.Fatalf("exec (streaming): %q", out)
 	}
 	portForward(t, crictl, ci, dir, podID, ref, podJSON)
+	if out := run("stats", ctrID); !strings.Contains(out, ctrID[:13]) {
+		t.Fatalf("stats:\n%s", out)
+	}
+	if out := run("statsp", podID); !strings.Contains(out, podID[:13]) && !strings.Contains(out, "crictl-pod") {
+		t.Fatalf("statsp:\n%s", out)
+	}
+	// Events: a follower sees the stop below.
+	events := exec.Command(crictl, "--runtime-endpoint", "unix://"+ci.sock, "--image-endpoint", "unix://"+ci.sock, "events")
+	var evOut syncBuffer // written by exec's copier while the test reads it
+	events.Stdout, events.Stderr = &evOut, &evOut
+	if err := events.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
 	run("stop", ctrID)
+	seen := func() bool { return strings.Contains(evOut.String(), ctrID) && strings.Contains(evOut.String(), "CONTAINER_STOPPED_EVENT") }
+	for deadline := time.Now().Add(10 * time.Second); !seen() && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+	}
+	events.Process.Kill()
+	events.Wait()
+	if !seen() {
+		t.Fatalf("crictl events never showed the stop of %s:\n%s", ctrID, evOut.String())
+	}
 	if err := json.Unmarshal([]byte(run("inspect", ctrID)), &insp); err != nil || insp.Status.State != "CONTAINER_EXITED" {
 		t.Fatalf("inspect after stop: %+v %v", insp, err)
 	}
