@@ -53,7 +53,7 @@ func Run(ctx context.Context, o DaemonOptions) error {
 	}
 	defer os.Remove(o.Socket)
 	log := s.log
-	log.Info("serving CRI", "socket", o.Socket, "streaming", s.StreamURL(), "version", o.Version)
+	log.Info("serving CRI", "socket", o.Socket, "streaming", s.StreamURL(), "metrics", s.MetricsURL(), "version", o.Version)
 	served := make(chan error, 1)
 	go func() { served <- s.Serve(ln) }()
 	select {

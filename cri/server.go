@@ -44,6 +44,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Info is shown as "config" by a verbose Status.
 	Info any
+	// MetricsAddress is the host:port serving Prometheus metrics at
+	// /metrics ("127.0.0.1:9464"); "": not served.
+	MetricsAddress string
 }
 
 // Server implements CRI v1's RuntimeService and ImageService.
@@ -64,6 +67,10 @@ type Server struct {
 	stream     streaming.Server
 	streamHTTP *http.Server
 	streamURL  string
+
+	metrics     *metrics
+	metricsHTTP *http.Server // nil unless Options.MetricsAddress
+	metricsURL  string
 
 	imageUsers sync.Map // digest.Digest -> imageUser
 
@@ -99,6 +106,7 @@ func New(ctx context.Context, opts Options) (_ *Server, retErr error) {
 		idx: newIndex(), events: newEventBroker(), stats: newStatsCache(), stopResync: make(chan struct{}),
 	}
 	s.idx.events = s.events
+	s.metrics = newMetrics(s.idx)
 	var err error
 	if s.watch, err = newWatcher(s.refreshApp); err != nil {
 		return nil, err
@@ -114,9 +122,13 @@ func New(ctx context.Context, opts Options) (_ *Server, retErr error) {
 	if err := s.startStreaming(); err != nil {
 		return nil, err
 	}
+	if err := s.startMetrics(); err != nil {
+		s.streamHTTP.Close()
+		return nil, err
+	}
 	s.grpc = grpc.NewServer(
-		grpc.ChainUnaryInterceptor(loggingInterceptor(s.log), errorInterceptor),
-		grpc.ChainStreamInterceptor(loggingStreamInterceptor(s.log), errorStreamInterceptor),
+		grpc.ChainUnaryInterceptor(loggingInterceptor(s.log), metricsInterceptor(s.metrics), errorInterceptor),
+		grpc.ChainStreamInterceptor(loggingStreamInterceptor(s.log), metricsStreamInterceptor(s.metrics), errorStreamInterceptor),
 		grpc.MaxRecvMsgSize(16<<20),
 		grpc.MaxSendMsgSize(math.MaxInt32),
 	)
@@ -153,6 +165,9 @@ func (s *Server) stop(timeout time.Duration) {
 		<-done
 	}
 	s.streamHTTP.Close()
+	if s.metricsHTTP != nil {
+		s.metricsHTTP.Close()
+	}
 	close(s.stopResync)
 	s.wg.Wait()
 	s.watch.close()

@@ -916,22 +916,6 @@ func TestUnimplementedRPCsSayWhy(t *testing.T) {
 			_, err := ts.rt.RestorePod(ctx, &runtimeapi.RestorePodRequest{})
 			return err
 		},
-		"ListMetricDescriptors": func() error {
-			_, err := ts.rt.ListMetricDescriptors(ctx, &runtimeapi.ListMetricDescriptorsRequest{})
-			return err
-		},
-		"ListPodSandboxMetrics": func() error {
-			_, err := ts.rt.ListPodSandboxMetrics(ctx, &runtimeapi.ListPodSandboxMetricsRequest{})
-			return err
-		},
-		"StreamPodSandboxMetrics": func() error {
-			s, err := ts.rt.StreamPodSandboxMetrics(ctx, &runtimeapi.StreamPodSandboxMetricsRequest{})
-			if err != nil {
-				return err
-			}
-			_, err = s.Recv()
-			return err
-		},
 	} {
 		err := call()
 		if status.Code(err) != codes.Unimplemented || !strings.Contains(status.Convert(err).Message(), "not implemented in runclet yet") {

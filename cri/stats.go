@@ -206,6 +206,14 @@ func live(a *pod.App) bool { return a.State == pod.AppCreated || a.State == pod.
 // whose supervisor does not answer costs its containers their CPU and
 // memory numbers, not the whole call.
 func (s *Server) containerStats(ctx context.Context, ctrs []*containerEntry) []*runtimeapi.ContainerStats {
+	out, _ := s.readContainerStats(ctx, ctrs)
+	return out
+}
+
+// readContainerStats is containerStats that also returns what the
+// supervisors reported, by container ID (the pod metrics need the task
+// count, which ContainerStats has no field for).
+func (s *Server) readContainerStats(ctx context.Context, ctrs []*containerEntry) ([]*runtimeapi.ContainerStats, map[string]pod.AppStats) {
 	byPod := map[string][]string{}
 	var pods []string
 	for _, c := range ctrs {
@@ -266,7 +274,7 @@ func (s *Server) containerStats(ctx context.Context, ctrs []*containerEntry) []*
 		}
 		out[i] = cs
 	})
-	return out
+	return out, got
 }
 
 // parallel runs fn(0..n-1) on at most statsParallel goroutines.
@@ -338,20 +346,28 @@ func (s *Server) StreamPodSandboxStats(req *runtimeapi.StreamPodSandboxStatsRequ
 // not ready has only its attributes and containers (its cgroup and
 // network are gone or going).
 func (s *Server) podStats(ctx context.Context, v sandboxView) *runtimeapi.PodSandboxStats {
+	out, _ := s.readPodStats(ctx, v)
+	return out
+}
+
+// readPodStats is podStats that also returns what the supervisor
+// reported of the containers, by container ID.
+func (s *Server) readPodStats(ctx context.Context, v sandboxView) (*runtimeapi.PodSandboxStats, map[string]pod.AppStats) {
 	p := v.pod
+	ctrs, raw := s.readContainerStats(ctx, v.containers)
 	out := &runtimeapi.PodSandboxStats{
 		Attributes: &runtimeapi.PodSandboxAttributes{
 			Id: p.ID, Metadata: sandboxMetadata(p), Labels: copyMap(p.Labels), Annotations: copyMap(p.Annotations),
 		},
-		Linux: &runtimeapi.LinuxPodSandboxStats{Containers: s.containerStats(ctx, v.containers)},
+		Linux: &runtimeapi.LinuxPodSandboxStats{Containers: ctrs},
 	}
 	if sandboxState(p, v.containers) != runtimeapi.PodSandboxState_SANDBOX_READY {
-		return out
+		return out, raw
 	}
 	ps, err := s.rt.PodStats(ctx, p)
 	if err != nil {
 		logger(ctx).Debug("pod sandbox stats", "pod", p.ID, "err", err)
-		return out
+		return out, raw
 	}
 	l := out.Linux
 	ts := ps.Timestamp.UnixNano()
@@ -377,5 +393,5 @@ func (s *Server) podStats(ctx context.Context, v sandboxView) *runtimeapi.PodSan
 			}
 		}
 	}
-	return out
+	return out, raw
 }

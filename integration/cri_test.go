@@ -625,7 +625,9 @@ func TestCRICrictl(t *testing.T) {
 	}
 	time.Sleep(500 * time.Millisecond)
 	run("stop", ctrID)
-	seen := func() bool { return strings.Contains(evOut.String(), ctrID) && strings.Contains(evOut.String(), "CONTAINER_STOPPED_EVENT") }
+	seen := func() bool {
+		return strings.Contains(evOut.String(), ctrID) && strings.Contains(evOut.String(), "CONTAINER_STOPPED_EVENT")
+	}
 	for deadline := time.Now().Add(10 * time.Second); !seen() && time.Now().Before(deadline); {
 		time.Sleep(100 * time.Millisecond)
 	}

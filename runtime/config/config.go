@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -78,6 +79,9 @@ type CRI struct {
 	StopTimeout time.Duration `toml:"stop_timeout"`
 	// ResyncInterval is how often pods with live apps are re-read; 0: never.
 	ResyncInterval time.Duration `toml:"resync_interval"`
+	// MetricsAddress is the host:port serving Prometheus metrics at
+	// /metrics; "" turns them off.
+	MetricsAddress string `toml:"metrics_address"`
 	// RuntimeHandlers maps CRI runtime handler names to stage1 flavors.
 	RuntimeHandlers map[string]string `toml:"runtime_handlers"`
 }
@@ -193,6 +197,11 @@ func (c CRI) validate() error {
 	}
 	if c.StreamIdleTimeout <= 0 {
 		return fmt.Errorf("cri.stream_idle_timeout must be positive")
+	}
+	if c.MetricsAddress != "" {
+		if _, port, err := net.SplitHostPort(c.MetricsAddress); err != nil || port == "" {
+			return fmt.Errorf("cri.metrics_address %q: want host:port (\"127.0.0.1:9464\"), or \"\" for none", c.MetricsAddress)
+		}
 	}
 	if c.StopTimeout < 0 || c.ResyncInterval < 0 {
 		return fmt.Errorf("cri.stop_timeout and cri.resync_interval must not be negative")

@@ -63,6 +63,9 @@ func TestCRIDefaultsAndHandlers(t *testing.T) {
 	if c.CRI.Listen != "" || c.SocketPath() != "/run/runclet/runclet.sock" || c.CRI.StreamAddress != "127.0.0.1:0" {
 		t.Fatalf("cri defaults: %+v, socket %s", c.CRI, c.SocketPath())
 	}
+	if c.CRI.MetricsAddress != "" {
+		t.Fatalf("metrics are served by default: %q", c.CRI.MetricsAddress)
+	}
 	if c.CRI.StreamIdleTimeout != 4*time.Hour || c.CRI.StopTimeout != 10*time.Second || c.CRI.ResyncInterval != 10*time.Second {
 		t.Fatalf("cri durations: %+v", c.CRI)
 	}
@@ -96,11 +99,17 @@ debug = "fly"
 		"[cri]\nstream_idle_timeout = \"0s\"\n",
 		"[cri]\nstop_timeout = \"soon\"\n",
 		"[cri.runtime_handlers]\nkata = \"vm\"\n",
+		"[cri]\nmetrics_address = \"9464\"\n",
+		"[cri]\nmetrics_address = \"127.0.0.1:\"\n",
 	} {
 		os.WriteFile(p, []byte(bad), 0o644)
 		if _, err := Load(p); !errdefs.IsInvalidArgument(err) {
 			t.Errorf("%q: want InvalidArgument, got %v", bad, err)
 		}
+	}
+	os.WriteFile(p, []byte("[cri]\nmetrics_address = \"127.0.0.1:9464\"\n"), 0o644)
+	if c, err := Load(p); err != nil || c.CRI.MetricsAddress != "127.0.0.1:9464" {
+		t.Fatalf("metrics_address: %v %v", c, err)
 	}
 	os.WriteFile(p, []byte("[cri]\nlisten = \"unix:///tmp/x.sock\"\n"), 0o644)
 	if c, err := Load(p); err != nil || c.SocketPath() != "/tmp/x.sock" {
