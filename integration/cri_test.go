@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -610,6 +611,7 @@ func TestCRICrictl(t *testing.T) {
 		t.Fatalf("exec (streaming): %q", out)
 	}
 	portForward(t, crictl, ci, dir, podID, ref, podJSON)
+	crictlExecTTY(t, crictl, ci, ctrID)
 	if out := run("stats", ctrID); !strings.Contains(out, ctrID[:13]) {
 		t.Fatalf("stats:\n%s", out)
 	}
@@ -731,4 +733,34 @@ func httpGet(addr string) (string, error) {
 	var b bytes.Buffer
 	_, err = b.ReadFrom(c)
 	return b.String(), err
+}
+
+// crictlExecTTY runs `crictl exec -i -t` on a real pty, as a person at a
+// terminal would, and checks the shell answers and reports its exit code.
+func crictlExecTTY(t *testing.T, crictl string, ci *criInstance, ctrID string) {
+	t.Helper()
+	master, slavePath := openPty(t)
+	defer master.Close()
+	slave, err := os.OpenFile(slavePath, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(crictl, "--runtime-endpoint", "unix://"+ci.sock, "--image-endpoint", "unix://"+ci.sock, "exec", "-i", "-t", ctrID, "sh")
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	slave.Close()
+	var out syncBuffer
+	go io.Copy(&out, master)
+	master.Write([]byte("echo tty=$(tty) sum=$((6*7)); exit 4\r"))
+	// crictl exits 1 for any non-zero exit of the command and names the code.
+	if err := cmd.Wait(); err == nil {
+		t.Fatalf("crictl exec -i -t: the shell's exit 4 was lost; output %q", out.String())
+	}
+	got := out.String()
+	if !strings.Contains(got, "sum=42") || !strings.Contains(got, "tty=/dev/pts/") || !strings.Contains(got, "exit code 4") {
+		t.Fatalf("crictl exec -i -t output %q", got)
+	}
 }
