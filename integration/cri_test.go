@@ -612,6 +612,21 @@ func TestCRICrictl(t *testing.T) {
 	}
 	portForward(t, crictl, ci, dir, podID, ref, podJSON)
 	crictlExecTTY(t, crictl, ci, ctrID)
+	// logs -f follows a container until it exits.
+	counterJSON := filepath.Join(dir, "counter.json")
+	os.WriteFile(counterJSON, []byte(fmt.Sprintf(`{
+  "metadata": {"name": "counter"},
+  "image": {"image": %q},
+  "command": ["sh", "-c", "for i in 1 2 3; do echo count $i; sleep 0.3; done"],
+  "log_path": "counter/0.log",
+  "linux": {}
+}`, ref)), 0o644)
+	counterID := strings.TrimSpace(run("create", podID, counterJSON, podJSON))
+	run("start", counterID)
+	if out := run("logs", "-f", counterID); out != "count 1\ncount 2\ncount 3\n" {
+		t.Fatalf("logs -f: %q", out)
+	}
+	run("rm", counterID)
 	if out := run("stats", ctrID); !strings.Contains(out, ctrID[:13]) {
 		t.Fatalf("stats:\n%s", out)
 	}
