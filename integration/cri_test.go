@@ -768,10 +768,16 @@ func crictlExecTTY(t *testing.T, crictl string, ci *criInstance, ctrID string) {
 	}
 	slave.Close()
 	var out syncBuffer
-	go io.Copy(&out, master)
+	drained := make(chan struct{})
+	go func() { io.Copy(&out, master); close(drained) }() // ends with EIO once crictl's side is closed
 	master.Write([]byte("echo tty=$(tty) sum=$((6*7)); exit 4\r"))
 	// crictl exits 1 for any non-zero exit of the command and names the code.
-	if err := cmd.Wait(); err == nil {
+	err = cmd.Wait()
+	select {
+	case <-drained:
+	case <-time.After(5 * time.Second):
+	}
+	if err == nil {
 		t.Fatalf("crictl exec -i -t: the shell's exit 4 was lost; output %q", out.String())
 	}
 	got := out.String()
