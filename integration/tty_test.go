@@ -23,39 +23,13 @@ import (
 	"github.com/runclet/runclet/tty/crilog"
 )
 
-// linegenSource writes numbered lines as fast as it can: "<n> <padding>".
-const linegenSource = `package main
-
-import (
-	"bufio"
-	"os"
-	"strconv"
-)
-
-func main() {
-	n, _ := strconv.Atoi(os.Args[1])
-	pad := make([]byte, 90)
-	for i := range pad {
-		pad[i] = 'x'
-	}
-	w := bufio.NewWriterSize(os.Stdout, 1<<16)
-	for i := 0; i < n; i++ {
-		w.WriteString(strconv.Itoa(i))
-		w.WriteByte(' ')
-		w.Write(pad)
-		w.WriteByte('\n')
-	}
-	w.Flush()
-}
-`
-
 func (pi *podInstance) linegenImage() string {
 	pi.t.Helper()
 	base, err := testimage.Busybox()
 	if err != nil {
 		pi.t.Fatal(err)
 	}
-	l, err := testimage.GoProgram("linegen", linegenSource)
+	l, err := testimage.GoProgram("linegen", testimage.LinegenSource)
 	if err != nil {
 		pi.t.Fatal(err)
 	}

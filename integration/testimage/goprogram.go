@@ -178,3 +178,31 @@ func findGo() (string, error) {
 	}
 	return "", fmt.Errorf("compiling test programs needs the go command: not found in PATH or $GOROOT/bin")
 }
+
+// LinegenSource is a program that writes os.Args[1] numbered lines of
+// about 100 bytes ("<n> <padding>") as fast as it can: the load for log
+// throughput tests and benchmarks, which share its cached binary.
+const LinegenSource = `package main
+
+import (
+	"bufio"
+	"os"
+	"strconv"
+)
+
+func main() {
+	n, _ := strconv.Atoi(os.Args[1])
+	pad := make([]byte, 90)
+	for i := range pad {
+		pad[i] = 'x'
+	}
+	w := bufio.NewWriterSize(os.Stdout, 1<<16)
+	for i := 0; i < n; i++ {
+		w.WriteString(strconv.Itoa(i))
+		w.WriteByte(' ')
+		w.Write(pad)
+		w.WriteByte('\n')
+	}
+	w.Flush()
+}
+`

@@ -21,39 +21,11 @@ import (
 	"github.com/runclet/runclet/integration/testimage"
 )
 
-// linegenSource writes numbered lines as fast as it can: "<n> <padding>".
-// It is integration/tty_test.go's, byte for byte, so both share the
-// compiled binary in testimage's cache.
-const linegenSource = `package main
-
-import (
-	"bufio"
-	"os"
-	"strconv"
-)
-
-func main() {
-	n, _ := strconv.Atoi(os.Args[1])
-	pad := make([]byte, 90)
-	for i := range pad {
-		pad[i] = 'x'
-	}
-	w := bufio.NewWriterSize(os.Stdout, 1<<16)
-	for i := 0; i < n; i++ {
-		w.WriteString(strconv.Itoa(i))
-		w.WriteByte(' ')
-		w.Write(pad)
-		w.WriteByte('\n')
-	}
-	w.Flush()
-}
-`
-
 const linegenPad = 90 // bytes of padding after "<n> "
 
 // linegen returns base with /usr/local/bin/linegen added.
 func linegen(base v1.Image) (v1.Image, error) {
-	l, err := testimage.GoProgram("linegen", linegenSource)
+	l, err := testimage.GoProgram("linegen", testimage.LinegenSource)
 	if err != nil {
 		return nil, err
 	}
