@@ -114,7 +114,7 @@ func TestStuckSubscriberIsDropped(t *testing.T) {
 	data := payload(10<<20, 3)
 	// The writer must finish although nobody reads stuck: no deadline is
 	// needed, a block would hang the test.
-	writeChunks(&pacedWriter{b: b, live: 1}, data, 4)
+	writeChunks(&pacedWriter{b: b, live: live.(*sub)}, data, 4)
 	if n := b.Subscribers(); n != 1 {
 		t.Fatalf("%d subscribers after the stuck one overflowed, want 1", n)
 	}
@@ -133,23 +133,19 @@ func TestStuckSubscriberIsDropped(t *testing.T) {
 
 // pacedWriter waits for the live subscriber to drain before each write,
 // keeping it from being dropped, but never waits for the stuck one.
+// pacedWriter waits for the live subscriber to drain before each write,
+// so only the stuck one can overflow however the scheduler runs the
+// reader (on a loaded machine it may not run for a while).
 type pacedWriter struct {
 	b    *Broadcaster
-	live int
+	live *sub
 }
 
 func (w *pacedWriter) Write(p []byte) (int, error) {
 	for {
-		w.b.mu.Lock()
-		busy := false
-		for _, s := range w.b.subs {
-			s.mu.Lock()
-			if s.n > 0 && len(w.b.subs) == w.live {
-				busy = true
-			}
-			s.mu.Unlock()
-		}
-		w.b.mu.Unlock()
+		w.live.mu.Lock()
+		busy := w.live.n > 0
+		w.live.mu.Unlock()
 		if !busy {
 			break
 		}
