@@ -7,7 +7,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # packages at a time matches the 2-core CI machine.
 TESTFLAGS ?= -count=1 -timeout 30m -p 2
 
-.PHONY: help build test test-unit lint install clean bench bench-images bench-pods
+.PHONY: help build test test-unit lint install clean bench bench-images bench-pods critest
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ bench-images: build ## compare runclet's image pull and unpack with skopeo + umo
 
 bench-pods: build ## pod start latency and supervisor memory vs runc and containerd (root)
 	$(GO) run ./integration/cmd/podbench -runclet bin/runclet
+
+critest: build ## run cri-tools critest v1.37.0 against a private runclet daemon (root; CRITEST_FLAGS="-focus RE")
+	$(GO) run ./integration/cmd/critest -runclet bin/runclet $(CRITEST_FLAGS)
 
 install: build ## install the binaries into $(PREFIX)/bin
 	install -D -m 0755 bin/runclet $(DESTDIR)$(PREFIX)/bin/runclet
