@@ -480,3 +480,17 @@ func TestSharedPidNamespace(t *testing.T) {
 		t.Fatal("pinned pid namespace left after rm")
 	}
 }
+
+// "All capabilities" means all this host grants: a host whose bounding set
+// lacks some (here CAP_SYS_RESOURCE) must still run privileged apps.
+func TestPrivilegedAndCapAddAllRunHere(t *testing.T) {
+	pi := newPodInstance(t)
+	img := pi.busybox()
+	for _, args := range [][]string{{"--privileged"}, {"--cap-add", "ALL"}} {
+		full := append(append([]string{"run", "--rm"}, args...), img, "--", "grep", "CapEff", "/proc/self/status")
+		out, stderr, err := pi.try(full...)
+		if err != nil || !strings.HasPrefix(out, "CapEff:") {
+			t.Fatalf("runclet %v: %v %q %s", args, err, out, stderr)
+		}
+	}
+}

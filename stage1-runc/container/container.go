@@ -79,6 +79,7 @@ func Create(opts Options, id, bundle string, stdio Stdio) (_ *App, retErr error)
 		return nil, errdefs.InvalidArgument("bundle %s: no process", bundle)
 	}
 	clampOOMScoreAdj(spec)
+	clampCapabilities(spec.Process)
 	if err := os.MkdirAll(opts.StateRoot, 0o711); err != nil {
 		return nil, err
 	}
