@@ -297,14 +297,20 @@ func followApp(ctx context.Context, m *pod.Manager, a *pod.App, stdout, stderr i
 	go func() {
 		tick := time.NewTicker(20 * time.Millisecond)
 		defer tick.Stop()
-		for {
+		for n := 1; ; n++ {
 			select {
 			case <-tick.C:
+				// A stat every tick; the pod record and the supervisor (a
+				// socket round trip) only about once a second, for a pod
+				// stopped from elsewhere or a supervisor that died.
 				if _, err := os.Stat(exitFile); err == nil {
 					close(finished)
 					return
 				}
-				if p, _, err := m.PodStatus(ctx, a.PodID); err == nil && p.State == pod.PodStopped {
+				if n%50 != 0 {
+					continue
+				}
+				if p, err := m.Layout().LoadPod(a.PodID); err != nil || p.State == pod.PodStopped || !m.SupervisorAlive(ctx, a.PodID) {
 					close(finished)
 					return
 				}
@@ -323,6 +329,10 @@ func followApp(ctx context.Context, m *pod.Manager, a *pod.App, stdout, stderr i
 	final, err := m.Layout().LoadApp(a.PodID, a.ID)
 	if err != nil {
 		return 0, err
+	}
+	if final.State != pod.AppExited {
+		// Never report success for an app whose end nobody recorded.
+		return 0, errdefs.Unavailable("app %s: its exit was not recorded (the pod supervisor stopped or died); see %s", a.Name, filepath.Join(m.Layout().PodDir(a.PodID), "stage1.log"))
 	}
 	return final.ExitCode, nil
 }
