@@ -173,7 +173,7 @@ func TestRunPodSandboxRefusals(t *testing.T) {
 		"no config":       {nil, codes.InvalidArgument},
 		"no metadata":     {&runtimeapi.PodSandboxConfig{}, codes.InvalidArgument},
 		"no uid":          {&runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "a", Namespace: "b"}}, codes.InvalidArgument},
-		"bad name":        {&runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "A_b", Namespace: "b", Uid: "u"}}, codes.InvalidArgument},
+		"bad name":        {&runtimeapi.PodSandboxConfig{Metadata: &runtimeapi.PodSandboxMetadata{Name: "a/b", Namespace: "b", Uid: "u"}}, codes.InvalidArgument},
 		"relative logdir": {func() *runtimeapi.PodSandboxConfig { c := sandboxConfig("x"); c.LogDirectory = "logs"; return c }(), codes.InvalidArgument},
 		"bad port": {func() *runtimeapi.PodSandboxConfig {
 			c := sandboxConfig("x")
@@ -546,7 +546,7 @@ func TestCreateContainerRefusals(t *testing.T) {
 	}{
 		"no config":         {nil, codes.InvalidArgument},
 		"no metadata":       {edit(func(c *runtimeapi.ContainerConfig) { c.Metadata = nil }), codes.InvalidArgument},
-		"bad name":          {edit(func(c *runtimeapi.ContainerConfig) { c.Metadata.Name = "App_1" }), codes.InvalidArgument},
+		"bad name":          {edit(func(c *runtimeapi.ContainerConfig) { c.Metadata.Name = "app 1" }), codes.InvalidArgument},
 		"no image":          {edit(func(c *runtimeapi.ContainerConfig) { c.Image = nil }), codes.InvalidArgument},
 		"bad image":         {edit(func(c *runtimeapi.ContainerConfig) { c.Image.Image = "UPPER/case:&" }), codes.InvalidArgument},
 		"missing image":     {edit(func(c *runtimeapi.ContainerConfig) { c.Image.Image = "example.com/none:1" }), codes.NotFound},

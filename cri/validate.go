@@ -11,15 +11,14 @@ import (
 
 	"github.com/runclet/runclet/runtime/errdefs"
 	"github.com/runclet/runclet/runtime/image"
+	"github.com/runclet/runclet/spec"
 )
 
 // Request validation: everything here runs before anything is touched, and
 // every failure is InvalidArgument.
 
 var (
-	dnsLabel     = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
-	dnsSubdomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
-	hexID        = regexp.MustCompile(`^[a-f0-9]{6,64}$`)
+	hexID = regexp.MustCompile(`^[a-f0-9]{6,64}$`)
 )
 
 func invalid(format string, a ...any) error { return errdefs.InvalidArgument(format, a...) }
@@ -51,11 +50,11 @@ func validateSandboxConfig(c *runtimeapi.PodSandboxConfig) error {
 	if md.Name == "" || md.Namespace == "" || md.Uid == "" {
 		return invalid("sandbox metadata needs name, namespace and uid (got %q, %q, %q)", md.Name, md.Namespace, md.Uid)
 	}
-	if len(md.Name) > 253 || !dnsSubdomain.MatchString(md.Name) {
-		return invalid("sandbox name %.260q is not a DNS-1123 subdomain", md.Name)
+	if err := spec.CheckName("sandbox name", md.Name); err != nil {
+		return err
 	}
-	if len(md.Namespace) > 63 || !dnsLabel.MatchString(md.Namespace) {
-		return invalid("sandbox namespace %.70q is not a DNS-1123 label", md.Namespace)
+	if err := spec.CheckName("sandbox namespace", md.Namespace); err != nil {
+		return err
 	}
 	if len(md.Uid) > 128 || hasControl(md.Uid) || strings.Contains(md.Uid, "/") {
 		return invalid("sandbox uid %.140q is not valid", md.Uid)
@@ -171,8 +170,8 @@ func validateContainerConfig(c *runtimeapi.ContainerConfig, logDir string) error
 	if md == nil || md.Name == "" {
 		return invalid("container config must include metadata with a name")
 	}
-	if len(md.Name) > 63 || !dnsLabel.MatchString(md.Name) {
-		return invalid("container name %.70q is not a DNS-1123 label", md.Name)
+	if err := spec.CheckName("container name", md.Name); err != nil {
+		return err
 	}
 	if c.GetImage() == nil {
 		return invalid("container config must include an image")

@@ -27,16 +27,24 @@ const DefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bi
 // DefaultRootfs is Root.Path when the app gives none: "rootfs" in the bundle.
 const DefaultRootfs = "rootfs"
 
-// appNameRE is a DNS-1123 label, the rule Kubernetes applies to container
-// names; the name ends up in cgroup paths and systemd unit names.
-var appNameRE = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
+// nameRE is the rule for pod and app names: Docker's container-name
+// alphabet. Kubernetes' own names (DNS labels and subdomains) all match, and
+// so do the mixed-case names CRI clients such as critest use. Names are
+// labels only: paths, cgroups and unit names use ids, never names.
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+
+// NameMax is the longest pod or app name accepted (a DNS subdomain's limit).
+const NameMax = 253
 
 // podIDRE keeps pod ids usable in cgroup paths and systemd unit names.
 var podIDRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 
-func checkAppName(name string) error {
-	if len(name) > 63 || !appNameRE.MatchString(name) {
-		return errdefs.InvalidArgument("app name %q is not a DNS-1123 label (lower case letters, digits and '-', at most 63)", name)
+// CheckName reports whether name (of the kind what: "pod name", "app name")
+// is usable: letters, digits, '_', '.' and '-', starting with a letter or
+// digit, at most NameMax bytes.
+func CheckName(what, name string) error {
+	if len(name) > NameMax || !nameRE.MatchString(name) {
+		return errdefs.InvalidArgument("%s %.260q is not valid (letters, digits, '_', '.' and '-', starting with a letter or digit, at most %d bytes)", what, name, NameMax)
 	}
 	return nil
 }
@@ -187,7 +195,7 @@ func Generate(img ocispec.ImageConfig, files ImageFiles, app App, pod Pod, flavo
 	if err != nil {
 		return nil, err
 	}
-	if err := checkAppName(app.Name); err != nil {
+	if err := CheckName("app name", app.Name); err != nil {
 		return nil, err
 	}
 	if err := checkPod(pod); err != nil {

@@ -122,11 +122,13 @@ func TestWorkingDir(t *testing.T) {
 }
 
 func TestAppName(t *testing.T) {
-	good := []string{"a", "web", "web-1", "0app", strings.Repeat("a", 63)}
-	bad := []string{"", "Web", "-web", "web-", "web_1", "a.b", strings.Repeat("a", 64), "a/b"}
+	// critest's names are mixed case and longer than a DNS label.
+	good := []string{"a", "web", "web-1", "0app", "Web", "web_1", "a.b", "web-",
+		"container-for-create-test-" + strings.Repeat("0123456789abcdef", 3), strings.Repeat("a", 253)}
+	bad := []string{"", "-web", ".", "..", "_a", strings.Repeat("a", 254), "a/b", "a b", "a\nb", "a:b", "ä"}
 	for _, n := range good {
-		if err := checkAppName(n); err != nil {
-			t.Errorf("checkAppName(%q) = %v", n, err)
+		if err := CheckName("app name", n); err != nil {
+			t.Errorf("CheckName(%q) = %v", n, err)
 		}
 	}
 	for _, n := range bad {

@@ -144,11 +144,24 @@ func (m *Manager) CreatePod(ctx context.Context, cfg PodConfig) (_ *Pod, retErr 
 	if p.Name == "" {
 		p.Name = "runclet-" + p.ID[:8]
 	}
-	if p.Hostname == "" {
-		p.Hostname = p.Name
-	}
-	if err := checkHostname(p.Hostname, p.HostNetwork); err != nil {
+	if err := spec.CheckName("pod name", p.Name); err != nil {
 		return nil, err
+	}
+	switch {
+	case p.Hostname != "":
+		if err := checkHostname(p.Hostname, p.HostNetwork); err != nil {
+			return nil, err
+		}
+	case checkHostname(p.Name, p.HostNetwork) == nil:
+		p.Hostname = p.Name
+	default:
+		// The node's, as containerd and CRI-O do for a pod that names
+		// none (and whose name would not make a hostname).
+		h, err := os.Hostname()
+		if err != nil {
+			return nil, fmt.Errorf("pod %s: no hostname given and the node's: %w", p.Name, err)
+		}
+		p.Hostname = h
 	}
 	if p.CgroupParent == "" {
 		p.CgroupParent, p.CgroupParentOwned = "/runclet/"+p.ID, true
@@ -314,8 +327,8 @@ func (m *Manager) AddApp(ctx context.Context, podID string, cfg AppConfig) (_ *A
 	if p.State != PodReady {
 		return nil, errdefs.FailedPrecondition("pod %s is %s, not ready", p.ID, p.State)
 	}
-	if len(cfg.Name) > 63 || !dnsLabel.MatchString(cfg.Name) {
-		return nil, errdefs.InvalidArgument("app name %q is not a valid DNS label", cfg.Name)
+	if err := spec.CheckName("app name", cfg.Name); err != nil {
+		return nil, err
 	}
 	apps, err := m.l.ListApps(podID)
 	if err != nil {
