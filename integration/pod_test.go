@@ -494,3 +494,21 @@ func TestPrivilegedAndCapAddAllRunHere(t *testing.T) {
 		}
 	}
 }
+
+// An app stopped right after it started, before its program could take
+// the stop signal (pid 1 of a namespace: the kernel drops unhandled
+// signals), must still get it, not sit out the grace period and SIGKILL.
+func TestStopRightAfterStartDeliversTheStopSignal(t *testing.T) {
+	pi := newPodInstance(t)
+	img := pi.busybox()
+	pod := lastLine(pi.run("app", "sandbox"))
+	// The TERM handler arrives a second after start; stop comes at once.
+	app := lastLine(pi.run("app", "add", pod, img, "--name", "late-trap", "--",
+		"sh", "-c", "sleep 1; trap 'exit 3' TERM; while :; do sleep 0.1; done"))
+	pi.run("app", "start", pod, app)
+	pi.run("app", "stop", "--timeout", "60s", pod, app)
+	apps := pi.status(pod).Apps
+	if len(apps) != 1 || apps[0].State != "exited" || apps[0].ExitCode != 3 {
+		t.Fatalf("apps = %+v; want late-trap exited with code 3 from its TERM trap (137: the signal was lost and SIGKILL ended it)", apps)
+	}
+}

@@ -245,19 +245,52 @@ func (a *app) stop(sig syscall.Signal, timeout time.Duration) (any, error) {
 		return a.snapshot(), nil
 	}
 	if status == proto.StatusRunning && timeout > 0 {
-		if err := a.c.Signal(sig, false); err != nil && !errors.Is(err, os.ErrProcessDone) {
-			slog.Warn("stop signal", "app", a.name, "err", err)
-		}
-		select {
-		case <-a.exited:
+		if a.signalUntilDelivered(sig, timeout) {
 			return a.snapshot(), nil
-		case <-time.After(timeout):
 		}
 	}
 	if err := a.killAndWait(); err != nil {
 		return nil, err
 	}
 	return a.snapshot(), nil
+}
+
+// signalUntilDelivered sends sig to the app's init and waits up to timeout
+// for the app to exit (true if it did). A signal the kernel dropped (see
+// signal.go) is sent again as soon as the app can receive it, once.
+func (a *app) signalUntilDelivered(sig syscall.Signal, timeout time.Duration) bool {
+	deadline := time.After(timeout)
+	pid := a.c.Pid()
+	send := func() bool {
+		st, err := procSignalState(pid, sig)
+		if err := a.c.Signal(sig, false); err != nil && !errors.Is(err, os.ErrProcessDone) {
+			slog.Warn("stop signal", "app", a.name, "err", err)
+		}
+		return err != nil || !st.dropped()
+	}
+	delivered := send()
+	var tick <-chan time.Time
+	if !delivered {
+		t := time.NewTicker(20 * time.Millisecond)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-a.exited:
+			return true
+		case <-deadline:
+			return false
+		case <-tick:
+			st, err := procSignalState(pid, sig)
+			if err != nil || st.dropped() {
+				continue
+			}
+			slog.Debug("stop signal was dropped before the app could take it; sending it again", "app", a.name, "signal", sig)
+			send()
+			tick = nil
+		}
+	}
 }
 
 func (a *app) killAndWait() error {
