@@ -235,7 +235,9 @@ func probeFeatures() Features {
 	var f Features
 	var uts unix.Utsname
 	if unix.Uname(&uts) == nil {
-		f.RecursiveReadOnlyMounts = kernelAtLeast(string(bytes.TrimRight(uts.Release[:], "\x00")), 5, 12)
+		release := string(bytes.TrimRight(uts.Release[:], "\x00"))
+		f.RecursiveReadOnlyMounts = kernelAtLeast(release, 5, 12)
+		f.UserNamespaces = kernelAtLeast(release, 5, 19)
 	}
 	if b, err := os.ReadFile("/sys/module/apparmor/parameters/enabled"); err == nil {
 		f.AppArmor = strings.TrimSpace(string(b)) == "Y"

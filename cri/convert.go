@@ -80,8 +80,14 @@ func podConfig(c *runtimeapi.PodSandboxConfig, flavor string) (pod.PodConfig, er
 	default:
 		return pc, errdefs.InvalidArgument("sandbox PID namespace mode %s: want CONTAINER, POD or NODE", ns.Pid)
 	}
-	if u := ns.GetUsernsOptions(); u != nil && u.Mode != runtimeapi.NamespaceMode_NODE {
-		return pc, notImplemented("user namespaces (hostUsers: false) are")
+	if u := ns.GetUsernsOptions(); u != nil {
+		switch u.Mode {
+		case runtimeapi.NamespaceMode_NODE:
+		case runtimeapi.NamespaceMode_POD:
+			pc.UserNS = &pod.UserNSConfig{UIDMap: idMappings(u.Uids), GIDMap: idMappings(u.Gids)}
+		default:
+			return pc, errdefs.InvalidArgument("sandbox user namespace mode %s: want POD or NODE", u.Mode)
+		}
 	}
 	return pc, nil
 }
@@ -112,8 +118,16 @@ func checkContainerNamespaces(ns *runtimeapi.NamespaceOption, p *pod.Pod) error 
 	case runtimeapi.NamespaceMode_TARGET:
 		return notImplemented("joining another container's PID namespace (namespace mode TARGET, ephemeral debug containers) is")
 	}
-	if u := ns.GetUsernsOptions(); u != nil && u.Mode != runtimeapi.NamespaceMode_NODE {
-		return notImplemented("user namespaces (hostUsers: false) are")
+	// A container lives in its pod's user namespace, whatever it asks.
+	if u := ns.GetUsernsOptions(); u != nil {
+		switch {
+		case u.Mode == runtimeapi.NamespaceMode_NODE && p.IDMap != nil:
+			return errdefs.InvalidArgument("container asks for the host user namespace but pod %s has its own", p.ID)
+		case u.Mode == runtimeapi.NamespaceMode_POD && p.IDMap == nil:
+			return errdefs.InvalidArgument("container asks for the pod's user namespace but pod %s has none", p.ID)
+		case u.Mode != runtimeapi.NamespaceMode_NODE && u.Mode != runtimeapi.NamespaceMode_POD:
+			return errdefs.InvalidArgument("container user namespace mode %s: want POD or NODE", u.Mode)
+		}
 	}
 	return nil
 }
@@ -302,6 +316,20 @@ func podPidMode(p *pod.Pod) runtimeapi.NamespaceMode {
 	return runtimeapi.NamespaceMode_CONTAINER
 }
 
+func criUserNS(p *pod.Pod) *runtimeapi.UserNamespace {
+	if p.IDMap == nil {
+		return &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_NODE}
+	}
+	u := &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD}
+	for _, m := range p.IDMap.UIDMap {
+		u.Uids = append(u.Uids, &runtimeapi.IDMapping{ContainerId: m.ContainerID, HostId: m.HostID, Length: m.Size})
+	}
+	for _, m := range p.IDMap.GIDMap {
+		u.Gids = append(u.Gids, &runtimeapi.IDMapping{ContainerId: m.ContainerID, HostId: m.HostID, Length: m.Size})
+	}
+	return u
+}
+
 func criSandboxStatus(v sandboxView) *runtimeapi.PodSandboxStatus {
 	p := v.pod
 	st := &runtimeapi.PodSandboxStatus{
@@ -309,9 +337,10 @@ func criSandboxStatus(v sandboxView) *runtimeapi.PodSandboxStatus {
 		CreatedAt: p.CreatedAt.UnixNano(), Labels: copyMap(p.Labels), Annotations: copyMap(p.Annotations),
 		RuntimeHandler: p.Flavor,
 		Linux: &runtimeapi.LinuxPodSandboxStatus{Namespaces: &runtimeapi.Namespace{Options: &runtimeapi.NamespaceOption{
-			Network: nsMode(p.HostNetwork, runtimeapi.NamespaceMode_POD),
-			Pid:     nsMode(p.HostPID, podPidMode(p)),
-			Ipc:     nsMode(p.HostIPC, runtimeapi.NamespaceMode_POD),
+			Network:       nsMode(p.HostNetwork, runtimeapi.NamespaceMode_POD),
+			Pid:           nsMode(p.HostPID, podPidMode(p)),
+			Ipc:           nsMode(p.HostIPC, runtimeapi.NamespaceMode_POD),
+			UsernsOptions: criUserNS(p),
 		}}},
 	}
 	if p.Attachment != nil {

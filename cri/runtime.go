@@ -117,6 +117,10 @@ type Features struct {
 	// RecursiveReadOnlyMounts: the kernel has mount_setattr (5.12+), so
 	// runc can honour "rro".
 	RecursiveReadOnlyMounts bool
+	// UserNamespaces: overlayfs takes id-mapped lower layers (5.19+), so
+	// pods of flavor runc can have a user namespace with an id-mapped
+	// rootfs.
+	UserNamespaces bool
 	// AppArmor: AppArmor is enabled on the host.
 	AppArmor bool
 	// SwapLimit: the memory cgroup can limit swap, so a memory limit

@@ -359,10 +359,16 @@ func (s *Server) Status(ctx context.Context, req *runtimeapi.StatusRequest) (*ru
 		}},
 		Features: &runtimeapi.RuntimeFeatures{SupplementalGroupsPolicy: true},
 	}
-	features := &runtimeapi.RuntimeHandlerFeatures{RecursiveReadOnlyMounts: s.features.RecursiveReadOnlyMounts}
-	resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtimeapi.RuntimeHandler{Name: "", Features: features})
+	features := func(flavor string) *runtimeapi.RuntimeHandlerFeatures {
+		return &runtimeapi.RuntimeHandlerFeatures{
+			RecursiveReadOnlyMounts: s.features.RecursiveReadOnlyMounts,
+			// fly pods have the host's namespaces, so no user namespace.
+			UserNamespaces: s.features.UserNamespaces && flavor == pod.FlavorRunc,
+		}
+	}
+	resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtimeapi.RuntimeHandler{Name: "", Features: features(s.opts.DefaultFlavor)})
 	for _, h := range slices.Sorted(maps.Keys(s.opts.RuntimeHandlers)) {
-		resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtimeapi.RuntimeHandler{Name: h, Features: features})
+		resp.RuntimeHandlers = append(resp.RuntimeHandlers, &runtimeapi.RuntimeHandler{Name: h, Features: features(s.opts.RuntimeHandlers[h])})
 	}
 	if req.GetVerbose() {
 		info := map[string]any{

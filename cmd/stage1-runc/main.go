@@ -32,13 +32,15 @@ func main() {
 		os.Exit(supervise(os.Args[2:]))
 	case "pidns-init":
 		supervisor.PidnsInit()
+	case "ns-holder":
+		os.Exit(supervisor.NSHolder(os.Args[2:]))
 	default:
 		usage()
 	}
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: stage1-runc supervise --pod-id ID --run-dir DIR --state-root DIR [--flavor runc|fly] [--ready-fd N]\n       stage1-runc version")
+	fmt.Fprintln(os.Stderr, "usage: stage1-runc supervise --pod-id ID --run-dir DIR --state-root DIR [--flavor runc|fly] [--ready-fd N]\n       stage1-runc ns-holder [--pid-ns] HOSTNAME\n       stage1-runc version")
 	os.Exit(2)
 }
 

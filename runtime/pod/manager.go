@@ -61,6 +61,13 @@ func New(opts Options) (*Manager, error) {
 			return nil, err
 		}
 	}
+	// Apps in a user namespace are not host root: the path to their
+	// bundles must be searchable by anyone (as containerd's 0711 root).
+	if fi, err := os.Stat(opts.Root); err == nil && fi.Mode().Perm()&0o011 != 0o011 {
+		if err := os.Chmod(opts.Root, fi.Mode().Perm()|0o011); err != nil {
+			return nil, err
+		}
+	}
 	m := &Manager{opts: opts, l: opts.Layout}
 	if opts.Images != nil {
 		opts.Images.InUse = m.layersInUse
@@ -89,6 +96,8 @@ type PodConfig struct {
 	CgroupParent string
 	LogDirectory string
 	Sysctls      map[string]string
+	// UserNS gives the pod a user namespace of its own (nil: the host's).
+	UserNS *UserNSConfig
 }
 
 var (
@@ -169,6 +178,10 @@ func (m *Manager) CreatePod(ctx context.Context, cfg PodConfig) (_ *Pod, retErr 
 			p.CgroupParent = "runclet-" + p.ID + ".slice"
 		}
 	}
+	if err := checkUserNS(cfg.UserNS, p); err != nil {
+		return nil, err
+	}
+	p.IDMap = cfg.UserNS
 	if p.HostNetwork && len(p.Ports) > 0 {
 		p.Ports = nil // host network needs no mapping
 	}
@@ -198,14 +211,22 @@ func (m *Manager) CreatePod(ctx context.Context, cfg PodConfig) (_ *Pod, retErr 
 		return nil, err
 	}
 
-	if !p.HostNetwork {
+	if p.IDMap != nil {
+		if err := m.pinUserNamespaces(p, p.IDMap); err != nil {
+			return nil, err
+		}
+		u.add(func() error {
+			return errors.Join(m.endPidnsHolder(p), network.RemoveNetNS(p.NetNS), unpinNS(p.UTSNS), unpinNS(p.IPCNS), unpinNS(p.UserNS))
+		})
+	}
+	if !p.HostNetwork && p.IDMap == nil {
 		p.NetNS = filepath.Join(m.l.RunDir(p.ID), "ns", "net")
 		if err := network.NewNetNS(p.NetNS); err != nil {
 			return nil, fmt.Errorf("pod network namespace: %w", err)
 		}
 		u.add(func() error { return network.RemoveNetNS(p.NetNS) })
 	}
-	if p.Flavor == FlavorRunc {
+	if p.Flavor == FlavorRunc && p.IDMap == nil {
 		if !p.HostNetwork {
 			p.UTSNS = filepath.Join(m.l.RunDir(p.ID), "ns", "uts")
 		}
@@ -391,7 +412,11 @@ func (m *Manager) AddApp(ctx context.Context, podID string, cfg AppConfig) (_ *A
 		return nil, err
 	}
 	rootfs := filepath.Join(m.l.Bundle(podID, a.ID), "rootfs")
-	if err := mountRootfs(layers, filepath.Join(appDir, "fs"), rootfs); err != nil {
+	var idmap *rootfsIDMap
+	if p.IDMap != nil {
+		idmap = &rootfsIDMap{userNS: p.UserNS, rootUID: int(p.IDMap.UIDMap[0].HostID), rootGID: int(p.IDMap.GIDMap[0].HostID)}
+	}
+	if err := mountRootfs(layers, filepath.Join(appDir, "fs"), rootfs, idmap); err != nil {
 		return nil, err
 	}
 	u.add(func() error { return unmountRootfs(rootfs) })
@@ -439,6 +464,10 @@ func imageRef(img image.Image) string {
 
 func (m *Manager) specPod(p *Pod) spec.Pod {
 	etc := m.l.EtcDir(p.ID)
+	var userNS *spec.UserNamespace
+	if p.UserNS != "" {
+		userNS = &spec.UserNamespace{Path: p.UserNS}
+	}
 	return spec.Pod{
 		ID: p.ID, Name: p.Name, Hostname: p.Hostname,
 		NetNSPath: p.NetNS, IPCNSPath: p.IPCNS, UTSNSPath: p.UTSNS,
@@ -447,6 +476,7 @@ func (m *Manager) specPod(p *Pod) spec.Pod {
 		CgroupParent: p.CgroupParent, SystemdCgroup: m.opts.SystemdCgroup,
 		ResolvConfPath: filepath.Join(etc, "resolv.conf"), HostsPath: filepath.Join(etc, "hosts"),
 		HostnamePath: filepath.Join(etc, "hostname"), Sysctls: p.Sysctls,
+		UserNS: userNS,
 	}
 }
 
@@ -679,7 +709,7 @@ func (m *Manager) endPidnsHolder(p *Pod) error {
 // pids are reused.
 func isPidnsHolder(pid int) bool {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-	return err == nil && strings.HasSuffix(string(b), "\x00pidns-init\x00")
+	return err == nil && (strings.HasSuffix(string(b), "\x00pidns-init\x00") || strings.Contains(string(b), "\x00ns-holder\x00--pid-ns\x00"))
 }
 
 func (m *Manager) appCgroupOf(p *Pod, a *App) string {
@@ -726,7 +756,7 @@ func (m *Manager) removePod(ctx context.Context, p *Pod) error {
 	if len(errs) == 0 {
 		errs = append(errs, m.removeStrayAppDirs(p.ID)) // directories whose record was never written
 	}
-	errs = append(errs, m.endPidnsHolder(p), network.RemoveNetNS(p.NetNS), unpinNS(p.UTSNS), unpinNS(p.IPCNS))
+	errs = append(errs, m.endPidnsHolder(p), network.RemoveNetNS(p.NetNS), unpinNS(p.UTSNS), unpinNS(p.IPCNS), unpinNS(p.UserNS))
 	if p.CgroupParentOwned && !m.opts.SystemdCgroup {
 		errs = append(errs, removeCgroup(p.CgroupParent))
 	}

@@ -11,10 +11,19 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// rootfsIDMap id-maps an app's rootfs for a pod with a user namespace.
+type rootfsIDMap struct {
+	userNS  string // the pod's pinned user namespace
+	rootUID int    // host ids of the pod's root, owner of the upper dir
+	rootGID int
+}
+
 // mountRootfs stacks an app's rootfs: the image's shared unpacked layers
 // as read-only lower dirs (lowest first in layers) under the app's own
-// upper dir.
-func mountRootfs(layers []string, fsDir, target string) error {
+// upper dir. With idmap, every layer is seen through an id-mapped mount
+// of the pod's user namespace, so the pod's root owns what host root owns
+// in the shared layers, which stay untouched and shared with other pods.
+func mountRootfs(layers []string, fsDir, target string, idmap *rootfsIDMap) error {
 	upper, work := filepath.Join(fsDir, "upper"), filepath.Join(fsDir, "work")
 	for _, d := range []string{upper, work, target} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -26,6 +35,25 @@ func mountRootfs(layers []string, fsDir, target string) error {
 	for _, l := range lowers {
 		if strings.ContainsAny(l, ":,") {
 			return fmt.Errorf("layer path %q cannot be an overlayfs lower dir", l)
+		}
+	}
+	if idmap != nil {
+		if err := os.Chown(upper, idmap.rootUID, idmap.rootGID); err != nil {
+			return err
+		}
+		fds, err := idmappedLayers(lowers, idmap.userNS)
+		// Overlayfs keeps private clones of its lower mounts: the detached
+		// id-mapped trees can go as soon as it is mounted.
+		defer func() {
+			for _, fd := range fds {
+				unix.Close(fd)
+			}
+		}()
+		if err != nil {
+			return err
+		}
+		for i, fd := range fds {
+			lowers[i] = fmt.Sprintf("/proc/self/fd/%d", fd)
 		}
 	}
 	opts := "lowerdir=" + strings.Join(lowers, ":") + ",upperdir=" + upper + ",workdir=" + work
@@ -45,4 +73,27 @@ func unmountRootfs(target string) error {
 		return nil
 	}
 	return fmt.Errorf("unmount %s: %w", target, err)
+}
+
+// idmappedLayers returns detached id-mapped clones (open_tree fds) of the
+// layer dirs, mapped through the user namespace pinned at userNS.
+func idmappedLayers(layers []string, userNS string) ([]int, error) {
+	ns, err := os.Open(userNS)
+	if err != nil {
+		return nil, fmt.Errorf("open the pod's user namespace: %w", err)
+	}
+	defer ns.Close()
+	var fds []int
+	for _, l := range layers {
+		fd, err := unix.OpenTree(unix.AT_FDCWD, l, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+		if err != nil {
+			return fds, fmt.Errorf("clone layer %s: %w", l, err)
+		}
+		fds = append(fds, fd)
+		attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(ns.Fd())}
+		if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, &attr); err != nil {
+			return fds, fmt.Errorf("id-map layer %s (needs Linux 5.12 and a filesystem that supports id-mapped mounts): %w", l, err)
+		}
+	}
+	return fds, nil
 }

@@ -45,7 +45,7 @@ func (m *Manager) startSupervisor(ctx context.Context, p *Pod) error {
 	if m.opts.SystemdCgroup {
 		args = append(args, "--systemd-cgroup")
 	}
-	if p.PIDNS != "" {
+	if p.PIDNS != "" && p.IDMap == nil { // with a user namespace, ns-holder holds it
 		args = append(args, "--pid-ns", p.PIDNS)
 	}
 	cmd := exec.Command(m.opts.Stage1Path, args...)

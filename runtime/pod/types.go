@@ -61,6 +61,10 @@ type Pod struct {
 	IPCNS string `json:"ipcns,omitempty"`
 	UTSNS string `json:"utsns,omitempty"`
 	PIDNS string `json:"pidns,omitempty"`
+	// UserNS is the pod's pinned user namespace (every app joins it) and
+	// IDMap its mappings; "" and nil for the host's.
+	UserNS string        `json:"userns,omitempty"`
+	IDMap  *UserNSConfig `json:"idMap,omitempty"`
 }
 
 // DNSConfig is a pod's resolver configuration.

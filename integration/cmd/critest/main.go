@@ -65,6 +65,10 @@ func run(runclet, critestBin, focus, skip string, timeout time.Duration, keep bo
 	if err != nil {
 		return err
 	}
+	// Searchable, so that apps in a user namespace can reach their bundles.
+	if err := os.Chmod(dir, 0o711); err != nil {
+		return err
+	}
 	root, runRoot := filepath.Join(dir, "root"), filepath.Join(dir, "run")
 	sock := filepath.Join(dir, "cri.sock")
 	cfgPath := filepath.Join(dir, "runclet.toml")
