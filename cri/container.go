@@ -73,7 +73,7 @@ func (s *Server) appConfig(ctx context.Context, p *pod.Pod, c *runtimeapi.Contai
 	for _, kv := range c.Envs {
 		sp.Env = append(sp.Env, kv.Key+"="+string(kv.Value))
 	}
-	if sp.Mounts, err = mounts(c.Mounts, s.features.RecursiveReadOnlyMounts); err != nil {
+	if sp.Mounts, ac.ImageVolumes, err = mounts(c.Mounts, s.features.RecursiveReadOnlyMounts); err != nil {
 		return ac, err
 	}
 	for _, d := range c.Devices {

@@ -85,6 +85,9 @@ func podConfig(c *runtimeapi.PodSandboxConfig, flavor string) (pod.PodConfig, er
 		case runtimeapi.NamespaceMode_NODE:
 		case runtimeapi.NamespaceMode_POD:
 			pc.UserNS = &pod.UserNSConfig{UIDMap: idMappings(u.Uids), GIDMap: idMappings(u.Gids)}
+			if err := pc.UserNS.Validate(); err != nil {
+				return pc, err
+			}
 		default:
 			return pc, errdefs.InvalidArgument("sandbox user namespace mode %s: want POD or NODE", u.Mode)
 		}
@@ -132,35 +135,47 @@ func checkContainerNamespaces(ns *runtimeapi.NamespaceOption, p *pod.Pod) error 
 	return nil
 }
 
-// mounts maps CRI mounts to spec mounts.
-func mounts(in []*runtimeapi.Mount, rro bool) ([]spec.Mount, error) {
+// mounts maps CRI mounts to spec mounts and image volumes.
+func mounts(in []*runtimeapi.Mount, rro bool) ([]spec.Mount, []pod.ImageVolumeConfig, error) {
 	var out []spec.Mount
+	var vols []pod.ImageVolumeConfig
 	for _, m := range in {
-		if m.Image != nil {
-			return nil, notImplemented("image volume mounts (mount %s) are", m.ContainerPath)
-		}
 		if len(m.MountOptions) > 0 {
-			return nil, notImplemented("extra bind mount options (%v on %s) are", m.MountOptions, m.ContainerPath)
+			return nil, nil, notImplemented("extra bind mount options (%v on %s) are", m.MountOptions, m.ContainerPath)
 		}
 		if m.RecursiveReadOnly && !rro {
-			return nil, errdefs.InvalidArgument("mount %s: recursive read-only mounts need Linux 5.12 or later", m.ContainerPath)
+			return nil, nil, errdefs.InvalidArgument("mount %s: recursive read-only mounts need Linux 5.12 or later", m.ContainerPath)
+		}
+		if m.Image != nil {
+			// Image volumes are read-only (KEP-4639); kubelet always asks so.
+			if !m.Readonly {
+				return nil, nil, errdefs.InvalidArgument("image volume %s must be read-only", m.ContainerPath)
+			}
+			if m.Image.Image == "" {
+				return nil, nil, errdefs.InvalidArgument("image volume %s names no image", m.ContainerPath)
+			}
+			vols = append(vols, pod.ImageVolumeConfig{Image: m.Image.Image, SubPath: m.ImageSubPath, ContainerPath: m.ContainerPath, Propagation: propagation(m.Propagation)})
+			continue
 		}
 		sm := spec.Mount{
 			HostPath: m.HostPath, ContainerPath: m.ContainerPath, Readonly: m.Readonly,
 			RecursiveReadOnly: m.RecursiveReadOnly, SELinuxRelabel: m.SelinuxRelabel,
 			UIDMappings: idMappings(m.UidMappings), GIDMappings: idMappings(m.GidMappings),
 		}
-		switch m.Propagation {
-		case runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER:
-			sm.Propagation = spec.PropagationHostToContainer
-		case runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL:
-			sm.Propagation = spec.PropagationBidirectional
-		default:
-			sm.Propagation = spec.PropagationPrivate
-		}
+		sm.Propagation = propagation(m.Propagation)
 		out = append(out, sm)
 	}
-	return out, nil
+	return out, vols, nil
+}
+
+func propagation(p runtimeapi.MountPropagation) spec.Propagation {
+	switch p {
+	case runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER:
+		return spec.PropagationHostToContainer
+	case runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL:
+		return spec.PropagationBidirectional
+	}
+	return spec.PropagationPrivate
 }
 
 func idMappings(in []*runtimeapi.IDMapping) []specs.LinuxIDMapping {
@@ -192,6 +207,19 @@ func criMounts(in []spec.Mount) []*runtimeapi.Mount {
 			cm.GidMappings = append(cm.GidMappings, &runtimeapi.IDMapping{ContainerId: g.ContainerID, HostId: g.HostID, Length: g.Size})
 		}
 		out = append(out, cm)
+	}
+	return out
+}
+
+// criImageVolumes reports image volumes with the image digest they were
+// made from (ImageSpec.image_ref).
+func criImageVolumes(in []pod.ImageVolume) []*runtimeapi.Mount {
+	var out []*runtimeapi.Mount
+	for _, v := range in {
+		out = append(out, &runtimeapi.Mount{
+			ContainerPath: v.ContainerPath, Readonly: true, ImageSubPath: v.SubPath,
+			Image: &runtimeapi.ImageSpec{Image: v.Image, ImageRef: v.ImageRef},
+		})
 	}
 	return out
 }
@@ -394,7 +422,7 @@ func criContainerStatus(c *containerEntry) *runtimeapi.ContainerStatus {
 		ImageRef:  a.ImageRef,
 		ImageId:   a.ImageID.String(),
 		Labels:    copyMap(a.Labels), Annotations: copyMap(a.Annotations),
-		Mounts:     criMounts(a.Mounts),
+		Mounts:     append(criMounts(a.Mounts), criImageVolumes(a.ImageVolumes)...),
 		LogPath:    a.LogPath,
 		StopSignal: stopSignal(a.StopSignal),
 	}

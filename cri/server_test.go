@@ -185,8 +185,9 @@ func TestRunPodSandboxRefusals(t *testing.T) {
 			c.DnsConfig = &runtimeapi.DNSConfig{Servers: []string{"dns.example"}}
 			return c
 		}(), codes.InvalidArgument},
-		"user namespace": {ns(&runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER, UsernsOptions: &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD}}), codes.Unimplemented},
-		"container net":  {ns(&runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_CONTAINER, Pid: runtimeapi.NamespaceMode_CONTAINER}), codes.InvalidArgument},
+		"user namespace":        {ns(&runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_CONTAINER, UsernsOptions: &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD}}), codes.InvalidArgument},
+		"userns mode container": {ns(&runtimeapi.NamespaceOption{UsernsOptions: &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_CONTAINER}}), codes.InvalidArgument},
+		"container net":         {ns(&runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_CONTAINER, Pid: runtimeapi.NamespaceMode_CONTAINER}), codes.InvalidArgument},
 	} {
 		_, err := ts.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: c.cfg})
 		if status.Code(err) != c.code {
@@ -197,8 +198,8 @@ func TestRunPodSandboxRefusals(t *testing.T) {
 		t.Fatalf("refused requests reached the runtime %d times", n)
 	}
 	_, err := ts.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: ns(&runtimeapi.NamespaceOption{UsernsOptions: &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD}})})
-	if !strings.Contains(status.Convert(err).Message(), "hostUsers") {
-		t.Fatalf("the message must name what is missing: %v", err)
+	if !strings.Contains(status.Convert(err).Message(), "uid mapping") {
+		t.Fatalf("the message must name what is wrong: %v", err)
 	}
 	// A shared pid namespace maps onto the pod's.
 	if _, err := ts.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: ns(&runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_POD})}); err != nil {
@@ -563,9 +564,12 @@ func TestCreateContainerRefusals(t *testing.T) {
 		"rro without readonly": {edit(func(c *runtimeapi.ContainerConfig) {
 			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/d", HostPath: "/x", RecursiveReadOnly: true}}
 		}), codes.InvalidArgument},
-		"image mount": {edit(func(c *runtimeapi.ContainerConfig) {
+		"writable image mount": {edit(func(c *runtimeapi.ContainerConfig) {
 			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/d", Image: &runtimeapi.ImageSpec{Image: "example.com/data:1"}}}
-		}), codes.Unimplemented},
+		}), codes.InvalidArgument},
+		"image mount without image": {edit(func(c *runtimeapi.ContainerConfig) {
+			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/d", Readonly: true, Image: &runtimeapi.ImageSpec{}}}
+		}), codes.InvalidArgument},
 		"mount options": {edit(func(c *runtimeapi.ContainerConfig) {
 			c.Mounts = []*runtimeapi.Mount{{ContainerPath: "/d", HostPath: "/x", MountOptions: []string{"noexec"}}}
 		}), codes.Unimplemented},

@@ -61,6 +61,9 @@ func (m *Manager) removeAppDir(podID, appID string) error {
 	if err := unmountRootfs(filepath.Join(m.l.Bundle(podID, appID), "rootfs")); err != nil {
 		return err
 	}
+	if err := unmountImageVolumes(m.l.imageVolumesDir(podID, appID)); err != nil {
+		return err
+	}
 	return os.RemoveAll(m.l.AppDir(podID, appID))
 }
 

@@ -331,6 +331,8 @@ type AppConfig struct {
 	// Spec is the OCI-level request; Name, Terminal, Stdin and RootfsPath
 	// are filled in from the fields above.
 	Spec spec.App
+	// ImageVolumes are images mounted read-only into the app.
+	ImageVolumes []ImageVolumeConfig
 }
 
 // AddApp creates an app in a ready pod: its rootfs on the image's layers,
@@ -423,6 +425,15 @@ func (m *Manager) AddApp(ctx context.Context, podID string, cfg AppConfig) (_ *A
 	failAt(FailAfterRootfsMount)
 
 	req := cfg.Spec
+	if len(cfg.ImageVolumes) > 0 {
+		u.add(func() error { return unmountImageVolumes(m.l.imageVolumesDir(podID, a.ID)) })
+		vols, mounts, err := m.mountImageVolumes(podID, a.ID, cfg.ImageVolumes)
+		if err != nil {
+			return nil, err
+		}
+		a.ImageVolumes = vols
+		req.Mounts = append(slices.Clone(req.Mounts), mounts...)
+	}
 	req.Name, req.ID, req.Terminal, req.Stdin, req.RootfsPath = cfg.Name, a.ID, cfg.Tty, cfg.Stdin, rootfs
 	s, err := spec.Generate(imgCfg.Config, func(path string) ([]byte, error) { return m.opts.Images.ReadImageFile(img, path) }, req, m.specPod(p), spec.Flavor(p.Flavor))
 	if err != nil {
@@ -618,6 +629,9 @@ func (m *Manager) removeApp(ctx context.Context, a *App) error {
 		}
 	}
 	if err := unmountRootfs(filepath.Join(m.l.Bundle(a.PodID, a.ID), "rootfs")); err != nil {
+		return err
+	}
+	if err := unmountImageVolumes(m.l.imageVolumesDir(a.PodID, a.ID)); err != nil {
 		return err
 	}
 	return os.RemoveAll(m.l.AppDir(a.PodID, a.ID))
@@ -831,6 +845,9 @@ func (m *Manager) layersInUse() ([]digest.Digest, error) {
 		}
 		for _, a := range apps {
 			out = append(out, a.Layers...)
+			for _, v := range a.ImageVolumes {
+				out = append(out, v.Layers...)
+			}
 		}
 	}
 	return out, nil

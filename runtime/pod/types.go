@@ -106,6 +106,9 @@ type App struct {
 	// Layers are the chain IDs the rootfs stacks: image GC keeps them
 	// even if the image is removed while the app exists.
 	Layers []digest.Digest `json:"layers"`
+	// ImageVolumes are the images mounted into the app (their layers are
+	// kept from GC likewise).
+	ImageVolumes []ImageVolume `json:"imageVolumes,omitempty"`
 
 	State      AppState  `json:"state"`
 	CreatedAt  time.Time `json:"createdAt"`

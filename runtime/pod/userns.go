@@ -30,6 +30,20 @@ func checkUserNS(u *UserNSConfig, p *Pod) error {
 	if u == nil {
 		return nil
 	}
+	if err := u.Validate(); err != nil {
+		return err
+	}
+	switch {
+	case p.Flavor != FlavorRunc:
+		return errdefs.InvalidArgument("user namespaces need stage1 flavor runc, not %s", p.Flavor)
+	case p.HostNetwork || p.HostPID || p.HostIPC:
+		return errdefs.InvalidArgument("a pod with a user namespace cannot use the host's network, pid or ipc namespace")
+	}
+	return nil
+}
+
+// Validate checks the mappings alone (InvalidArgument).
+func (u *UserNSConfig) Validate() error {
 	for kind, m := range map[string][]specs.LinuxIDMapping{"uid": u.UIDMap, "gid": u.GIDMap} {
 		if len(m) != 1 {
 			return errdefs.InvalidArgument("user namespace: want exactly one %s mapping, got %d", kind, len(m))
@@ -41,12 +55,6 @@ func checkUserNS(u *UserNSConfig, p *Pod) error {
 		if uint64(m[0].HostID)+uint64(m[0].Size) > 1<<32-1 {
 			return errdefs.InvalidArgument("user namespace: the %s mapping %d+%d overflows host ids", kind, m[0].HostID, m[0].Size)
 		}
-	}
-	switch {
-	case p.Flavor != FlavorRunc:
-		return errdefs.InvalidArgument("user namespaces need stage1 flavor runc, not %s", p.Flavor)
-	case p.HostNetwork || p.HostPID || p.HostIPC:
-		return errdefs.InvalidArgument("a pod with a user namespace cannot use the host's network, pid or ipc namespace")
 	}
 	return nil
 }
