@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -15,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/runclet/runclet/runtime/errdefs"
 	"github.com/runclet/runclet/runtime/network"
 	"github.com/runclet/runclet/stage1-runc/proto"
@@ -23,6 +26,9 @@ import (
 // AppStats are one app's cgroup statistics as its supervisor read them
 // (stage1 contract method Stats).
 type AppStats = proto.AppStats
+
+// PressureTotals are cumulative stall times in an AppStats.
+type PressureTotals = proto.PressureTotals
 
 // statsTimeout bounds one stats call to a supervisor: stats are read
 // often and must not pile up behind a stuck supervisor.
@@ -86,8 +92,9 @@ type NetworkStats struct {
 
 // InterfaceStats are one interface's counters from /proc/net/dev.
 type InterfaceStats struct {
-	Name                                 string
-	RxBytes, RxErrors, TxBytes, TxErrors uint64
+	Name                                    string
+	RxBytes, RxPackets, RxErrors, RxDropped uint64
+	TxBytes, TxPackets, TxErrors, TxDropped uint64
 }
 
 // PodStats reads a pod's cgroup (from cgroupfs, v1 or v2, whichever
@@ -139,37 +146,115 @@ func parseNetDev(data []byte) []InterfaceStats {
 		}
 		name = strings.TrimSpace(name)
 		f := strings.Fields(rest)
-		if name == "lo" || len(f) < 11 {
+		if name == "lo" || len(f) < 12 {
 			continue
 		}
 		n := func(i int) uint64 { v, _ := strconv.ParseUint(f[i], 10, 64); return v }
-		out = append(out, InterfaceStats{Name: name, RxBytes: n(0), RxErrors: n(2), TxBytes: n(8), TxErrors: n(10)})
+		out = append(out, InterfaceStats{
+			Name:    name,
+			RxBytes: n(0), RxPackets: n(1), RxErrors: n(2), RxDropped: n(3),
+			TxBytes: n(8), TxPackets: n(9), TxErrors: n(10), TxDropped: n(11),
+		})
 	}
 	return out
 }
 
-// FsUsage is how much of a filesystem a directory tree takes.
+// FsUsage is how much of a filesystem a directory tree takes, and what
+// the filesystem holds.
 type FsUsage struct {
 	Timestamp time.Time
 	// Mountpoint names the filesystem (a directory on it) for kubelet.
 	Mountpoint string
 	Bytes      uint64 // allocated blocks, as du counts them
 	Inodes     uint64
+	// The filesystem the tree is on (statfs): its device (a block
+	// device's /dev path, else the mount source, else "major:minor"),
+	// size, and inodes in all and free. Zero when statfs failed.
+	Device                  string
+	Capacity                uint64
+	InodesTotal, InodesFree uint64
 }
 
 // WritableLayerUsage walks an app's writable layer (its overlay upper
-// dir) and counts its bytes and inodes; hard links count once. It walks
-// every call: callers that ask often cache it. An app whose layer is gone
-// (removed meanwhile) is NotFound.
+// dir) and counts its bytes and inodes; hard links count once; and reads
+// the filesystem it is on. It walks every call: callers that ask often
+// cache it. An app whose layer is gone (removed meanwhile) is NotFound.
 func (m *Manager) WritableLayerUsage(podID, appID string) (FsUsage, error) {
 	upper := filepath.Join(m.l.AppDir(podID, appID), "fs", "upper")
 	u := FsUsage{Timestamp: time.Now().UTC(), Mountpoint: m.l.podsDir()}
-	if _, err := os.Lstat(upper); errors.Is(err, fs.ErrNotExist) {
+	var st unix.Stat_t
+	if err := unix.Lstat(upper, &st); errors.Is(err, fs.ErrNotExist) {
 		return u, errdefs.NotFound("writable layer of app %s in pod %s: %w", appID, podID, err)
+	} else if err == nil {
+		u.Device = deviceName(st.Dev)
+	}
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(upper, &sfs); err == nil {
+		u.Capacity = sfs.Blocks * uint64(sfs.Bsize)
+		u.InodesTotal, u.InodesFree = sfs.Files, sfs.Ffree
 	}
 	b, i, err := diskUsage(upper)
 	u.Bytes, u.Inodes = b, i
 	return u, err
+}
+
+// Device names, by device number: they do not change while the host runs
+// (a device number reused after a disk is swapped is an accepted risk).
+var devNames sync.Map // uint64 -> string
+
+// BlockDeviceName is the /dev path of a block device ("/dev/sda"), from
+// /sys/dev/block/MAJOR:MINOR/uevent, else "MAJOR:MINOR". Names are cached.
+func BlockDeviceName(major, minor uint64) string {
+	return deviceName(unix.Mkdev(uint32(major), uint32(minor)))
+}
+
+// deviceName names the device a filesystem is on: a block device's /dev
+// path, else the source of a mount of that device in mountinfo ("tmpfs",
+// "overlay"), else "MAJOR:MINOR".
+func deviceName(dev uint64) string {
+	if n, ok := devNames.Load(dev); ok {
+		return n.(string)
+	}
+	majmin := fmt.Sprintf("%d:%d", unix.Major(dev), unix.Minor(dev))
+	name := majmin
+	if b, err := os.ReadFile("/sys/dev/block/" + majmin + "/uevent"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "DEVNAME="); ok && v != "" {
+				name = "/dev/" + v
+				break
+			}
+		}
+	}
+	if name == majmin {
+		if f, err := os.Open("/proc/self/mountinfo"); err == nil {
+			if src := mountSource(f, majmin); src != "" {
+				name = src
+			}
+			f.Close()
+		}
+	}
+	devNames.Store(dev, name)
+	return name
+}
+
+// mountSource finds the source of the first mount of device majmin in
+// mountinfo ("id parent major:minor root mountpoint options ... - fstype
+// source superoptions").
+func mountSource(r io.Reader, majmin string) string {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 3 || fields[2] != majmin {
+			continue
+		}
+		for i, f := range fields {
+			if f == "-" && i+2 < len(fields) {
+				return fields[i+2]
+			}
+		}
+	}
+	return ""
 }
 
 // diskUsage sums the allocated size and counts the inodes of a tree,

@@ -109,11 +109,25 @@ func TestParseNetDev(t *testing.T) {
 	data := `Inter-|   Receive                                                |  Transmit
  face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
     lo:     140       2    0    0    0     0          0         0      140       2    0    0    0     0       0          0
-  eth0:    5392      60    1    0    0     0          0         0     1506      17    2    0    0     0       0          0
+  eth0:    5392      60    1    3    0     0          0         0     1506      17    2    4    0     0       0          0
 `
 	got := parseNetDev([]byte(data))
-	if len(got) != 1 || got[0] != (InterfaceStats{Name: "eth0", RxBytes: 5392, RxErrors: 1, TxBytes: 1506, TxErrors: 2}) {
+	want := InterfaceStats{Name: "eth0", RxBytes: 5392, RxPackets: 60, RxErrors: 1, RxDropped: 3, TxBytes: 1506, TxPackets: 17, TxErrors: 2, TxDropped: 4}
+	if len(got) != 1 || got[0] != want {
 		t.Fatalf("%+v", got)
+	}
+}
+
+func TestMountSource(t *testing.T) {
+	info := `22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+23 22 0:21 / /proc rw - proc proc rw
+60 22 8:1 /var/lib/runclet /var/lib/runclet rw - ext4 /dev/sda1 rw
+61 22 0:45 / /run/x rw shared:5 master:2 - tmpfs tmpfs rw,size=10k
+`
+	for majmin, want := range map[string]string{"8:1": "/dev/sda1", "0:45": "tmpfs", "0:99": ""} {
+		if got := mountSource(strings.NewReader(info), majmin); got != want {
+			t.Errorf("%s: %q, want %q", majmin, got, want)
+		}
 	}
 }
 
@@ -134,6 +148,16 @@ func TestDiskUsageCountsHardLinksOnce(t *testing.T) {
 	m := &Manager{l: Layout{Root: dir}}
 	if _, err := m.WritableLayerUsage("nopod", "noapp"); !errdefs.IsNotFound(err) {
 		t.Fatalf("missing layer: %v", err)
+	}
+	// A layer: its bytes and inodes, its filesystem's size and inodes.
+	upper := filepath.Join(m.l.AppDir("pod", "app"), "fs", "upper")
+	writeFiles(t, upper, map[string]string{"etc/f": "data"})
+	u, err := m.WritableLayerUsage("pod", "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.Inodes != 3 || u.Device == "" || u.Capacity == 0 || u.InodesTotal < u.InodesFree {
+		t.Fatalf("layer usage %+v", u)
 	}
 }
 

@@ -184,6 +184,106 @@ type AppStats struct {
 	SwapLimit uint64 `json:"swapLimit,omitempty"`
 	// Pids is the number of tasks in the cgroup (pids.current).
 	Pids uint64 `json:"pids"`
+
+	// The fields below were added to version 1 after the ones above; a
+	// supervisor that predates them leaves them out (nil or empty), which
+	// stage0 must tell apart from zero.
+
+	// CPU is CPU time by mode and CFS bandwidth throttling.
+	CPU *AppCPUStats `json:"cpu,omitempty"`
+	// Memory is the rest of the memory controller's numbers.
+	Memory *AppMemoryStats `json:"memory,omitempty"`
+	// Process counts the app's processes, threads and open files; nil
+	// when the cgroup's process list could not be read.
+	Process *AppProcessStats `json:"process,omitempty"`
+	// Blkio is the block I/O the cgroup did, one entry per device it did
+	// I/O on.
+	Blkio []BlkioDevice `json:"blkio,omitempty"`
+	// Hugetlb is hugepage usage, one entry per page size.
+	Hugetlb []HugetlbUsage `json:"hugetlb,omitempty"`
+	// Pressure is pressure stall information (cgroup v2 only: nil on v1).
+	Pressure *PressureStats `json:"pressure,omitempty"`
+}
+
+// AppCPUStats are cumulative CPU counters of an app's cgroup.
+type AppCPUStats struct {
+	UserNanos   uint64 `json:"userNanos"`
+	SystemNanos uint64 `json:"systemNanos"`
+	// CFS bandwidth control: enforcement periods elapsed, periods in
+	// which the cgroup was throttled, and the time it was throttled.
+	Periods          uint64 `json:"periods"`
+	ThrottledPeriods uint64 `json:"throttledPeriods"`
+	ThrottledNanos   uint64 `json:"throttledNanos"`
+}
+
+// AppMemoryStats are memory numbers beyond the basic ones in AppStats.
+type AppMemoryStats struct {
+	// Cache is page cache (v1 total_cache, v2 file); MappedFile is
+	// mapped file memory (v1 total_mapped_file, v2 file_mapped).
+	Cache      uint64 `json:"cache"`
+	MappedFile uint64 `json:"mappedFile"`
+	// Kernel is kernel memory (v1 memory.kmem.usage_in_bytes, v2
+	// memory.stat kernel).
+	Kernel uint64 `json:"kernel"`
+	// MaxUsage is the peak usage (v1 memory.max_usage_in_bytes, v2
+	// memory.peak; 0 where the kernel has no peak).
+	MaxUsage uint64 `json:"maxUsage"`
+	// Failcnt counts the times usage hit the limit (v1 memory.failcnt,
+	// v2 memory.events max).
+	Failcnt uint64 `json:"failcnt"`
+	// OOMKills counts processes the OOM killer killed in the cgroup (v1
+	// memory.oom_control oom_kill, v2 memory.events oom_kill).
+	OOMKills uint64 `json:"oomKills"`
+}
+
+// AppProcessStats count what runs in an app's cgroup.
+type AppProcessStats struct {
+	// Processes are the cgroup's processes (cgroup.procs), Threads its
+	// tasks (pids.current; without a pids controller the sum of the
+	// processes' Threads: lines in /proc/<pid>/status).
+	Processes uint64 `json:"processes"`
+	Threads   uint64 `json:"threads"`
+	// ThreadsMax is pids.max, 0 when unlimited.
+	ThreadsMax uint64 `json:"threadsMax,omitempty"`
+	// FileDescriptors are the processes' open descriptors (entries of
+	// /proc/<pid>/fd), Sockets those that are sockets.
+	FileDescriptors uint64 `json:"fileDescriptors"`
+	Sockets         uint64 `json:"sockets"`
+	// OpenFilesSoftLimit is the soft RLIMIT_NOFILE of the app's init
+	// (/proc/<pid>/limits), 0 when unknown.
+	OpenFilesSoftLimit uint64 `json:"openFilesSoftLimit,omitempty"`
+}
+
+// BlkioDevice is the cgroup's I/O on one block device: bytes and
+// operations by operation name as the kernel counts them ("Read" and
+// "Write"; v1 also "Sync", "Async", "Discard" and "Total").
+type BlkioDevice struct {
+	Major uint64            `json:"major"`
+	Minor uint64            `json:"minor"`
+	Bytes map[string]uint64 `json:"bytes,omitempty"`
+	Ops   map[string]uint64 `json:"ops,omitempty"`
+}
+
+// HugetlbUsage is hugepage memory of one page size ("2MB", "1GB").
+type HugetlbUsage struct {
+	PageSize string `json:"pageSize"`
+	Usage    uint64 `json:"usage"`
+	MaxUsage uint64 `json:"maxUsage,omitempty"` // v1 only
+}
+
+// PressureStats are cumulative stall times from the cgroup's
+// cpu.pressure, memory.pressure and io.pressure; nil where absent.
+type PressureStats struct {
+	CPU    *PressureTotals `json:"cpu,omitempty"`
+	Memory *PressureTotals `json:"memory,omitempty"`
+	IO     *PressureTotals `json:"io,omitempty"`
+}
+
+// PressureTotals are the "total=" fields, in microseconds: Some is time
+// at least one task waited, Full time all non-idle tasks were stalled.
+type PressureTotals struct {
+	SomeMicros uint64 `json:"someMicros"`
+	FullMicros uint64 `json:"fullMicros"`
 }
 
 // UpdateAppParams changes an app's cgroup resources. Fields of Resources

@@ -357,9 +357,7 @@ func (a *app) stats() proto.AppStats {
 		out.Error = err.Error()
 		return out
 	}
-	out.CPUUsageNanos, out.MemoryUsage, out.MemoryWorkingSet, out.MemoryRSS = st.CPUUsageNanos, st.MemoryUsage, st.MemoryWorkingSet, st.MemoryRSS
-	out.MemoryLimit, out.PageFaults, out.MajorPageFaults = st.MemoryLimit, st.PageFaults, st.MajorPageFaults
-	out.SwapUsage, out.SwapLimit, out.Pids = st.SwapUsage, st.SwapLimit, st.Pids
+	st.Fill(&out)
 	return out
 }
 
