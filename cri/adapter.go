@@ -80,6 +80,13 @@ func (a *Adapter) AddApp(ctx context.Context, podID string, cfg pod.AppConfig) (
 	return a.Pods.AddApp(ctx, podID, cfg)
 }
 
+// AddAppWithID creates an app under an id chosen beforehand (NRI plugins
+// adjust a container before it exists, by its id).
+func (a *Adapter) AddAppWithID(ctx context.Context, podID, appID string, cfg pod.AppConfig) (*pod.App, error) {
+	cfg.ID = appID
+	return a.Pods.AddApp(ctx, podID, cfg)
+}
+
 // StartApp implements Runtime.
 func (a *Adapter) StartApp(ctx context.Context, podID, appID string) (*pod.App, error) {
 	return a.Pods.StartApp(ctx, podID, appID)

@@ -36,18 +36,25 @@ func (s *Server) CreateContainer(ctx context.Context, req *runtimeapi.CreateCont
 		return nil, err
 	}
 	detached := context.WithoutCancel(ctx)
-	a, err := s.rt.AddApp(detached, p.ID, ac)
+	// NRI plugins are asked (and adjust it) before the container is
+	// indexed: nothing lists or starts it until they have answered.
+	unblock := s.nri.blockSync()
+	defer unblock()
+	a, err := s.createContainer(detached, p, ac)
 	if err != nil {
 		return nil, err
 	}
 	if err := ctx.Err(); err != nil {
 		logger(ctx).Warn("client went away while its container was created; removing it", "container", a.ID)
+		s.nri.undoCreated(detached, p, a)
 		if rerr := s.rt.RemoveApp(detached, p.ID, a.ID); rerr != nil && !errdefs.IsNotFound(rerr) {
 			logger(ctx).Error("removing an orphaned container", "container", a.ID, "err", rerr)
 		}
 		return nil, err
 	}
 	s.track(a)
+	unblock()
+	s.nri.postCreateContainer(detached, a.ID)
 	return &runtimeapi.CreateContainerResponse{ContainerId: a.ID}, nil
 }
 
@@ -145,12 +152,19 @@ func (s *Server) StartContainer(ctx context.Context, req *runtimeapi.StartContai
 	if err != nil {
 		return nil, err
 	}
-	a, err := s.rt.StartApp(context.WithoutCancel(ctx), c.app.PodID, c.app.ID)
+	detached := context.WithoutCancel(ctx)
+	_, err = s.nri.startContainer(detached, c, func() (*pod.App, error) {
+		a, err := s.rt.StartApp(detached, c.app.PodID, c.app.ID)
+		if err != nil {
+			s.refreshApp(appKey{c.app.PodID, c.app.ID})
+			return nil, err
+		}
+		s.idx.updateApp(a)
+		return a, nil
+	})
 	if err != nil {
-		s.refreshApp(appKey{c.app.PodID, c.app.ID})
 		return nil, err
 	}
-	s.idx.updateApp(a)
 	return &runtimeapi.StartContainerResponse{}, nil
 }
 
@@ -170,7 +184,8 @@ func (s *Server) StopContainer(ctx context.Context, req *runtimeapi.StopContaine
 	if err != nil {
 		return nil, err
 	}
-	a, err := s.rt.StopApp(context.WithoutCancel(ctx), c.app.PodID, c.app.ID, time.Duration(req.Timeout)*time.Second)
+	detached := context.WithoutCancel(ctx)
+	a, err := s.rt.StopApp(detached, c.app.PodID, c.app.ID, time.Duration(req.Timeout)*time.Second)
 	if errdefs.IsNotFound(err) {
 		return &runtimeapi.StopContainerResponse{}, nil
 	}
@@ -178,6 +193,7 @@ func (s *Server) StopContainer(ctx context.Context, req *runtimeapi.StopContaine
 		return nil, err
 	}
 	s.idx.updateApp(a)
+	s.nri.containerStopped(detached, a.ID)
 	return &runtimeapi.StopContainerResponse{}, nil
 }
 
@@ -194,12 +210,15 @@ func (s *Server) RemoveContainer(ctx context.Context, req *runtimeapi.RemoveCont
 	if err != nil {
 		return nil, err
 	}
-	if err := s.rt.RemoveApp(context.WithoutCancel(ctx), c.app.PodID, c.app.ID); err != nil && !errdefs.IsNotFound(err) {
+	detached := context.WithoutCancel(ctx)
+	removal := s.nri.describeContainer(c) // before its bundle goes
+	if err := s.rt.RemoveApp(detached, c.app.PodID, c.app.ID); err != nil && !errdefs.IsNotFound(err) {
 		return nil, err
 	}
 	s.watch.remove(c.app.ID)
 	s.idx.removeContainer(c.app.ID)
 	s.stats.forget(c.app.ID)
+	s.nri.containerRemoved(detached, removal)
 	return &runtimeapi.RemoveContainerResponse{}, nil
 }
 

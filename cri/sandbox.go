@@ -10,6 +10,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/runtime/pod"
 )
 
 // RunPodSandbox creates a pod. The runtime call runs on a context detached
@@ -34,16 +35,31 @@ func (s *Server) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandbo
 	if err != nil {
 		return nil, err
 	}
+	// NRI plugins are asked before the pod is indexed: nothing lists it,
+	// or creates containers in it, until they have answered.
+	unblock := s.nri.blockSync()
+	defer unblock()
+	if err := s.nri.runPodSandbox(detached, p); err != nil {
+		s.nri.undoRunPodSandbox(detached, p) // plugins asked before the one that failed
+		s.removeUnusedPod(detached, p.ID)
+		return nil, err
+	}
 	if err := ctx.Err(); err != nil {
 		logger(ctx).Warn("client went away while its pod sandbox was made; removing it", "pod", p.ID)
-		if rerr := s.rt.RemovePod(detached, p.ID); rerr != nil && !errdefs.IsNotFound(rerr) {
-			logger(ctx).Error("removing an orphaned pod sandbox", "pod", p.ID, "err", rerr)
-		}
+		s.nri.undoRunPodSandbox(detached, p)
+		s.removeUnusedPod(detached, p.ID)
 		return nil, err
 	}
 	s.idx.addPod(p)
 	logger(ctx).Info("pod sandbox ready", "pod", p.ID, "name", p.Namespace+"/"+p.Name, "flavor", p.Flavor)
 	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: p.ID}, nil
+}
+
+// removeUnusedPod removes a pod RunPodSandbox made but does not return.
+func (s *Server) removeUnusedPod(ctx context.Context, id string) {
+	if err := s.rt.RemovePod(ctx, id); err != nil && !errdefs.IsNotFound(err) {
+		logger(ctx).Error("removing a pod sandbox whose creation failed", "pod", id, "err", err)
+	}
 }
 
 // StopPodSandbox stops a pod's apps, supervisor and network. Stopping a
@@ -59,7 +75,13 @@ func (s *Server) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSand
 	if err != nil {
 		return nil, err
 	}
-	err = s.rt.StopPod(context.WithoutCancel(ctx), p.ID, 0)
+	detached := context.WithoutCancel(ctx)
+	if p.State != pod.PodStopped {
+		// NRI: containers first, then the pod's event while it is still
+		// there (a stopped pod's StopPodSandbox sends nothing).
+		s.nri.stopPodSandbox(detached, p.ID, func() { s.stopContainersOf(detached, p.ID) })
+	}
+	err = s.rt.StopPod(detached, p.ID, 0)
 	if err != nil && !errdefs.IsNotFound(err) {
 		s.refreshPod(ctx, p.ID) // what did stop is recorded
 		return nil, err
@@ -68,24 +90,60 @@ func (s *Server) StopPodSandbox(ctx context.Context, req *runtimeapi.StopPodSand
 	return &runtimeapi.StopPodSandboxResponse{}, nil
 }
 
+// stopContainersOf kills a pod's containers that have not exited (as
+// StopPod would) and records their exits, each with its NRI StopContainer
+// event. Failures are logged: StopPod comes next and reports them.
+func (s *Server) stopContainersOf(ctx context.Context, podID string) {
+	_, ctrs, err := s.idx.sandbox(podID)
+	if err != nil {
+		return
+	}
+	for _, c := range ctrs {
+		if c.app.State != pod.AppExited {
+			a, err := s.rt.StopApp(ctx, podID, c.app.ID, 0)
+			if err != nil {
+				if !errdefs.IsNotFound(err) {
+					logger(ctx).Warn("stopping a container of a pod sandbox being stopped", "container", c.app.ID, "err", err)
+				}
+				continue
+			}
+			s.idx.updateApp(a)
+		}
+		s.nri.containerStopped(ctx, c.app.ID)
+	}
+}
+
 // RemovePodSandbox removes a pod and all its containers; a pod that is
 // already gone is success.
 func (s *Server) RemovePodSandbox(ctx context.Context, req *runtimeapi.RemovePodSandboxRequest) (*runtimeapi.RemovePodSandboxResponse, error) {
 	if err := validateID("pod sandbox ID", req.PodSandboxId); err != nil {
 		return nil, err
 	}
-	p, _, err := s.idx.sandbox(req.PodSandboxId)
+	p, ctrs, err := s.idx.sandbox(req.PodSandboxId)
 	if errdefs.IsNotFound(err) {
 		return &runtimeapi.RemovePodSandboxResponse{}, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	if err := s.rt.RemovePod(context.WithoutCancel(ctx), p.ID); err != nil && !errdefs.IsNotFound(err) {
+	detached := context.WithoutCancel(ctx)
+	var removal *podRemoval
+	if s.nri != nil {
+		if p.State != pod.PodStopped {
+			// Plugins hear the stop before the removal.
+			s.nri.stopPodSandbox(detached, p.ID, func() { s.stopContainersOf(detached, p.ID) })
+			if fresh, fctrs, err := s.idx.sandbox(p.ID); err == nil {
+				p, ctrs = fresh, fctrs
+			}
+		}
+		removal = s.nri.describePod(p, ctrs) // before the bundles go
+	}
+	if err := s.rt.RemovePod(detached, p.ID); err != nil && !errdefs.IsNotFound(err) {
 		s.refreshPod(ctx, p.ID)
 		return nil, err
 	}
 	s.forgetPod(p.ID)
+	s.nri.removePodSandbox(detached, removal)
 	return &runtimeapi.RemovePodSandboxResponse{}, nil
 }
 

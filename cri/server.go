@@ -47,6 +47,8 @@ type Options struct {
 	// MetricsAddress is the host:port serving Prometheus metrics at
 	// /metrics ("127.0.0.1:9464"); "": not served.
 	MetricsAddress string
+	// NRI turns NRI on (see nri.go); nil: off.
+	NRI *NRIOptions
 }
 
 // Server implements CRI v1's RuntimeService and ImageService.
@@ -71,6 +73,8 @@ type Server struct {
 	metrics     *metrics
 	metricsHTTP *http.Server // nil unless Options.MetricsAddress
 	metricsURL  string
+
+	nri *nriHooks // nil unless Options.NRI
 
 	imageUsers sync.Map // digest.Digest -> imageUser
 
@@ -108,6 +112,12 @@ func New(ctx context.Context, opts Options) (_ *Server, retErr error) {
 	s.idx.events = s.events
 	s.metrics = newMetrics(s.idx)
 	var err error
+	if opts.NRI != nil {
+		// Made before anything can call it; started once the index is built.
+		if s.nri, err = newNRI(s, *opts.NRI); err != nil {
+			return nil, err
+		}
+	}
 	if s.watch, err = newWatcher(s.refreshApp); err != nil {
 		return nil, err
 	}
@@ -125,6 +135,15 @@ func New(ctx context.Context, opts Options) (_ *Server, retErr error) {
 	if err := s.startMetrics(); err != nil {
 		s.streamHTTP.Close()
 		return nil, err
+	}
+	if s.nri != nil {
+		if err := s.nri.start(); err != nil {
+			s.streamHTTP.Close()
+			if s.metricsHTTP != nil {
+				s.metricsHTTP.Close()
+			}
+			return nil, err
+		}
 	}
 	s.grpc = grpc.NewServer(
 		grpc.ChainUnaryInterceptor(loggingInterceptor(s.log), metricsInterceptor(s.metrics), errorInterceptor),
@@ -171,6 +190,7 @@ func (s *Server) stop(timeout time.Duration) {
 	close(s.stopResync)
 	s.wg.Wait()
 	s.watch.close()
+	s.nri.stop()
 }
 
 // StreamURL is the streaming server's base URL.
@@ -282,7 +302,9 @@ func (s *Server) refreshApp(k appKey) {
 	if err != nil {
 		return // removed meanwhile
 	}
-	s.idx.updateApp(a)
+	if s.idx.updateApp(a) && a.State == pod.AppExited {
+		s.nri.containerExited(a.ID)
+	}
 }
 
 // refreshPod re-reads a pod and its apps after a change to the pod.
@@ -298,7 +320,9 @@ func (s *Server) refreshPod(ctx context.Context, id string) {
 	}
 	// Apps first: their stop events come before their pod's.
 	for _, a := range apps {
-		s.idx.updateApp(a)
+		if s.idx.updateApp(a) && a.State == pod.AppExited {
+			s.nri.containerExited(a.ID)
+		}
 	}
 	s.idx.updatePod(p)
 }

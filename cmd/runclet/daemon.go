@@ -38,6 +38,13 @@ starts again finds them on disk. See docs/cri.md.`,
 			if err != nil {
 				return err
 			}
+			var nri *cri.NRIOptions
+			if n := g.cfg.NRI; n.Enable {
+				nri = &cri.NRIOptions{
+					SocketPath: n.SocketPath, PluginPath: n.PluginPath, PluginConfigPath: n.PluginConfigPath,
+					RegistrationTimeout: n.RegistrationTimeout, RequestTimeout: n.RequestTimeout,
+				}
+			}
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
 			return cri.Run(ctx, cri.DaemonOptions{
@@ -51,6 +58,7 @@ starts again finds them on disk. See docs/cri.md.`,
 					StreamIdleTimeout: g.cfg.CRI.StreamIdleTimeout,
 					ResyncInterval:    g.cfg.CRI.ResyncInterval,
 					MetricsAddress:    g.cfg.CRI.MetricsAddress,
+					NRI:               nri,
 					Info:              g.cfg,
 				},
 				Socket:      g.cfg.SocketPath(),

@@ -35,6 +35,7 @@ type Config struct {
 	Network    Network             `toml:"network"`
 	Image      Image               `toml:"image"`
 	CRI        CRI                 `toml:"cri"`
+	NRI        NRI                 `toml:"nri"`
 	Registries map[string]Registry `toml:"registries"`
 }
 
@@ -84,6 +85,23 @@ type CRI struct {
 	MetricsAddress string `toml:"metrics_address"`
 	// RuntimeHandlers maps CRI runtime handler names to stage1 flavors.
 	RuntimeHandlers map[string]string `toml:"runtime_handlers"`
+}
+
+// NRI configures the Node Resource Interface: plugins that hook pod and
+// container lifecycle events of `runclet daemon` (github.com/containerd/nri).
+type NRI struct {
+	// Enable turns NRI on.
+	Enable bool `toml:"enable"`
+	// SocketPath is where external plugins connect.
+	SocketPath string `toml:"socket_path"`
+	// PluginPath holds pre-installed plugins, started with the daemon.
+	PluginPath string `toml:"plugin_path"`
+	// PluginConfigPath holds the configuration of pre-installed plugins.
+	PluginConfigPath string `toml:"plugin_config_path"`
+	// RegistrationTimeout bounds a plugin's registration.
+	RegistrationTimeout time.Duration `toml:"registration_timeout"`
+	// RequestTimeout bounds a plugin's handling of one event.
+	RequestTimeout time.Duration `toml:"request_timeout"`
 }
 
 // SocketPath is the CRI socket's path: Listen without its unix:// scheme,
@@ -178,6 +196,9 @@ func (c *Config) validate(source string) error {
 	if err := c.CRI.validate(); err != nil {
 		return errdefs.InvalidArgument("config %s: %w", source, err)
 	}
+	if err := c.NRI.validate(); err != nil {
+		return errdefs.InvalidArgument("config %s: %w", source, err)
+	}
 	for host, r := range c.Registries {
 		for _, m := range r.Mirrors {
 			if m == "" || strings.Contains(strings.TrimPrefix(strings.TrimPrefix(m, "http://"), "https://"), "://") {
@@ -213,6 +234,20 @@ func (c CRI) validate() error {
 		if flavor != "runc" && flavor != "fly" {
 			return fmt.Errorf("cri.runtime_handlers.%s = %q: want runc or fly", name, flavor)
 		}
+	}
+	return nil
+}
+
+func (n NRI) validate() error {
+	for _, p := range []struct{ key, path string }{
+		{"socket_path", n.SocketPath}, {"plugin_path", n.PluginPath}, {"plugin_config_path", n.PluginConfigPath},
+	} {
+		if !filepath.IsAbs(p.path) {
+			return fmt.Errorf("nri.%s %q must be an absolute path", p.key, p.path)
+		}
+	}
+	if n.RegistrationTimeout <= 0 || n.RequestTimeout <= 0 {
+		return fmt.Errorf("nri.registration_timeout and nri.request_timeout must be positive")
 	}
 	return nil
 }

@@ -116,3 +116,32 @@ debug = "fly"
 		t.Fatalf("listen: %v %v", c, err)
 	}
 }
+
+func TestNRIDefaultsAndValidation(t *testing.T) {
+	n := Default().NRI
+	if n.Enable || n.SocketPath != "/var/run/nri/nri.sock" || n.PluginPath != "/opt/nri/plugins" ||
+		n.PluginConfigPath != "/etc/nri/conf.d" || n.RegistrationTimeout != 5*time.Second || n.RequestTimeout != 2*time.Second {
+		t.Fatalf("nri defaults: %+v", n)
+	}
+	p := filepath.Join(t.TempDir(), "c.toml")
+	os.WriteFile(p, []byte("[nri]\nenable = true\nsocket_path = \"/tmp/nri/x.sock\"\nrequest_timeout = \"10s\"\n"), 0o644)
+	c, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.NRI.Enable || c.NRI.SocketPath != "/tmp/nri/x.sock" || c.NRI.RequestTimeout != 10*time.Second || c.NRI.PluginPath != "/opt/nri/plugins" {
+		t.Fatalf("nri override lost defaults: %+v", c.NRI)
+	}
+	for _, bad := range []string{
+		"[nri]\nsocket_path = \"nri.sock\"\n",
+		"[nri]\nplugin_path = \"\"\n",
+		"[nri]\nrequest_timeout = \"0s\"\n",
+		"[nri]\nregistration_timeout = \"-1s\"\n",
+		"[nri]\nenabled = true\n",
+	} {
+		os.WriteFile(p, []byte(bad), 0o644)
+		if _, err := Load(p); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("%q: want InvalidArgument, got %v", bad, err)
+		}
+	}
+}

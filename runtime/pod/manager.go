@@ -101,6 +101,7 @@ type PodConfig struct {
 }
 
 var (
+	appIDRE      = regexp.MustCompile(`^[0-9a-f]{32}$`)
 	dnsLabel     = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 	dnsSubdomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
 )
@@ -317,6 +318,10 @@ func (m *Manager) writeEtc(p *Pod) error {
 
 // AppConfig is an app request, from the CLI or CRI CreateContainer.
 type AppConfig struct {
+	// ID presets the app's id (32 lower-case hex digits, unique on the
+	// node); "" picks one. NRI plugins must hear of an app by its id
+	// before it is made.
+	ID                  string
 	Name                string
 	Attempt             uint32
 	Image               string
@@ -381,8 +386,16 @@ func (m *Manager) AddApp(ctx context.Context, podID string, cfg AppConfig) (_ *A
 		return nil, err
 	}
 
+	id := cfg.ID
+	if id == "" {
+		id = newID()
+	} else if !appIDRE.MatchString(id) {
+		return nil, errdefs.InvalidArgument("app id %q: want 32 lower-case hex digits", id)
+	} else if _, err := os.Stat(m.l.AppDir(podID, id)); err == nil {
+		return nil, errdefs.AlreadyExists("app id %s is taken", id)
+	}
 	a := &App{
-		ID: newID(), PodID: podID, Name: cfg.Name, Attempt: cfg.Attempt, Image: cfg.Image, ImageID: img.ID,
+		ID: id, PodID: podID, Name: cfg.Name, Attempt: cfg.Attempt, Image: cfg.Image, ImageID: img.ID,
 		ImageRef: imageRef(img), Labels: cfg.Labels, Annotations: cfg.Annotations, LogPath: cfg.LogPath,
 		Tty: cfg.Tty, Stdin: cfg.Stdin, StdinOnce: cfg.StdinOnce, StopSignal: imgCfg.Config.StopSignal,
 		Mounts: cfg.Spec.Mounts, State: AppCreated, CreatedAt: time.Now().UTC(),

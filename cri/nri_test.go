@@ -1,0 +1,564 @@
+package cri
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/containerd/nri/pkg/api"
+	"github.com/containerd/nri/pkg/stub"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"google.golang.org/grpc/codes"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/runclet/runclet/runtime/pod"
+	"github.com/runclet/runclet/spec"
+)
+
+// recorder is an NRI plugin (through NRI's own stub, over the daemon's
+// socket) that records the events it gets and can block or fail them.
+type recorder struct {
+	mu     sync.Mutex
+	events []string // "Event id" (the pod's or the container's)
+	names  map[string]string
+	synced chan struct{}
+	once   sync.Once
+	pods   []string // what Synchronize told
+	ctrs   []string
+
+	onRunPod  func(ctx context.Context, p *api.PodSandbox) error
+	onStopPod func(ctx context.Context, p *api.PodSandbox) error
+	onCreate  func(ctx context.Context, p *api.PodSandbox, c *api.Container) (*api.ContainerAdjustment, error)
+}
+
+func (r *recorder) record(event, id, name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, event+" "+id)
+	if r.names == nil {
+		r.names = map[string]string{}
+	}
+	if _, ok := r.names[id]; !ok {
+		r.names[id] = name
+	}
+}
+
+// seen returns the recorded events about id, in order.
+func (r *recorder) seen(id string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, e := range r.events {
+		if ev, eid, _ := strings.Cut(e, " "); eid == id {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// waitFor waits until the events about id are want.
+func (r *recorder) waitFor(t *testing.T, id string, want ...string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !slices.Equal(r.seen(id), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("events of %s: got %v, want %v", id, r.seen(id), want)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (r *recorder) Synchronize(_ context.Context, pods []*api.PodSandbox, ctrs []*api.Container) ([]*api.ContainerUpdate, error) {
+	r.mu.Lock()
+	for _, p := range pods {
+		r.pods = append(r.pods, p.Id)
+	}
+	for _, c := range ctrs {
+		r.ctrs = append(r.ctrs, c.Id)
+	}
+	r.mu.Unlock()
+	r.once.Do(func() { close(r.synced) })
+	return nil, nil
+}
+
+func (r *recorder) RunPodSandbox(ctx context.Context, p *api.PodSandbox) error {
+	r.record("RunPodSandbox", p.Id, p.Namespace+"/"+p.Name+"/"+p.Uid)
+	if r.onRunPod != nil {
+		return r.onRunPod(ctx, p)
+	}
+	return nil
+}
+
+func (r *recorder) StopPodSandbox(ctx context.Context, p *api.PodSandbox) error {
+	r.record("StopPodSandbox", p.Id, p.Name)
+	if r.onStopPod != nil {
+		return r.onStopPod(ctx, p)
+	}
+	return nil
+}
+
+func (r *recorder) RemovePodSandbox(_ context.Context, p *api.PodSandbox) error {
+	r.record("RemovePodSandbox", p.Id, p.Name)
+	return nil
+}
+
+func (r *recorder) CreateContainer(ctx context.Context, p *api.PodSandbox, c *api.Container) (*api.ContainerAdjustment, []*api.ContainerUpdate, error) {
+	r.record("CreateContainer", c.Id, c.Name)
+	if r.onCreate != nil {
+		adj, err := r.onCreate(ctx, p, c)
+		return adj, nil, err
+	}
+	return nil, nil, nil
+}
+
+func (r *recorder) PostCreateContainer(_ context.Context, _ *api.PodSandbox, c *api.Container) error {
+	r.record("PostCreateContainer", c.Id, c.Name)
+	return nil
+}
+
+func (r *recorder) StartContainer(_ context.Context, _ *api.PodSandbox, c *api.Container) error {
+	r.record("StartContainer", c.Id, c.Name)
+	return nil
+}
+
+func (r *recorder) PostStartContainer(_ context.Context, _ *api.PodSandbox, c *api.Container) error {
+	r.record("PostStartContainer", c.Id, c.Name)
+	return nil
+}
+
+func (r *recorder) StopContainer(_ context.Context, _ *api.PodSandbox, c *api.Container) ([]*api.ContainerUpdate, error) {
+	r.record("StopContainer", c.Id, c.Name)
+	return nil, nil
+}
+
+func (r *recorder) RemoveContainer(_ context.Context, _ *api.PodSandbox, c *api.Container) error {
+	r.record("RemoveContainer", c.Id, c.Name)
+	return nil
+}
+
+// nriServer is a test server with NRI on a socket in a temp dir.
+func nriServer(t *testing.T, f *fakeRuntime, edit ...func(*Options)) (*testServer, string) {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "nri.sock")
+	edit = append([]func(*Options){func(o *Options) {
+		o.NRI = &NRIOptions{SocketPath: sock, PluginPath: filepath.Join(t.TempDir(), "none"), RequestTimeout: 5 * time.Second}
+	}}, edit...)
+	return startServer(t, f, edit...), sock
+}
+
+// connect connects a recorder as plugin idx-name and waits for its
+// Synchronize.
+func connect(t *testing.T, sock, name, idx string, r *recorder) stub.Stub {
+	t.Helper()
+	r.synced = make(chan struct{})
+	s, err := stub.New(r, stub.WithPluginName(name), stub.WithPluginIdx(idx), stub.WithSocketPath(sock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+	})
+	select {
+	case <-r.synced:
+	case err := <-done:
+		t.Fatalf("plugin %s: %v", name, err)
+	case <-time.After(5 * time.Second):
+		t.Fatalf("plugin %s was not synchronized", name)
+	}
+	return s
+}
+
+func nriSandbox(name string) *runtimeapi.PodSandboxConfig {
+	c := sandboxConfig(name)
+	c.Metadata.Uid = "uid-" + name
+	return c
+}
+
+func TestNRILifecycleEventsInOrder(t *testing.T) {
+	f := newFake(t)
+	f.addImage("busybox:latest", "")
+	ts, sock := nriServer(t, f)
+	r := &recorder{}
+	connect(t, sock, "rec", "10", r)
+
+	podID := ts.runPod(t, nriSandbox("p1"))
+	ctrID := ts.createCtr(t, podID, ctrConfig("c1", "busybox:latest"))
+	ctx := context.Background()
+	if _, err := ts.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: ctrID}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: ctrID, Timeout: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ts.rt.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: ctrID}); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 { // the second stop sends nothing
+		if _, err := ts.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: podID}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := ts.rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: podID}); err != nil {
+		t.Fatal(err)
+	}
+	r.waitFor(t, ctrID, "CreateContainer", "PostCreateContainer", "StartContainer", "PostStartContainer", "StopContainer", "RemoveContainer")
+	r.waitFor(t, podID, "RunPodSandbox", "StopPodSandbox", "RemovePodSandbox")
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.names[podID] != "ns1/p1/uid-p1" || r.names[ctrID] != "c1" {
+		t.Fatalf("metadata: %v", r.names)
+	}
+}
+
+func TestNRISelfExitAndPodStopSendStopContainer(t *testing.T) {
+	f := newFake(t)
+	f.addImage("busybox:latest", "")
+	ts, sock := nriServer(t, f)
+	r := &recorder{}
+	connect(t, sock, "rec", "10", r)
+	ctx := context.Background()
+
+	podID := ts.runPod(t, nriSandbox("p1"))
+	exits := ts.createCtr(t, podID, ctrConfig("exits", "busybox:latest"))
+	runs := ts.createCtr(t, podID, ctrConfig("runs", "busybox:latest"))
+	for _, id := range []string{exits, runs} {
+		if _, err := ts.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.exit(exits, 1, "Error") // by itself: the watcher sees it
+	r.waitFor(t, exits, "CreateContainer", "PostCreateContainer", "StartContainer", "PostStartContainer", "StopContainer")
+
+	// While StopPodSandbox's event is being handled, every container has
+	// exited and the pod is still there.
+	var during []runtimeapi.ContainerState
+	var statusErr error
+	r.onStopPod = func(ctx context.Context, p *api.PodSandbox) error {
+		l, err := ts.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{Filter: &runtimeapi.ContainerFilter{PodSandboxId: p.Id}})
+		if err != nil {
+			return err
+		}
+		for _, c := range l.Containers {
+			during = append(during, c.State)
+		}
+		_, statusErr = ts.rt.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: p.Id})
+		return nil
+	}
+	if _, err := ts.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: podID}); err != nil {
+		t.Fatal(err)
+	}
+	if len(during) != 2 || during[0] != runtimeapi.ContainerState_CONTAINER_EXITED || during[1] != runtimeapi.ContainerState_CONTAINER_EXITED || statusErr != nil {
+		t.Fatalf("during StopPodSandbox: containers %v, status %v", during, statusErr)
+	}
+	r.waitFor(t, runs, "CreateContainer", "PostCreateContainer", "StartContainer", "PostStartContainer", "StopContainer")
+	r.waitFor(t, exits, "CreateContainer", "PostCreateContainer", "StartContainer", "PostStartContainer", "StopContainer")
+
+	if _, err := ts.rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: podID}); err != nil {
+		t.Fatal(err)
+	}
+	r.waitFor(t, runs, "CreateContainer", "PostCreateContainer", "StartContainer", "PostStartContainer", "StopContainer", "RemoveContainer")
+	r.waitFor(t, podID, "RunPodSandbox", "StopPodSandbox", "RemovePodSandbox")
+}
+
+func TestNRIHookInProgressHidesSandbox(t *testing.T) {
+	f := newFake(t)
+	f.addImage("busybox:latest", "")
+	ts, sock := nriServer(t, f)
+	reached, release := make(chan string), make(chan struct{})
+	r := &recorder{onRunPod: func(_ context.Context, p *api.PodSandbox) error {
+		reached <- p.Id
+		<-release
+		return nil
+	}}
+	connect(t, sock, "rec", "10", r)
+	ctx := context.Background()
+
+	type result struct {
+		id  string
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := ts.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: nriSandbox("p1")})
+		done <- result{resp.GetPodSandboxId(), err}
+	}()
+	id := <-reached
+	l, err := ts.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
+	if err != nil || len(l.Items) != 0 {
+		t.Fatalf("listed while its RunPodSandbox hook runs: %v %v", l, err)
+	}
+	_, err = ts.rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: id, Config: ctrConfig("c", "busybox:latest")})
+	wantCode(t, err, codes.NotFound)
+	close(release)
+	res := <-done
+	if res.err != nil || res.id != id {
+		t.Fatalf("RunPodSandbox: %q %v (hook saw %s)", res.id, res.err, id)
+	}
+	ts.createCtr(t, id, ctrConfig("c", "busybox:latest"))
+}
+
+func TestNRIHookErrorsRollBack(t *testing.T) {
+	f := newFake(t)
+	f.addImage("busybox:latest", "")
+	ts, sock := nriServer(t, f)
+	var failPod, failCtr sync.Once
+	r := &recorder{
+		onRunPod: func(context.Context, *api.PodSandbox) error {
+			err := error(nil)
+			failPod.Do(func() { err = errors.New("no pods today") })
+			return err
+		},
+		onCreate: func(context.Context, *api.PodSandbox, *api.Container) (*api.ContainerAdjustment, error) {
+			err := error(nil)
+			failCtr.Do(func() { err = errors.New("no containers today") })
+			return nil, err
+		},
+	}
+	connect(t, sock, "rec", "10", r)
+	ctx := context.Background()
+
+	_, err := ts.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: nriSandbox("p1")})
+	if err == nil || !strings.Contains(err.Error(), "no pods today") {
+		t.Fatalf("RunPodSandbox with a failing hook: %v", err)
+	}
+	if n := f.called("RemovePod"); n != 1 || len(f.pods) != 0 {
+		t.Fatalf("failed pod not removed: %d RemovePod, %d pods", n, len(f.pods))
+	}
+	podID := ts.runPod(t, nriSandbox("p1")) // the same metadata again
+
+	_, err = ts.rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: ctrConfig("c1", "busybox:latest")})
+	if err == nil || !strings.Contains(err.Error(), "no containers today") {
+		t.Fatalf("CreateContainer with a failing hook: %v", err)
+	}
+	l, _ := ts.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
+	if len(l.GetContainers()) != 0 || len(f.apps) != 0 {
+		t.Fatalf("failed container left: %v, %d apps", l.GetContainers(), len(f.apps))
+	}
+	ctrID := ts.createCtr(t, podID, ctrConfig("c1", "busybox:latest"))
+	if _, err := ts.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: ctrID}); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range r.events {
+		if strings.HasPrefix(e, "StartContainer ") && !strings.HasSuffix(e, ctrID) {
+			t.Fatalf("a container whose creation failed was started: %v", r.events)
+		}
+	}
+}
+
+func TestNRISynchronizeLatePlugin(t *testing.T) {
+	f := newFake(t)
+	f.addImage("busybox:latest", "")
+	ts, sock := nriServer(t, f)
+	podID := ts.runPod(t, nriSandbox("p1"))
+	ctrID := ts.createCtr(t, podID, ctrConfig("c1", "busybox:latest"))
+
+	r := &recorder{}
+	connect(t, sock, "late", "20", r)
+	if !slices.Contains(r.pods, podID) || !slices.Contains(r.ctrs, ctrID) {
+		t.Fatalf("Synchronize told pods %v, containers %v", r.pods, r.ctrs)
+	}
+	ctr2 := ts.createCtr(t, podID, ctrConfig("c2", "busybox:latest"))
+	r.waitFor(t, ctr2, "CreateContainer", "PostCreateContainer")
+}
+
+// presetFake is the fake with AddAppWithID, so CreateContainer asks
+// plugins before the app is made and applies their adjustments.
+type presetFake struct{ *fakeRuntime }
+
+func (f presetFake) AddAppWithID(ctx context.Context, podID, appID string, cfg pod.AppConfig) (*pod.App, error) {
+	a, err := f.AddApp(ctx, podID, cfg)
+	if err != nil {
+		return nil, err
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	app := f.apps[a.ID]
+	delete(f.apps, a.ID)
+	if err := os.Rename(f.AppDir(podID, a.ID), f.AppDir(podID, appID)); err != nil {
+		return nil, err
+	}
+	app.ID = appID
+	f.apps[appID] = app
+	ca := *app
+	return &ca, nil
+}
+
+func TestNRIAdjustmentsBeforeCreate(t *testing.T) {
+	f := newFake(t)
+	f.addImage("busybox:latest", "")
+	f.configs[f.images[0].ID].Config.Env = []string{"PATH=/bin", "IMAGE=1"}
+	f.configs[f.images[0].ID].Config.Cmd = []string{"sh"}
+	ts, sock := nriServer(t, f, func(o *Options) { o.Runtime = presetFake{f} })
+	var seen *api.Container
+	adjust := func(_ context.Context, _ *api.PodSandbox, c *api.Container) (*api.ContainerAdjustment, error) {
+		seen = c
+		adj := &api.ContainerAdjustment{}
+		adj.AddAnnotation("nri.example/a", "1")
+		adj.AddEnv("FROM_NRI", "yes")
+		adj.RemoveEnv("GONE")
+		adj.AddMount(&api.Mount{Destination: "/data", Source: "/srv/data", Type: "bind", Options: []string{"rbind", "ro", "rslave"}})
+		adj.RemoveMount("/old")
+		adj.SetArgs([]string{"/bin/app", "--flag"})
+		adj.AddRlimit("RLIMIT_NOFILE", 2048, 1024)
+		adj.AddDevice(&api.LinuxDevice{Path: "/dev/fuse", Type: "c", Major: 10, Minor: 229})
+		adj.SetLinuxCPUSetCPUs("1")
+		adj.SetLinuxMemoryLimit(64 << 20)
+		adj.SetLinuxOomScoreAdj(api.Int(500).Get())
+		return adj, nil
+	}
+	r := &recorder{onCreate: adjust}
+	connect(t, sock, "rec", "10", r)
+	podID := ts.runPod(t, nriSandbox("p1"))
+
+	cfg := ctrConfig("c1", "busybox:latest")
+	cfg.Envs = []*runtimeapi.KeyValue{{Key: "GONE", Value: []byte("x")}, {Key: "KEEP", Value: []byte("y")}}
+	cfg.Mounts = []*runtimeapi.Mount{{HostPath: "/srv/old", ContainerPath: "/old"}}
+	ctrID := ts.createCtr(t, podID, cfg)
+
+	if seen.Id != ctrID || seen.PodSandboxId != podID || !slices.Equal(seen.Args, []string{"sh"}) ||
+		!slices.Equal(seen.Env, []string{"PATH=/bin", "IMAGE=1", "GONE=x", "KEEP=y"}) || len(seen.Mounts) != 1 {
+		t.Fatalf("plugin was told %v", seen)
+	}
+	sp := f.lastApp.Spec
+	if sp.Annotations["nri.example/a"] != "1" || !slices.Equal(sp.Env, []string{"KEEP=y", "FROM_NRI=yes"}) ||
+		!slices.Equal(sp.Command, []string{"/bin/app", "--flag"}) || sp.Args != nil {
+		t.Fatalf("adjusted spec: annotations %v env %v command %v args %v", sp.Annotations, sp.Env, sp.Command, sp.Args)
+	}
+	if len(sp.Mounts) != 1 || !reflect.DeepEqual(sp.Mounts[0], spec.Mount{HostPath: "/srv/data", ContainerPath: "/data", Readonly: true, Propagation: spec.PropagationHostToContainer}) {
+		t.Fatalf("adjusted mounts: %+v", sp.Mounts)
+	}
+	if len(sp.Rlimits) != 1 || sp.Rlimits[0] != (specs.POSIXRlimit{Type: "RLIMIT_NOFILE", Hard: 2048, Soft: 1024}) {
+		t.Fatalf("adjusted rlimits: %+v", sp.Rlimits)
+	}
+	if len(sp.Devices) != 1 || sp.Devices[0].ContainerPath != "/dev/fuse" || sp.Devices[0].Major != 10 || sp.Devices[0].Permissions != "rwm" {
+		t.Fatalf("adjusted devices: %+v", sp.Devices)
+	}
+	if r := sp.Resources; r.CPUsetCPUs != "1" || r.MemoryLimit != 64<<20 || r.MemorySwapLimit != 64<<20 || r.OOMScoreAdj == nil || *r.OOMScoreAdj != 500 {
+		t.Fatalf("adjusted resources: %+v", r)
+	}
+
+	// What runclet cannot apply fails the creation and names it.
+	r.onCreate = func(context.Context, *api.PodSandbox, *api.Container) (*api.ContainerAdjustment, error) {
+		adj := &api.ContainerAdjustment{}
+		adj.AddHooks(&api.Hooks{Prestart: []*api.Hook{{Path: "/bin/true"}}})
+		adj.SetLinuxRDTClass("gold")
+		return adj, nil
+	}
+	_, err := ts.rt.CreateContainer(context.Background(), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: ctrConfig("c2", "busybox:latest")})
+	wantCode(t, err, codes.Unimplemented)
+	if !strings.Contains(err.Error(), "hooks") || !strings.Contains(err.Error(), "linux.resources.rdt_class") {
+		t.Fatalf("error does not name the adjustments: %v", err)
+	}
+}
+
+func TestNRIAdjustmentsAfterCreate(t *testing.T) {
+	f := newFake(t)
+	f.addImage("busybox:latest", "")
+	ts, sock := nriServer(t, f)
+	r := &recorder{onCreate: func(context.Context, *api.PodSandbox, *api.Container) (*api.ContainerAdjustment, error) {
+		adj := &api.ContainerAdjustment{}
+		adj.SetLinuxCPUSetCPUs("0-1")
+		adj.SetLinuxCPUShares(512)
+		return adj, nil
+	}}
+	connect(t, sock, "rec", "10", r)
+	podID := ts.runPod(t, nriSandbox("p1"))
+	ts.createCtr(t, podID, ctrConfig("c1", "busybox:latest"))
+	if u := f.lastUpdate; u.CPUsetCPUs != "0-1" || u.CPUShares != 512 {
+		t.Fatalf("resources adjusted after creation: %+v", u)
+	}
+
+	r.onCreate = func(context.Context, *api.PodSandbox, *api.Container) (*api.ContainerAdjustment, error) {
+		adj := &api.ContainerAdjustment{}
+		adj.AddEnv("A", "b")
+		return adj, nil
+	}
+	_, err := ts.rt.CreateContainer(context.Background(), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: ctrConfig("c2", "busybox:latest")})
+	wantCode(t, err, codes.Unimplemented)
+	if !strings.Contains(err.Error(), "env") {
+		t.Fatalf("error does not name the adjustment: %v", err)
+	}
+	if len(f.apps) != 1 {
+		t.Fatalf("the refused container was not removed: %d apps", len(f.apps))
+	}
+}
+
+func TestNRIUnsolicitedUpdate(t *testing.T) {
+	f := newFake(t)
+	f.addImage("busybox:latest", "")
+	ts, sock := nriServer(t, f)
+	r := &recorder{}
+	s := connect(t, sock, "rec", "10", r)
+	podID := ts.runPod(t, nriSandbox("p1"))
+	ctrID := ts.createCtr(t, podID, ctrConfig("c1", "busybox:latest"))
+
+	u := &api.ContainerUpdate{ContainerId: ctrID}
+	u.SetLinuxCPUSetCPUs("1")
+	u.SetLinuxMemoryLimit(32 << 20)
+	failed, err := s.UpdateContainers([]*api.ContainerUpdate{u})
+	if err != nil || len(failed) != 0 {
+		t.Fatalf("update: failed %v, %v", failed, err)
+	}
+	if f.lastUpdate.CPUsetCPUs != "1" || f.lastUpdate.MemoryLimit != 32<<20 {
+		t.Fatalf("applied %+v", f.lastUpdate)
+	}
+	st, err := ts.rt.ContainerStatus(context.Background(), &runtimeapi.ContainerStatusRequest{ContainerId: ctrID})
+	if err != nil || st.Status.Resources.GetLinux().GetCpusetCpus() != "1" {
+		t.Fatalf("status after an NRI update: %v %v", st, err)
+	}
+
+	bad := &api.ContainerUpdate{ContainerId: ctrID}
+	bad.SetLinuxBlockIOClass("slow")
+	if failed, err := s.UpdateContainers([]*api.ContainerUpdate{bad}); len(failed) != 1 || err != nil {
+		t.Fatalf("unsupported update: failed %v, %v", failed, err)
+	}
+}
+
+func TestAdjustAppConfigRemovals(t *testing.T) {
+	ac := pod.AppConfig{Spec: spec.App{
+		Env:         []string{"A=1", "B=2"},
+		Annotations: map[string]string{"x": "1", "y": "2"},
+		Mounts:      []spec.Mount{{HostPath: "/a", ContainerPath: "/a"}, {HostPath: "/b", ContainerPath: "/b"}},
+		Devices:     []spec.Device{{HostPath: "/dev/fuse", Type: "c", Major: 10, Minor: 229}},
+		Sysctls:     map[string]string{"net.x": "1"},
+	}}
+	adj := &api.ContainerAdjustment{
+		Annotations: map[string]string{"-x": "", "z": "3"},
+		Env:         []*api.KeyValue{{Key: "C", Value: "3"}},
+		Mounts:      []*api.Mount{{Destination: "-/a"}},
+		Linux:       &api.LinuxContainerAdjustment{Sysctl: map[string]string{"net.y": "2"}},
+	}
+	// NRI's merged adjustment says nothing of these removals: they are
+	// found by comparing the container before and after.
+	rm := nriRemoved{env: []string{"A"}, devices: []string{"/dev/fuse"}, sysctls: []string{"net.x"}}
+	if err := adjustAppConfig(&ac, adj, rm, []string{"PATH=/bin"}, false); err != nil {
+		t.Fatal(err)
+	}
+	sp := ac.Spec
+	if fmt.Sprint(sp.Annotations) != "map[y:2 z:3]" || !slices.Equal(sp.Env, []string{"B=2", "C=3"}) ||
+		len(sp.Mounts) != 1 || sp.Mounts[0].ContainerPath != "/b" || len(sp.Devices) != 0 || fmt.Sprint(sp.Sysctls) != "map[net.y:2]" {
+		t.Fatalf("after removals: %+v", sp)
+	}
+	// The image's variables can be overridden, not removed.
+	err := adjustAppConfig(&ac, &api.ContainerAdjustment{}, nriRemoved{env: []string{"PATH"}}, []string{"PATH=/bin"}, false)
+	if Code(err) != codes.Unimplemented {
+		t.Fatalf("removing an image variable: %v", err)
+	}
+	// Only bind mounts.
+	err = adjustAppConfig(&ac, &api.ContainerAdjustment{Mounts: []*api.Mount{{Destination: "/t", Type: "tmpfs", Source: "tmpfs"}}}, nriRemoved{}, nil, false)
+	if Code(err) != codes.Unimplemented || !strings.Contains(err.Error(), "tmpfs") {
+		t.Fatalf("tmpfs mount: %v", err)
+	}
+}
