@@ -4,7 +4,7 @@
 // registry.k8s.io, gcr.io, k8s.gcr.io and docker.io are mirrored to, runs
 // critest, prints a summary and cleans up (daemon, pods, mounts, bridge).
 //
-//	go run ./integration/cmd/critest -runclet bin/runclet [-focus RE] [-skip RE]
+//	go run ./integration/cmd/critest -runclet bin/runclet [-focus RE] [-skip RE] [-nri]
 //
 // It needs root. The network is bridge rclcrit0 on 10.216.0.0/24.
 package main
@@ -33,29 +33,43 @@ const (
 	subnet          = "10.216.0.0/24"
 )
 
+type options struct {
+	runclet, critestBin, focus, skip string
+	timeout                          time.Duration
+	keep, nri, websocket, containerd bool
+}
+
 func main() {
-	runclet := flag.String("runclet", "bin/runclet", "runclet binary")
-	critestBin := flag.String("critest", "", "critest binary (default: build and cache cri-tools "+criToolsVersion+"'s)")
-	focus := flag.String("focus", "", "ginkgo focus regexp")
-	skip := flag.String("skip", "", "ginkgo skip regexp")
-	timeout := flag.Duration("timeout", 90*time.Minute, "ginkgo timeout of the whole run")
-	keep := flag.Bool("keep", false, "keep the temporary directory (logs, report)")
+	var o options
+	flag.StringVar(&o.runclet, "runclet", "bin/runclet", "runclet binary")
+	flag.StringVar(&o.critestBin, "critest", "", "critest binary (default: build and cache cri-tools "+criToolsVersion+"'s)")
+	flag.StringVar(&o.focus, "focus", "", "ginkgo focus regexp")
+	flag.StringVar(&o.skip, "skip", "", "ginkgo skip regexp")
+	flag.DurationVar(&o.timeout, "timeout", 90*time.Minute, "ginkgo timeout of the whole run")
+	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (logs, report)")
+	flag.BoolVar(&o.nri, "nri", false, "enable NRI in the daemon on a private socket and run critest with --nri-socket (its NRI specs)")
+	flag.BoolVar(&o.websocket, "websocket", false, "streaming specs over WebSocket instead of SPDY (--websocket-exec/-attach/-portforward)")
+	flag.BoolVar(&o.containerd, "containerd", false, "run critest against a private instance of the host's containerd instead (the peer; results are reported, not enforced)")
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("critest: ")
-	if err := run(*runclet, *critestBin, *focus, *skip, *timeout, *keep); err != nil {
+	if err := run(o); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(runclet, critestBin, focus, skip string, timeout time.Duration, keep bool) error {
+func run(o options) error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("must run as root")
 	}
-	runclet, err := filepath.Abs(runclet)
+	if o.containerd && o.nri {
+		return fmt.Errorf("-nri is runclet's; Debian's containerd 1.6 has no NRI of this version")
+	}
+	runclet, err := filepath.Abs(o.runclet)
 	if err != nil {
 		return err
 	}
+	critestBin := o.critestBin
 	if critestBin == "" {
 		if critestBin, err = buildCritest(); err != nil {
 			return err
@@ -71,6 +85,7 @@ func run(runclet, critestBin, focus, skip string, timeout time.Duration, keep bo
 	}
 	root, runRoot := filepath.Join(dir, "root"), filepath.Join(dir, "run")
 	sock := filepath.Join(dir, "cri.sock")
+	endpoint := "unix://" + sock
 	cfgPath := filepath.Join(dir, "runclet.toml")
 
 	reg, err := testregistry.Start()
@@ -84,11 +99,35 @@ func run(runclet, critestBin, focus, skip string, timeout time.Duration, keep bo
 		return err
 	}
 	log.Printf("images built and pushed to %s in %v", reg.Host(), time.Since(t0).Round(time.Millisecond))
+	mirrored := []string{"registry.k8s.io", "gcr.io", "k8s.gcr.io", "docker.io"}
+
+	if o.containerd {
+		logf, err := os.Create(filepath.Join(dir, "containerd.log"))
+		if err != nil {
+			return err
+		}
+		defer logf.Close()
+		ep, stopContainerd, err := startContainerd(filepath.Join(dir, "containerd"), reg.URL(), mirrored, "rclcritc0", "10.216.1.0/24", "registry.k8s.io/pause:3.9", logf)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			stopContainerd()
+			log.Printf("logs and report left in %s", dir)
+		}()
+		endpoint = ep
+	}
 
 	cfg := fmt.Sprintf("[network]\nconf_dir = %q\ndefault_bridge = %q\ndefault_subnet = %q\n",
 		filepath.Join(dir, "no-cni-configs"), bridge, subnet)
-	for _, host := range []string{"registry.k8s.io", "gcr.io", "k8s.gcr.io", "docker.io"} {
+	for _, host := range mirrored {
 		cfg += fmt.Sprintf("[registries.%q]\nmirrors = [%q]\n", host, reg.URL())
+	}
+	nriSock := filepath.Join(dir, "nri.sock")
+	if o.nri {
+		// critest holds a plugin's Synchronize open for 2s, NRI's default
+		// request timeout, so the daemon gets more.
+		cfg += fmt.Sprintf("[nri]\nenable = true\nsocket_path = %q\nrequest_timeout = \"10s\"\n", nriSock)
 	}
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return err
@@ -97,39 +136,47 @@ func run(runclet, critestBin, focus, skip string, timeout time.Duration, keep bo
 		return exec.Command(runclet, append([]string{"--config", cfgPath, "--root", root, "--run-root", runRoot}, args...)...)
 	}
 
-	daemonLog, err := os.Create(filepath.Join(dir, "daemon.log"))
-	if err != nil {
-		return err
-	}
-	defer daemonLog.Close()
-	daemon := rc("daemon", "--listen", "unix://"+sock)
-	daemon.Stdout, daemon.Stderr = daemonLog, daemonLog
-	if err := daemon.Start(); err != nil {
-		return err
-	}
-	defer cleanup(rc, daemon, dir, root, runRoot, keep)
-	for i := 0; ; i++ {
-		if _, err := os.Stat(sock); err == nil {
-			break
+	if !o.containerd {
+		daemonLog, err := os.Create(filepath.Join(dir, "daemon.log"))
+		if err != nil {
+			return err
 		}
-		if i == 100 {
-			return fmt.Errorf("daemon did not create %s in 10s; see %s", sock, daemonLog.Name())
+		defer daemonLog.Close()
+		daemon := rc("daemon", "--listen", endpoint)
+		daemon.Stdout, daemon.Stderr = daemonLog, daemonLog
+		if err := daemon.Start(); err != nil {
+			return err
 		}
-		time.Sleep(100 * time.Millisecond)
+		defer cleanup(rc, daemon, dir, root, runRoot, o.keep)
+		for i := 0; ; i++ {
+			if _, err := os.Stat(sock); err == nil {
+				break
+			}
+			if i == 100 {
+				return fmt.Errorf("daemon did not create %s in 10s; see %s", sock, daemonLog.Name())
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	report := filepath.Join(dir, "report.json")
 	args := []string{
-		"--runtime-endpoint", "unix://" + sock, "--image-endpoint", "unix://" + sock,
-		"--ginkgo.v", "--ginkgo.timeout", timeout.String(), "--ginkgo.json-report", report,
+		"--runtime-endpoint", endpoint, "--image-endpoint", endpoint,
+		"--ginkgo.v", "--ginkgo.timeout", o.timeout.String(), "--ginkgo.json-report", report,
 	}
-	if focus != "" {
-		args = append(args, "--ginkgo.focus", focus)
+	if o.focus != "" {
+		args = append(args, "--ginkgo.focus", o.focus)
 	}
-	if skip != "" {
-		args = append(args, "--ginkgo.skip", skip)
+	if o.skip != "" {
+		args = append(args, "--ginkgo.skip", o.skip)
+	}
+	if o.nri {
+		args = append(args, "--nri-socket", nriSock)
+	}
+	if o.websocket {
+		args = append(args, "--websocket-exec", "--websocket-attach", "--websocket-portforward")
 	}
 	critestLog, err := os.Create(filepath.Join(dir, "critest.log"))
 	if err != nil {
@@ -145,6 +192,10 @@ func run(runclet, critestBin, focus, skip string, timeout time.Duration, keep bo
 	fmt.Printf("critest finished in %v (%v); output in %s\n", time.Since(t0).Round(time.Second), runErr, critestLog.Name())
 	for _, m := range missing {
 		fmt.Printf("image not provided: %s\n", m)
+	}
+	if o.containerd {
+		summarize(report) // the peer's results are reported, not judged
+		return nil
 	}
 	return summarize(report)
 }
@@ -240,52 +291,6 @@ func cleanup(rc func(...string) *exec.Cmd, daemon *exec.Cmd, dir, root, runRoot 
 	os.RemoveAll(root)
 	os.RemoveAll(runRoot)
 	log.Printf("logs and report left in %s", dir)
-}
-
-// specReport is the part of ginkgo's JSON report that is summarized.
-type specReport struct {
-	ContainerHierarchyTexts []string
-	LeafNodeText            string
-	LeafNodeType            string
-	State                   string
-	Failure                 struct{ Message string }
-}
-
-func summarize(path string) error {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("reading ginkgo report: %w", err)
-	}
-	var suites []struct{ SpecReports []specReport }
-	if err := json.Unmarshal(b, &suites); err != nil {
-		return fmt.Errorf("parsing ginkgo report: %w", err)
-	}
-	counts := map[string]int{}
-	var failures []string
-	for _, s := range suites {
-		for _, r := range s.SpecReports {
-			if r.LeafNodeType != "It" {
-				if r.State != "passed" {
-					failures = append(failures, fmt.Sprintf("[%s %s] %s", r.LeafNodeType, r.State, firstLine(r.Failure.Message)))
-				}
-				continue
-			}
-			counts[r.State]++
-			if r.State != "passed" && r.State != "skipped" && r.State != "pending" {
-				name := strings.Join(append(r.ContainerHierarchyTexts, r.LeafNodeText), " ")
-				failures = append(failures, fmt.Sprintf("%s: %s", name, firstLine(r.Failure.Message)))
-			}
-		}
-	}
-	fmt.Printf("passed %d, failed %d, skipped %d (other states: %v)\n",
-		counts["passed"], counts["failed"], counts["skipped"], counts)
-	for _, f := range failures {
-		fmt.Println("FAIL", f)
-	}
-	if len(failures) > 0 {
-		return fmt.Errorf("%d failures", len(failures))
-	}
-	return nil
 }
 
 // firstLine is the first line of a failure message, with the gRPC error
