@@ -721,9 +721,6 @@ func (m *Manager) stopPod(ctx context.Context, p *Pod, timeout time.Duration) er
 // endPidnsHolder ends the process holding a shared pid namespace when
 // its supervisor died before doing so, and unpins the namespace.
 func (m *Manager) endPidnsHolder(p *Pod) error {
-	if p.PIDNS == "" {
-		return nil
-	}
 	if b, err := os.ReadFile(filepath.Join(m.l.RunDir(p.ID), "pidns-init.pid")); err == nil {
 		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 && isPidnsHolder(pid) {
 			syscall.Kill(pid, syscall.SIGKILL)
@@ -784,6 +781,13 @@ func (m *Manager) removePod(ctx context.Context, p *Pod) error {
 		errs = append(errs, m.removeStrayAppDirs(p.ID)) // directories whose record was never written
 	}
 	errs = append(errs, m.endPidnsHolder(p), network.RemoveNetNS(p.NetNS), unpinNS(p.UTSNS), unpinNS(p.IPCNS), unpinNS(p.UserNS))
+	// A crash between pinning a namespace and recording it leaves a pin
+	// the record does not name.
+	if ents, err := os.ReadDir(filepath.Join(m.l.RunDir(p.ID), "ns")); err == nil {
+		for _, e := range ents {
+			errs = append(errs, unpinNS(filepath.Join(m.l.RunDir(p.ID), "ns", e.Name())))
+		}
+	}
 	if p.CgroupParentOwned && !m.opts.SystemdCgroup {
 		errs = append(errs, removeCgroup(p.CgroupParent))
 	}

@@ -130,6 +130,13 @@ func (m *Manager) pinUserNamespaces(p *Pod, u *UserNSConfig) (retErr error) {
 		}
 		go cmd.Wait() // reaped when the pod goes, or by init once this process exits
 	}()
+	if p.SharePID {
+		// Recorded first, so that removing the pod ends it whenever a
+		// crash interrupts this.
+		if err := fsutil.WriteFileAtomic(filepath.Join(m.l.RunDir(p.ID), "pidns-init.pid"), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o600); err != nil {
+			return err
+		}
+	}
 	line, err := bufio.NewReader(stdout).ReadString('\n')
 	if strings.TrimSpace(line) != "ready" {
 		return fmt.Errorf("the pod's namespace holder did not get ready (%q): %v", line, err)
@@ -138,9 +145,6 @@ func (m *Manager) pinUserNamespaces(p *Pod, u *UserNSConfig) (retErr error) {
 		if err := pinNS(fmt.Sprintf("/proc/%d/ns/%s", cmd.Process.Pid, ns.kind), ns.path); err != nil {
 			return err
 		}
-	}
-	if p.SharePID {
-		return fsutil.WriteFileAtomic(filepath.Join(m.l.RunDir(p.ID), "pidns-init.pid"), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o600)
 	}
 	return nil
 }
