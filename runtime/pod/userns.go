@@ -44,7 +44,11 @@ func checkUserNS(u *UserNSConfig, p *Pod) error {
 
 // Validate checks the mappings alone (InvalidArgument).
 func (u *UserNSConfig) Validate() error {
-	for kind, m := range map[string][]specs.LinuxIDMapping{"uid": u.UIDMap, "gid": u.GIDMap} {
+	for _, k := range []struct {
+		kind string
+		m    []specs.LinuxIDMapping
+	}{{"uid", u.UIDMap}, {"gid", u.GIDMap}} {
+		kind, m := k.kind, k.m
 		if len(m) != 1 {
 			return errdefs.InvalidArgument("user namespace: want exactly one %s mapping, got %d", kind, len(m))
 		}
