@@ -205,11 +205,15 @@ func (s *Server) startStreaming() error {
 	cfg.Addr = ln.Addr().String()
 	cfg.BaseURL = &url.URL{Scheme: "http", Host: cfg.Addr}
 	cfg.StreamIdleTimeout = s.opts.StreamIdleTimeout
-	s.stream, err = streaming.NewServer(cfg, &streamRuntime{s: s})
+	rt := &streamRuntime{s: s}
+	inner, err := streaming.NewServer(cfg, rt)
 	if err != nil {
 		ln.Close()
 		return err
 	}
+	// WebSocket protocols cri-streaming does not speak (client-go's v5
+	// exec/attach, SPDY tunnelled port-forward) are served in front of it.
+	s.stream = newWSServer(inner, rt, cfg.StreamIdleTimeout, s.log)
 	s.streamURL = cfg.BaseURL.String()
 	s.streamHTTP = &http.Server{Handler: s.stream, ReadHeaderTimeout: 30 * time.Second}
 	go func() {
