@@ -254,6 +254,11 @@ func probeFeatures() Features {
 	} else if b, err := os.ReadFile("/sys/fs/cgroup/cgroup.controllers"); err == nil {
 		f.SwapLimit = strings.Contains(" "+string(b)+" ", " memory ")
 	}
+	if _, err := os.Stat("/sys/fs/cgroup/hugetlb/cgroup.procs"); err == nil {
+		f.Hugetlb = true
+	} else if b, err := os.ReadFile("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+		f.Hugetlb = strings.Contains(" "+strings.TrimSpace(string(b))+" ", " hugetlb ")
+	}
 	return f
 }
 

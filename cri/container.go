@@ -90,7 +90,7 @@ func (s *Server) appConfig(ctx context.Context, p *pod.Pod, c *runtimeapi.Contai
 		}
 		sp.Devices = append(sp.Devices, dev)
 	}
-	sp.Resources = resources(c.GetLinux().GetResources(), s.features.SwapLimit)
+	sp.Resources = resources(c.GetLinux().GetResources(), s.features)
 	sp.Seccomp = spec.SeccompProfile{Kind: spec.SeccompUnconfined}
 	sc := c.GetLinux().GetSecurityContext()
 	if sc == nil {

@@ -225,7 +225,7 @@ func criImageVolumes(in []pod.ImageVolume) []*runtimeapi.Mount {
 }
 
 // resources maps CRI Linux resources to the spec's.
-func resources(r *runtimeapi.LinuxContainerResources, swapLimit bool) spec.Resources {
+func resources(r *runtimeapi.LinuxContainerResources, f Features) spec.Resources {
 	if r == nil {
 		return spec.Resources{}
 	}
@@ -236,10 +236,13 @@ func resources(r *runtimeapi.LinuxContainerResources, swapLimit bool) spec.Resou
 		Unified: copyMap(r.Unified),
 	}
 	// As containerd: no swap unless asked, where swap can be limited.
-	if out.MemorySwapLimit == 0 && out.MemoryLimit > 0 && swapLimit {
+	if out.MemorySwapLimit == 0 && out.MemoryLimit > 0 && f.SwapLimit {
 		out.MemorySwapLimit = out.MemoryLimit
 	}
 	for _, h := range r.HugepageLimits {
+		if !f.Hugetlb {
+			break // see Features.Hugetlb
+		}
 		if out.HugepageLimits == nil {
 			out.HugepageLimits = map[string]uint64{}
 		}
@@ -344,6 +347,14 @@ func podPidMode(p *pod.Pod) runtimeapi.NamespaceMode {
 	return runtimeapi.NamespaceMode_CONTAINER
 }
 
+// namespaceAsked is the host namespaces p's config asked for.
+func namespaceAsked(p *pod.Pod) pod.NamespaceRequest {
+	if p.Asked != nil {
+		return *p.Asked
+	}
+	return pod.NamespaceRequest{HostNetwork: p.HostNetwork, HostPID: p.HostPID, HostIPC: p.HostIPC}
+}
+
 func criUserNS(p *pod.Pod) *runtimeapi.UserNamespace {
 	if p.IDMap == nil {
 		return &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_NODE}
@@ -360,14 +371,18 @@ func criUserNS(p *pod.Pod) *runtimeapi.UserNamespace {
 
 func criSandboxStatus(v sandboxView) *runtimeapi.PodSandboxStatus {
 	p := v.pod
+	// A fly pod reports the modes its config asked for: the flavor (the
+	// runtime class) decides the isolation, and kubelet would recreate a
+	// sandbox whose modes differ from its pod spec's, forever.
+	asked := namespaceAsked(p)
 	st := &runtimeapi.PodSandboxStatus{
 		Id: p.ID, Metadata: sandboxMetadata(p), State: sandboxState(p, v.containers),
 		CreatedAt: p.CreatedAt.UnixNano(), Labels: copyMap(p.Labels), Annotations: copyMap(p.Annotations),
 		RuntimeHandler: p.Flavor,
 		Linux: &runtimeapi.LinuxPodSandboxStatus{Namespaces: &runtimeapi.Namespace{Options: &runtimeapi.NamespaceOption{
-			Network:       nsMode(p.HostNetwork, runtimeapi.NamespaceMode_POD),
-			Pid:           nsMode(p.HostPID, podPidMode(p)),
-			Ipc:           nsMode(p.HostIPC, runtimeapi.NamespaceMode_POD),
+			Network:       nsMode(asked.HostNetwork, runtimeapi.NamespaceMode_POD),
+			Pid:           nsMode(asked.HostPID, podPidMode(p)),
+			Ipc:           nsMode(asked.HostIPC, runtimeapi.NamespaceMode_POD),
 			UsernsOptions: criUserNS(p),
 		}}},
 	}

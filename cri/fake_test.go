@@ -74,7 +74,7 @@ func newFake(t *testing.T) *fakeRuntime {
 		configs: map[digest.Digest]*ocispec.Image{}, registry: map[string]image.Image{},
 		appStats: map[string]pod.AppStats{}, podStats: map[string]*pod.PodStats{}, statsErr: map[string]error{},
 		fsUsage: map[string]pod.FsUsage{}, resources: map[string]*specs.LinuxResources{},
-		features: Features{RecursiveReadOnlyMounts: true, SwapLimit: true},
+		features: Features{RecursiveReadOnlyMounts: true, SwapLimit: true, Hugetlb: true},
 	}
 }
 

@@ -126,4 +126,10 @@ type Features struct {
 	// SwapLimit: the memory cgroup can limit swap, so a memory limit
 	// comes with "no swap" unless kubelet asks for swap.
 	SwapLimit bool
+	// Hugetlb: the hugetlb cgroup controller is there for runc to use (a
+	// cgroup v1 hierarchy, or cgroup v2's controllers). Without it,
+	// hugepage limits are dropped, as containerd's
+	// disable_hugetlb_controller does: kubelet sends them (zero for pods
+	// without hugepages) and runc would refuse every container.
+	Hugetlb bool
 }

@@ -111,6 +111,9 @@ func New(ctx context.Context, opts Options) (_ *Server, retErr error) {
 	}
 	s.idx.events = s.events
 	s.metrics = newMetrics(s.idx)
+	if !s.features.Hugetlb {
+		s.log.Warn("no hugetlb cgroup controller for runc on this host: containers' hugepage limits are ignored")
+	}
 	var err error
 	if opts.NRI != nil {
 		// Made before anything can call it; started once the index is built.

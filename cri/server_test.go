@@ -1067,3 +1067,26 @@ func TestIndexStatesOnlyMoveForward(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Without a hugetlb controller runc refuses any hugepage limit, and
+// kubelet sends one (zero) with every container: it is dropped.
+func TestHugepageLimitsWithoutController(t *testing.T) {
+	r := &runtimeapi.LinuxContainerResources{HugepageLimits: []*runtimeapi.HugepageLimit{{PageSize: "2MB", Limit: 0}}}
+	if got := resources(r, Features{Hugetlb: true}).HugepageLimits; got["2MB"] != 0 || len(got) != 1 {
+		t.Fatalf("with the controller: %v", got)
+	}
+	if got := resources(r, Features{}).HugepageLimits; got != nil {
+		t.Fatalf("without the controller: %v, want none", got)
+	}
+}
+
+// A fly pod has the host's namespaces whatever it asked; its status must
+// still say what it asked, or kubelet recreates the sandbox forever.
+func TestFlySandboxReportsAskedNamespaces(t *testing.T) {
+	p := &pod.Pod{ID: "p", Flavor: pod.FlavorFly, HostNetwork: true, HostPID: true, HostIPC: true,
+		Asked: &pod.NamespaceRequest{HostPID: true}}
+	got := criSandboxStatus(sandboxView{pod: p}).GetLinux().GetNamespaces().GetOptions()
+	if got.Network != runtimeapi.NamespaceMode_POD || got.Pid != runtimeapi.NamespaceMode_NODE || got.Ipc != runtimeapi.NamespaceMode_POD {
+		t.Fatalf("fly pod status namespaces = %v, want network POD, pid NODE, ipc POD (as asked)", got)
+	}
+}

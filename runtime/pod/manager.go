@@ -102,19 +102,15 @@ type PodConfig struct {
 
 var (
 	appIDRE      = regexp.MustCompile(`^[0-9a-f]{32}$`)
-	dnsLabel     = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`)
 	dnsSubdomain = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$`)
 )
 
-// checkHostname wants a DNS label for a pod's own UTS namespace. A
-// host-network pod keeps the node's hostname, which kubelet may pass as
-// an FQDN, so a DNS subdomain is fine there (the kernel's limit is 64).
-func checkHostname(h string, hostNetwork bool) error {
-	if hostNetwork && len(h) <= 64 && dnsSubdomain.MatchString(strings.ToLower(h)) {
-		return nil
-	}
-	if len(h) > 63 || !dnsLabel.MatchString(h) {
-		return errdefs.InvalidArgument("hostname %q is not a valid DNS label", h)
+// checkHostname wants a DNS subdomain of at most 64 bytes (the kernel's
+// limit): kubelet passes a pod's name, which may have dots, as its
+// hostname, and a host-network pod keeps the node's, maybe an FQDN.
+func checkHostname(h string) error {
+	if len(h) > 64 || !dnsSubdomain.MatchString(strings.ToLower(h)) {
+		return errdefs.InvalidArgument("hostname %q is not a valid DNS name of at most 64 bytes", h)
 	}
 	return nil
 }
@@ -147,6 +143,7 @@ func (m *Manager) CreatePod(ctx context.Context, cfg PodConfig) (_ *Pod, retErr 
 	switch p.Flavor {
 	case FlavorRunc:
 	case FlavorFly:
+		p.Asked = &NamespaceRequest{HostNetwork: p.HostNetwork, HostPID: p.HostPID, HostIPC: p.HostIPC}
 		p.HostNetwork, p.HostPID, p.HostIPC = true, true, true
 	default:
 		return nil, errdefs.InvalidArgument("unknown stage1 flavor %q (want runc or fly)", p.Flavor)
@@ -159,10 +156,10 @@ func (m *Manager) CreatePod(ctx context.Context, cfg PodConfig) (_ *Pod, retErr 
 	}
 	switch {
 	case p.Hostname != "":
-		if err := checkHostname(p.Hostname, p.HostNetwork); err != nil {
+		if err := checkHostname(p.Hostname); err != nil {
 			return nil, err
 		}
-	case checkHostname(p.Name, p.HostNetwork) == nil:
+	case checkHostname(p.Name) == nil:
 		p.Hostname = p.Name
 	default:
 		// The node's, as containerd and CRI-O do for a pod that names

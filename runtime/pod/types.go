@@ -41,6 +41,11 @@ type Pod struct {
 	HostNetwork bool `json:"hostNetwork,omitempty"`
 	HostPID     bool `json:"hostPID,omitempty"`
 	HostIPC     bool `json:"hostIPC,omitempty"`
+	// Asked is what the pod's config asked for, before the flavor had its
+	// say (fly gives every pod the host's namespaces): CRI status reports
+	// it, since kubelet recreates a sandbox whose modes differ from its
+	// pod spec's.
+	Asked *NamespaceRequest `json:"asked,omitempty"`
 	// SharePID puts the pod's apps in one pid namespace (pinned at PIDNS,
 	// held by a process of the supervisor's).
 	SharePID bool `json:"sharePID,omitempty"`
@@ -65,6 +70,13 @@ type Pod struct {
 	// IDMap its mappings; "" and nil for the host's.
 	UserNS string        `json:"userns,omitempty"`
 	IDMap  *UserNSConfig `json:"idMap,omitempty"`
+}
+
+// NamespaceRequest is which host namespaces a pod's config asked for.
+type NamespaceRequest struct {
+	HostNetwork bool `json:"hostNetwork,omitempty"`
+	HostPID     bool `json:"hostPID,omitempty"`
+	HostIPC     bool `json:"hostIPC,omitempty"`
 }
 
 // DNSConfig is a pod's resolver configuration.
