@@ -386,6 +386,12 @@ func criSandboxStatus(v sandboxView) *runtimeapi.PodSandboxStatus {
 			UsernsOptions: criUserNS(p),
 		}}},
 	}
+	if p.Attachment == nil && len(p.HostIPs) > 0 {
+		st.Network = &runtimeapi.PodSandboxNetworkStatus{Ip: p.HostIPs[0]}
+		for _, ip := range p.HostIPs[1:] {
+			st.Network.AdditionalIps = append(st.Network.AdditionalIps, &runtimeapi.PodIP{Ip: ip})
+		}
+	}
 	if p.Attachment != nil {
 		if ips := p.Attachment.PodIPs(); len(ips) > 0 {
 			st.Network = &runtimeapi.PodSandboxNetworkStatus{Ip: ips[0]}

@@ -1084,9 +1084,14 @@ func TestHugepageLimitsWithoutController(t *testing.T) {
 // still say what it asked, or kubelet recreates the sandbox forever.
 func TestFlySandboxReportsAskedNamespaces(t *testing.T) {
 	p := &pod.Pod{ID: "p", Flavor: pod.FlavorFly, HostNetwork: true, HostPID: true, HostIPC: true,
-		Asked: &pod.NamespaceRequest{HostPID: true}}
-	got := criSandboxStatus(sandboxView{pod: p}).GetLinux().GetNamespaces().GetOptions()
+		Asked: &pod.NamespaceRequest{HostPID: true}, HostIPs: []string{"192.0.2.7"}}
+	st := criSandboxStatus(sandboxView{pod: p})
+	got := st.GetLinux().GetNamespaces().GetOptions()
 	if got.Network != runtimeapi.NamespaceMode_POD || got.Pid != runtimeapi.NamespaceMode_NODE || got.Ipc != runtimeapi.NamespaceMode_POD {
 		t.Fatalf("fly pod status namespaces = %v, want network POD, pid NODE, ipc POD (as asked)", got)
+	}
+	// kubelet recreates a non-host-network sandbox without an IP.
+	if st.GetNetwork().GetIp() != "192.0.2.7" {
+		t.Fatalf("fly pod status network = %v, want the node's address", st.GetNetwork())
 	}
 }

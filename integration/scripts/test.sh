@@ -9,3 +9,6 @@ make test
 # cri-tools' conformance suite against runclet (three passes; fails on
 # anything integration/cmd/critest/expected.txt does not list).
 make critest
+# A real kubelet and kube-apiserver on runclet: pods, probes, logs,
+# exec/attach/port-forward through kubectl, restarts, OOM, runtime class.
+make e2e-node

@@ -144,6 +144,9 @@ func (m *Manager) CreatePod(ctx context.Context, cfg PodConfig) (_ *Pod, retErr 
 	case FlavorRunc:
 	case FlavorFly:
 		p.Asked = &NamespaceRequest{HostNetwork: p.HostNetwork, HostPID: p.HostPID, HostIPC: p.HostIPC}
+		if !p.HostNetwork {
+			p.HostIPs = network.HostIPs()
+		}
 		p.HostNetwork, p.HostPID, p.HostIPC = true, true, true
 	default:
 		return nil, errdefs.InvalidArgument("unknown stage1 flavor %q (want runc or fly)", p.Flavor)

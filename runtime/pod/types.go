@@ -46,6 +46,10 @@ type Pod struct {
 	// it, since kubelet recreates a sandbox whose modes differ from its
 	// pod spec's.
 	Asked *NamespaceRequest `json:"asked,omitempty"`
+	// HostIPs are the node's addresses, recorded for a fly pod that did
+	// not ask for the host network: it is reached there, and kubelet wants
+	// an IP for such a pod.
+	HostIPs []string `json:"hostIPs,omitempty"`
 	// SharePID puts the pod's apps in one pid namespace (pinned at PIDNS,
 	// held by a process of the supervisor's).
 	SharePID bool `json:"sharePID,omitempty"`
