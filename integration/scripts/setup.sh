@@ -2,7 +2,9 @@
 # Installs what building and testing runclet needs on Debian 12. Idempotent.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-packages=(make gcc git busybox-static libseccomp-dev containernetworking-plugins iptables iproute2 ca-certificates)
+# containerd: the peer that critest, e2e-node and podbench compare runclet
+# with (each starts a private instance; the harness tests run one).
+packages=(make gcc git busybox-static libseccomp-dev containernetworking-plugins iptables iproute2 ca-certificates containerd)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
