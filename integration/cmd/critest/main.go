@@ -24,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/runclet/runclet/integration/peer"
 	"github.com/runclet/runclet/integration/testregistry"
 )
 
@@ -107,15 +108,19 @@ func run(o options) error {
 			return err
 		}
 		defer logf.Close()
-		ep, stopContainerd, err := startContainerd(filepath.Join(dir, "containerd"), reg.URL(), mirrored, "rclcritc0", "10.216.1.0/24", "registry.k8s.io/pause:3.9", logf)
-		if err != nil {
+		ctd := &peer.Containerd{Dir: filepath.Join(dir, "containerd"), RegistryURL: reg.URL(), MirrorHosts: mirrored,
+			Bridge: "rclcritc0", Subnet: "10.216.1.0/24", NetName: "critest-containerd-rclcritc0",
+			SandboxImage: "registry.k8s.io/pause:3.9", Log: logf}
+		if err := ctd.Start(); err != nil {
 			return err
 		}
 		defer func() {
-			stopContainerd()
+			if err := ctd.Stop(); err != nil {
+				log.Printf("stopping containerd: %v", err)
+			}
 			log.Printf("logs and report left in %s", dir)
 		}()
-		endpoint = ep
+		endpoint = ctd.Endpoint()
 	}
 
 	cfg := fmt.Sprintf("[network]\nconf_dir = %q\ndefault_bridge = %q\ndefault_subnet = %q\n",

@@ -208,12 +208,10 @@ func teardown(c *cluster, host *hostState, keep, keepLogs bool) {
 		c.deleteAllPods(ctx)
 	}
 	c.kubelet.stop(20 * time.Second)
-	if d := runtimeDaemon(c.rt); d != nil {
-		if !d.exited() {
-			removeSandboxes(c.rt.endpoint())
-		}
-		c.rt.stopDaemon()
+	if c.rt.running() {
+		removeSandboxes(c.rt.endpoint())
 	}
+	c.rt.stopDaemon()
 	c.rt.cleanup()
 	c.apiserver.stop(20 * time.Second)
 	c.etcd.stop(20 * time.Second)
@@ -243,16 +241,6 @@ func teardown(c *cluster, host *hostState, keep, keepLogs bool) {
 		log.Printf("removing %s: %v", c.dir, err)
 	}
 	log.Printf("daemon logs in %s", logs)
-}
-
-func runtimeDaemon(rt criRuntime) *proc {
-	switch r := rt.(type) {
-	case *runcletRuntime:
-		return r.daemon
-	case *containerdRuntime:
-		return r.daemon
-	}
-	return nil
 }
 
 // result is one scenario's outcome.

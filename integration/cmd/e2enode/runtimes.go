@@ -8,10 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
-	"syscall"
 	"time"
+
+	"github.com/runclet/runclet/integration/peer"
 )
 
 const (
@@ -25,6 +24,8 @@ type criRuntime interface {
 	name() string
 	endpoint() string // unix:///...
 	start() error
+	// running says whether the daemon was started and still runs.
+	running() bool
 	// stopDaemon stops the daemon only (pods keep running where the
 	// runtime allows it).
 	stopDaemon()
@@ -116,6 +117,8 @@ func (r *runcletRuntime) start() error {
 	return nil
 }
 
+func (r *runcletRuntime) running() bool { return r.daemon != nil && !r.daemon.exited() }
+
 func (r *runcletRuntime) stopDaemon() {
 	r.daemon.stop(30 * time.Second)
 }
@@ -151,89 +154,30 @@ func (r *runcletRuntime) cleanup() {
 }
 
 // containerdRuntime is a private containerd (Debian's /usr/bin/containerd)
-// with its CRI plugin: own config, root, state, socket, a CNI bridge on
-// rcle2e0, the test registry as mirror of every registry host, and the
-// sandbox image served from it.
+// with its CRI plugin, a peer.Containerd: own config, root, state, socket,
+// a CNI bridge on rcle2e0, the test registry as mirror of every registry
+// host, and the sandbox image served from it.
 type containerdRuntime struct {
-	dir, cfg, sock, log string
-	daemon              *proc
+	dir, log string
+	ctd      *peer.Containerd
+	logf     *os.File
 }
 
 func newContainerdRuntime(dir, registryURL string) (*containerdRuntime, error) {
 	if _, err := exec.LookPath("containerd"); err != nil {
 		return nil, fmt.Errorf("containerd not found (Debian: apt-get install -y containerd): %w", err)
 	}
-	c := &containerdRuntime{dir: dir, cfg: filepath.Join(dir, "config.toml"), sock: filepath.Join(dir, "containerd.sock"),
-		log: filepath.Join(dir, "containerd.log")}
-	cniDir := filepath.Join(dir, "cni")
-	if err := os.MkdirAll(cniDir, 0o700); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	conf := map[string]any{
-		"cniVersion": "1.0.0",
-		"name":       "e2enode",
-		"plugins": []any{
-			map[string]any{
-				"type": "bridge", "bridge": bridgeName, "isGateway": true, "ipMasq": true, "hairpinMode": true,
-				"ipam": map[string]any{
-					"type":    "host-local",
-					"ranges":  [][]map[string]string{{{"subnet": podSubnet}}},
-					"routes":  []map[string]string{{"dst": "0.0.0.0/0"}},
-					"dataDir": filepath.Join(dir, "ipam"),
-				},
-			},
-			map[string]any{"type": "portmap", "capabilities": map[string]bool{"portMappings": true}},
-		},
-	}
-	raw, _ := json.MarshalIndent(conf, "", "  ")
-	if err := os.WriteFile(filepath.Join(cniDir, "10-e2enode.conflist"), raw, 0o644); err != nil {
-		return nil, err
-	}
-	const p = `plugins."io.containerd.grpc.v1.cri"`
-	cfg := fmt.Sprintf(`version = 2
-root = %[2]q
-state = %[3]q
-disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
-[grpc]
-  address = %[4]q
-[ttrpc]
-  address = %[5]q
-[plugins."io.containerd.snapshotter.v1.overlayfs"]
-  root_path = %[6]q
-[%[1]s]
-  sandbox_image = %[7]q
-  disable_apparmor = true
-  restrict_oom_score_adj = true
-  netns_mounts_under_state_dir = true
-  enable_selinux = false
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-[%[1]s.containerd]
-  snapshotter = "overlayfs"
-  default_runtime_name = "runc"
-[%[1]s.containerd.runtimes.runc]
-  runtime_type = "io.containerd.runc.v2"
-[%[1]s.containerd.runtimes.runc.options]
-  SystemdCgroup = false
-  Root = %[8]q
-[%[1]s.cni]
-  bin_dir = "/usr/lib/cni"
-  conf_dir = %[9]q
-  max_conf_num = 1
-`, p, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.sock, c.sock+".ttrpc",
-		filepath.Join(dir, "root", "overlayfs"), pauseImage, filepath.Join(dir, "runc"), cniDir)
-	for _, host := range []string{"registry.k8s.io", "docker.io", "gcr.io", "quay.io"} {
-		cfg += fmt.Sprintf("[%s.registry.mirrors.%q]\n  endpoint = [%q]\n", p, host, registryURL)
-	}
-	if err := os.WriteFile(c.cfg, []byte(cfg), 0o600); err != nil {
-		return nil, err
-	}
-	return c, nil
+	return &containerdRuntime{dir: dir, log: filepath.Join(dir, "containerd.log"), ctd: &peer.Containerd{
+		Dir: dir, RegistryURL: registryURL, MirrorHosts: []string{"registry.k8s.io", "docker.io", "gcr.io", "quay.io"},
+		Bridge: bridgeName, Subnet: podSubnet, NetName: "e2enode", SandboxImage: pauseImage, DisableAppArmor: true,
+	}}, nil
 }
 
 func (c *containerdRuntime) name() string     { return "containerd" }
-func (c *containerdRuntime) endpoint() string { return "unix://" + c.sock }
+func (c *containerdRuntime) endpoint() string { return c.ctd.Endpoint() }
 func (c *containerdRuntime) logPath() string  { return c.log }
 
 // hostDirs: the shim's socket directory and libcni's result cache are
@@ -242,45 +186,27 @@ func (c *containerdRuntime) hostDirs() []string {
 	return []string{"/run/containerd", "/run/containerd/s", "/var/lib/cni", "/var/lib/cni/results"}
 }
 
+func (c *containerdRuntime) running() bool { return c.ctd.Running() }
+
 func (c *containerdRuntime) start() error {
-	p, err := startProc("containerd", c.log, "containerd", "--config", c.cfg)
+	f, err := os.OpenFile(c.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err
 	}
-	c.daemon = p
-	return waitSocket(c.sock, p, 30*time.Second)
+	c.logf, c.ctd.Log = f, f
+	return c.ctd.Start()
 }
 
-func (c *containerdRuntime) stopDaemon() { c.daemon.stop(30 * time.Second) }
-
-// cleanup kills the shims of this containerd (found by the address in
-// their command line: processes this run started) and what they ran, by
-// PID. containerd's own state is under our directory and goes with it.
-func (c *containerdRuntime) cleanup() {
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if err != nil {
-			continue
-		}
-		args := strings.Split(string(cmdline), "\x00")
-		if !strings.HasPrefix(filepath.Base(args[0]), "containerd-shim") || !strings.Contains(string(cmdline), c.sock) {
-			continue
-		}
-		// The shim's children are the containers' init processes.
-		if kids, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", pid, pid)); err == nil {
-			for _, k := range strings.Fields(string(kids)) {
-				if kp, err := strconv.Atoi(k); err == nil {
-					syscall.Kill(kp, syscall.SIGKILL)
-				}
-			}
-		}
-		log.Printf("killing containerd shim pid %d", pid)
-		syscall.Kill(pid, syscall.SIGKILL)
+// stopDaemon stops containerd and, with it, removes what its pods left
+// (peer.Containerd.Stop: its shims by PID, mounts, the bridge, nat rules,
+// libcni cache); cleanup has nothing left to do.
+func (c *containerdRuntime) stopDaemon() {
+	if err := c.ctd.Stop(); err != nil {
+		log.Printf("containerd: %v", err)
 	}
-	time.Sleep(500 * time.Millisecond)
+	if c.logf != nil {
+		c.logf.Close()
+	}
 }
+
+func (c *containerdRuntime) cleanup() { c.stopDaemon() }

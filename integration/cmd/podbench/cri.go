@@ -16,10 +16,6 @@ import (
 // crictlVersion is the cri-tools release built when -crictl is not given.
 const crictlVersion = "v1.37.0"
 
-// criHostDirs are made outside our directory by containerd's cri plugin
-// whatever its config says: libcni's result cache, parents first.
-var criHostDirs = []string{"/var/lib/cni", "/var/lib/cni/results"}
-
 // pollInterval is how often an app's state is asked for while waiting for
 // its exit, from either tool.
 const pollInterval = 50 * time.Millisecond
@@ -52,65 +48,6 @@ func (b *bench) setupCRIClient(ctx context.Context, bin string) error {
 }
 
 func (b *bench) crictlArgs(a ...string) []string { return append(slices.Clone(b.crictl), a...) }
-
-// criConfig writes the cri plugin's CNI config and returns the plugin's
-// part of containerd's config: everything under our directory, the runc
-// the ctr rows use, no AppArmor (absent here) and no oom_score_adj below
-// ours (root lacks CAP_SYS_RESOURCE in some sandboxes).
-func (b *bench) criConfig() (string, error) {
-	ctd := filepath.Join(b.dir, "ctd")
-	cniDir := filepath.Join(ctd, "cni")
-	if err := os.MkdirAll(cniDir, 0o700); err != nil {
-		return "", err
-	}
-	conf := map[string]any{
-		"cniVersion": "1.0.0",
-		"name":       "podbench-cri",
-		"plugins": []any{map[string]any{
-			"type":        "bridge",
-			"bridge":      criBridge,
-			"isGateway":   true,
-			"ipMasq":      false, // no iptables rules on the host
-			"hairpinMode": true,
-			"ipam": map[string]any{
-				"type":    "host-local",
-				"ranges":  [][]map[string]string{{{"subnet": criSubnet}}},
-				"routes":  []map[string]string{{"dst": "0.0.0.0/0"}},
-				"dataDir": filepath.Join(ctd, "ipam"),
-			},
-		}},
-	}
-	raw, err := json.MarshalIndent(conf, "", "  ")
-	if err != nil {
-		return "", err
-	}
-	if err := os.WriteFile(filepath.Join(cniDir, "10-podbench.conflist"), raw, 0o600); err != nil {
-		return "", err
-	}
-	const p = `plugins."io.containerd.grpc.v1.cri"`
-	return fmt.Sprintf(`[%[1]s]
-  sandbox_image = %[2]q
-  disable_apparmor = true
-  restrict_oom_score_adj = true
-  netns_mounts_under_state_dir = true
-  enable_selinux = false
-  stream_server_address = "127.0.0.1"
-  stream_server_port = "0"
-[%[1]s.containerd]
-  snapshotter = "overlayfs"
-  default_runtime_name = "runc"
-[%[1]s.containerd.runtimes.runc]
-  runtime_type = "io.containerd.runc.v2"
-[%[1]s.containerd.runtimes.runc.options]
-  BinaryName = %[3]q
-  Root = %[4]q
-  SystemdCgroup = false
-[%[1]s.cni]
-  bin_dir = "/usr/lib/cni"
-  conf_dir = %[5]q
-  max_conf_num = 1
-`, p, pauseImage, b.runc, filepath.Join(ctd, "runc-cri"), cniDir), nil
-}
 
 // importCRI imports the archive into the cri plugin's namespace and waits
 // until the plugin has seen every image.

@@ -95,6 +95,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"golang.org/x/sys/unix"
 
+	"github.com/runclet/runclet/integration/peer"
 	"github.com/runclet/runclet/integration/testimage"
 )
 
@@ -174,20 +175,15 @@ type bench struct {
 	debRunc     string   // /usr/sbin/runc, or ""
 	ctr         []string // ctr -a SOCK -n bench
 	sock        string
-	tag         string          // prefix of ctr and runc IDs
-	containerd  *exec.Cmd       // nil until started
-	podIDs      map[string]bool // every runclet pod seen
-	cgroupNew   bool            // /bench did not exist: ours to remove
-	newDirs     []string        // hostDirs (and criHostDirs) that did not exist
-	cri         bool            // containerd's cri plugin is on
-	crictl      []string        // crictl and its endpoint flags
-	crictlBuilt bool            // crictl is crictlVersion, built here
+	tag         string           // prefix of ctr and runc IDs
+	ctd         *peer.Containerd // nil until started
+	ctdLog      *os.File         // its log, open while it runs
+	podIDs      map[string]bool  // every runclet pod seen
+	cgroupNew   bool             // /bench did not exist: ours to remove
+	cri         bool             // containerd's cri plugin is on
+	crictl      []string         // crictl and its endpoint flags
+	crictlBuilt bool             // crictl is crictlVersion, built here
 }
-
-// hostDirs are the directories a containerd shim makes outside the
-// configured root and state whatever its config says (its socket
-// directory is fixed), parents first.
-var hostDirs = []string{"/run/containerd", "/run/containerd/s"}
 
 func run(ctx context.Context, args []string) (err error) {
 	fs := flag.NewFlagSet("podbench", flag.ContinueOnError)
@@ -377,70 +373,31 @@ func (b *bench) setup(ctx context.Context, runclet, runcBin, crictlBin string, l
 	}
 
 	b.cgroupNew = len(ctrCgroups()) == 0
-	dirs := hostDirs
-	if b.cri {
-		dirs = append(slices.Clone(hostDirs), criHostDirs...)
-	}
-	for _, d := range dirs {
-		if _, err := os.Stat(d); errors.Is(err, os.ErrNotExist) {
-			b.newDirs = append(b.newDirs, d)
-		}
-	}
 	ctd := filepath.Join(b.dir, "ctd")
-	b.sock = filepath.Join(ctd, "c.sock")
+	// With the cri plugin: everything under our directory, the runc the
+	// ctr rows use, no AppArmor (absent here), no iptables rules on the
+	// host and no oom_score_adj below ours (root lacks CAP_SYS_RESOURCE in
+	// some sandboxes). Its Stop removes the host directories its shims and
+	// libcni made.
+	c := &peer.Containerd{Dir: ctd, NoCRI: !b.cri, Bridge: criBridge, Subnet: criSubnet, NetName: "podbench-cri",
+		NoNAT: true, SandboxImage: pauseImage, RuncBinary: b.runc, DisableAppArmor: true}
+	b.sock = c.Socket()
 	b.ctr = []string{"ctr", "-a", b.sock, "-n", ctrNS}
 	if b.cri {
 		if err := b.setupCRIClient(ctx, crictlBin); err != nil {
 			return err
 		}
 	}
-	disabled := `"io.containerd.grpc.v1.cri", `
-	if b.cri {
-		disabled = ""
-	}
-	conf := fmt.Sprintf(`version = 2
-root = %q
-state = %q
-disabled_plugins = [%s"io.containerd.internal.v1.opt", "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]
-[grpc]
-  address = %q
-[ttrpc]
-  address = %q
-[plugins."io.containerd.snapshotter.v1.overlayfs"]
-  root_path = %q
-`, filepath.Join(ctd, "root"), filepath.Join(ctd, "state"), disabled, b.sock, b.sock+".ttrpc", filepath.Join(ctd, "root", "overlayfs"))
-	if b.cri {
-		cri, err := b.criConfig()
-		if err != nil {
-			return err
-		}
-		conf += cri
-	}
-	if err := os.WriteFile(filepath.Join(ctd, "config.toml"), []byte(conf), 0o600); err != nil {
-		return err
-	}
 	logf, err := os.Create(filepath.Join(ctd, "containerd.log"))
 	if err != nil {
 		return err
 	}
-	defer logf.Close()
-	c := exec.Command("containerd", "--config", filepath.Join(ctd, "config.toml"))
-	c.Stdout, c.Stderr = logf, logf
-	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // our signals only
+	c.Log = logf
 	if err := c.Start(); err != nil {
+		logf.Close()
 		return err
 	}
-	b.containerd = c
-	for i := 0; ; i++ {
-		if _, err := b.do(ctx, b.ctrArgs("version")...); err == nil {
-			break
-		} else if i == 100 {
-			log, _ := os.ReadFile(logf.Name())
-			return fmt.Errorf("containerd did not come up: %w\n%s", err, tail(log))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	b.ctd, b.ctdLog = c, logf
 	if _, err = b.do(ctx, b.ctrArgs("images", "import", archive)...); err != nil {
 		return err
 	}
@@ -458,7 +415,7 @@ func (b *bench) ctrArgs(a ...string) []string     { return append(slices.Clone(b
 // seccomp profile, no stdio fifos.
 func (b *bench) ctrRun(mode, id string, args ...string) []string {
 	return b.ctrArgs(append([]string{"run", mode, "--null-io", "--seccomp", "--runc-binary", b.runc,
-		"--runc-root", filepath.Join(b.dir, "ctd", "runc"), image, id}, args...)...)
+		"--runc-root", filepath.Join(b.dir, "ctd", "runc-ctr"), image, id}, args...)...)
 }
 
 func (b *bench) versions(ctx context.Context, v map[string]string) error {
@@ -849,7 +806,7 @@ func (b *bench) cleanup() error {
 			}
 		}
 	}
-	if b.containerd != nil {
+	if b.ctd != nil {
 		if b.crictl != nil { // every CRI pod of our private containerd is ours
 			keep(b.criRemoveAll(ctx))
 		}
@@ -858,22 +815,9 @@ func (b *bench) cleanup() error {
 		for _, id := range strings.Fields(out) {
 			keep(b.ctrRemove(ctx, id))
 		}
-		keep(b.containerd.Process.Signal(syscall.SIGTERM))
-		done := make(chan error, 1)
-		go func() { done <- b.containerd.Wait() }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			keep(errors.New("containerd ignored SIGTERM for 10s: killed"))
-			b.containerd.Process.Kill()
-			<-done
-		}
-		shims, err := b.shims()
-		keep(err)
-		for _, pid := range shims { // ours: they served our socket
-			keep(fmt.Errorf("shim %d of our containerd survived: killed", pid))
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
+		// Stops it and kills (and reports) shims of ours that survived.
+		keep(b.ctd.Stop())
+		b.ctdLog.Close()
 		if b.cgroupNew {
 			for _, d := range ctrCgroups() {
 				os.Remove(d) // only when empty: a cgroup still in use stays
@@ -881,9 +825,6 @@ func (b *bench) cleanup() error {
 		}
 		if b.cri {
 			keep(b.removeCRICgroups())
-		}
-		for _, d := range slices.Backward(b.newDirs) {
-			os.Remove(d) // only when empty: others may use it meanwhile
 		}
 	}
 	keep(unmountUnder(b.dir))

@@ -1,10 +1,9 @@
-package main
+package peer
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -15,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -51,9 +52,15 @@ func testContainerd(t *testing.T, reg *testregistry.Registry) (dir, endpoint, br
 	dir = t.TempDir()
 	bridge, subnet := testNet()
 	logs := &tailBuffer{max: 1 << 20}
-	endpoint, stop, err := startContainerd(dir, reg.URL(), mirroredHosts, bridge, subnet, "registry.k8s.io/pause:3.9", logs)
-	if err != nil {
+	c := &Containerd{Dir: dir, RegistryURL: reg.URL(), MirrorHosts: mirroredHosts, Bridge: bridge, Subnet: subnet,
+		SandboxImage: "registry.k8s.io/pause:3.9", Log: logs}
+	if err := c.Start(); err != nil {
 		t.Fatal(err)
+	}
+	stop = func() {
+		if err := c.Stop(); err != nil {
+			t.Logf("stop: %v", err)
+		}
 	}
 	// Runs before t.TempDir's removal.
 	t.Cleanup(func() {
@@ -63,21 +70,18 @@ func testContainerd(t *testing.T, reg *testregistry.Registry) (dir, endpoint, br
 			return
 		}
 		for _, l := range strings.Split(logs.String(), "\n") {
-			if strings.HasPrefix(l, "critest harness: ") {
+			if strings.HasPrefix(l, LogPrefix) {
 				t.Log(l)
 			}
 		}
 	})
-	return dir, endpoint, bridge, stop
+	return dir, c.Endpoint(), bridge, stop
 }
 
+// pushPause pushes a pause image: busybox sleeping.
 func pushPause(t *testing.T, reg *testregistry.Registry) {
 	t.Helper()
-	bin, err := goBinary("pause", pauseSource)
-	if err != nil {
-		t.Fatal(err)
-	}
-	img, err := pause(bin)
+	img, err := mutate.Config(testimage.MustBusybox(t), v1.Config{Cmd: []string{"sleep", "100000"}, Env: []string{testimage.DefaultPath}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,69 +290,5 @@ func TestContainerdStopAfterCrash(t *testing.T) {
 		if cl, err := os.ReadFile("/proc/" + e.Name() + "/cmdline"); err == nil && strings.Contains(string(cl), dir) {
 			t.Errorf("process %s left: %q", e.Name(), cl)
 		}
-	}
-}
-
-// TestCritestContainerd runs critest (focus $RUNCLET_CRITEST_FOCUS, by
-// default the basic container operations) against the private containerd
-// with the images the harness serves. Only with RUNCLET_CRITEST_CONTAINERD=1;
-// one critest at a time on a machine.
-func TestCritestContainerd(t *testing.T) {
-	if os.Getenv("RUNCLET_CRITEST_CONTAINERD") != "1" {
-		t.Skip("set RUNCLET_CRITEST_CONTAINERD=1 to run critest against containerd")
-	}
-	needContainerd(t)
-	bin, err := buildCritest()
-	if err != nil {
-		t.Fatal(err)
-	}
-	reg := testregistry.StartTB(t)
-	if _, err := pushImages(reg); err != nil {
-		t.Fatal(err)
-	}
-	dir, endpoint, _, _ := testContainerd(t, reg)
-	focus := os.Getenv("RUNCLET_CRITEST_FOCUS")
-	if focus == "" {
-		focus = "runtime should support basic operations on container"
-	}
-	report := filepath.Join(dir, "report.json")
-	cmd := exec.Command(bin, "--runtime-endpoint", endpoint, "--image-endpoint", endpoint,
-		"--ginkgo.focus", focus, "--ginkgo.no-color", "--ginkgo.json-report", report)
-	cmd.Dir = dir
-	out, runErr := cmd.CombinedOutput()
-	t.Logf("critest (%v):\n%s", runErr, out)
-	b, err := os.ReadFile(report)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var suites []struct {
-		SpecReports []struct {
-			ContainerHierarchyTexts []string
-			LeafNodeText            string
-			LeafNodeType            string
-			State                   string
-			NumAttempts             int
-			Failure                 struct{ Message string }
-		}
-	}
-	if err := json.Unmarshal(b, &suites); err != nil {
-		t.Fatal(err)
-	}
-	counts := map[string]int{}
-	for _, s := range suites {
-		for _, r := range s.SpecReports {
-			if r.LeafNodeType != "It" || (r.State == "skipped" && r.NumAttempts == 0) {
-				continue
-			}
-			counts[r.State]++
-			if r.State != "passed" {
-				t.Logf("%s %s: %s", strings.ToUpper(r.State),
-					strings.Join(append(r.ContainerHierarchyTexts, r.LeafNodeText), " "), firstLine(r.Failure.Message))
-			}
-		}
-	}
-	t.Logf("containerd critest results: %v", counts)
-	if counts["passed"] == 0 {
-		t.Errorf("nothing passed")
 	}
 }

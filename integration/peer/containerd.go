@@ -1,10 +1,22 @@
-package main
+// Package peer runs the comparison peer of the harnesses (critest, e2enode,
+// podbench): Debian's containerd (1.6) with its CRI plugin, private to one
+// run.
+//
+// Everything it keeps is under the directory it is given, except what
+// containerd 1.6 and libcni put in fixed host places whatever the config
+// says: the shims' sockets (/run/containerd/s/<sha256>), libcni's result
+// cache (/var/lib/cni/results/<network>-<id>-<if>) and the pods' cgroups
+// (cgroupfs, under /k8s.io, critest's /test.slice or the parent a pod
+// asks for). Stop removes those of its own pods, and the directories and
+// cgroup parents if Start created them.
+package peer
 
 import (
 	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -22,28 +34,48 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// The peer: Debian's containerd (1.6) with its CRI plugin, private to one
-// run. Everything it keeps is under the directory it is given, except what
-// containerd 1.6 and libcni put in fixed host places whatever the config
-// says: the shims' sockets (/run/containerd/s/<sha256>), libcni's result
-// cache (/var/lib/cni/results/<network>-<id>-<if>) and the pods' cgroups
-// (cgroupfs, under /k8s.io or critest's /test.slice). Its stop function
-// removes those of its own pods, and the directories and cgroup parents if
-// it created them.
-
 // criNamespace is the containerd namespace the CRI plugin keeps its
 // containers, tasks, images and snapshots in.
 const criNamespace = "k8s.io"
 
-// containerd is a running private containerd.
-type containerd struct {
-	dir, sock, netName, bridge, subnet string
-	cmd                                *exec.Cmd
-	exited                             chan struct{} // closed when cmd has been waited for
-	log                                *tailBuffer
-	logw                               io.Writer
-	newHostDirs                        []string // host directories that did not exist before the start
-	newCgroups                         []string // cgroup parents that did not exist before the start
+// LogPrefix starts the lines Containerd writes to Log about itself.
+const LogPrefix = "containerd peer: "
+
+// Containerd is a private containerd: set the options, then Start it and
+// Stop it when done.
+type Containerd struct {
+	// Dir holds its config, socket, data and CNI config (made if missing).
+	Dir string
+	// RegistryURL (e.g. "http://127.0.0.1:41591") is made a mirror of
+	// each of MirrorHosts; none if MirrorHosts is empty.
+	RegistryURL string
+	MirrorHosts []string
+	// Bridge and Subnet are the pod network's, a CNI bridge of its own
+	// named NetName (by default "peer-"+Bridge).
+	Bridge, Subnet, NetName string
+	// NoNAT leaves out the bridge's ipMasq and the portmap plugin: no
+	// iptables rules on the host.
+	NoNAT bool
+	// SandboxImage is the CRI plugin's sandbox (pause) image.
+	SandboxImage string
+	// RuncBinary is the runc the CRI plugin runs; "" for runc in PATH.
+	RuncBinary string
+	// DisableAppArmor turns off the CRI plugin's AppArmor profiles.
+	DisableAppArmor bool
+	// NoCRI disables the CRI plugin (then Bridge, Subnet, mirrors and
+	// SandboxImage are unused): containerd for ctr only.
+	NoCRI bool
+	// Log gets containerd's output and the harness's lines about it.
+	Log io.Writer
+
+	sock        string
+	cmd         *exec.Cmd
+	exited      chan struct{} // closed when cmd has been waited for
+	log         *tailBuffer
+	newHostDirs []string // host directories that did not exist before the start
+	newCgroups  []string // cgroup parents that did not exist before the start
+	stopOnce    sync.Once
+	stopErr     error
 }
 
 // cgroupParents are the cgroups (in every hierarchy) pods are put under:
@@ -52,49 +84,52 @@ type containerd struct {
 // not implement RuntimeConfig, so critest asks for /test.slice).
 var cgroupParents = []string{"k8s.io", "test.slice"}
 
-// startContainerd starts a private containerd with its CRI plugin under dir,
-// with registry mirrors for the given hosts pointing at registryURL (e.g.
-// "http://127.0.0.1:41591"), pod network on a bridge of its own (name and
-// subnet given) via a CNI conflist it writes, sandbox image set to
-// sandboxImage; it returns the CRI endpoint ("unix:///...sock") and a stop
-// function that stops containerd by PID, removes its pods' leftovers (via
-// its CRI service and `ctr -n k8s.io` while it runs; then its shims by PID,
-// mounts under dir, the bridge, the network's nat rules and libcni cache
-// entries) and its data directories. containerd's output goes to logw.
-func startContainerd(dir, registryURL string, mirrorHosts []string, bridge, subnet, sandboxImage string, logw io.Writer) (endpoint string, stop func(), err error) {
+// Socket is the path of containerd's gRPC socket, under Dir.
+func (c *Containerd) Socket() string {
+	dir, _ := filepath.Abs(c.Dir)
+	return filepath.Join(dir, "containerd.sock")
+}
+
+// Endpoint is the CRI (and containerd) endpoint, "unix://" and Socket.
+func (c *Containerd) Endpoint() string { return "unix://" + c.Socket() }
+
+func (c *Containerd) netName() string {
+	if c.NetName != "" {
+		return c.NetName
+	}
+	return "peer-" + c.Bridge
+}
+
+// Start writes the CNI conflist and containerd's config under Dir, starts
+// containerd (in a process group of its own) and waits until it serves
+// (with CRI: until the CRI service reports its network ready). On failure
+// it has stopped it again.
+func (c *Containerd) Start() error {
 	bin, err := exec.LookPath("containerd")
 	if err != nil {
-		return "", nil, fmt.Errorf("containerd not found (Debian: apt-get install -y containerd): %w", err)
+		return fmt.Errorf("containerd not found (Debian: apt-get install -y containerd): %w", err)
 	}
 	if _, err := exec.LookPath("ctr"); err != nil {
-		return "", nil, fmt.Errorf("ctr not found (it comes with containerd): %w", err)
+		return fmt.Errorf("ctr not found (it comes with containerd): %w", err)
 	}
-	if logw == nil {
-		logw = io.Discard
+	if c.Log == nil {
+		c.Log = io.Discard
 	}
-	dir, err = filepath.Abs(dir)
-	if err != nil {
-		return "", nil, err
+	if c.Dir, err = filepath.Abs(c.Dir); err != nil {
+		return err
 	}
-	c := &containerd{
-		dir:     dir,
-		sock:    filepath.Join(dir, "containerd.sock"),
-		netName: "critest-containerd-" + bridge,
-		bridge:  bridge,
-		subnet:  subnet,
-		exited:  make(chan struct{}),
-		log:     &tailBuffer{max: 16 << 10},
-		logw:    logw,
-	}
+	c.sock = c.Socket()
+	c.exited = make(chan struct{})
+	c.log = &tailBuffer{max: 16 << 10}
 	if len(c.sock) > 100 {
-		return "", nil, fmt.Errorf("socket path %s is too long for a unix socket", c.sock)
+		return fmt.Errorf("socket path %s is too long for a unix socket", c.sock)
 	}
 	if v, err := exec.Command(bin, "--version").Output(); err == nil {
-		fmt.Fprintf(logw, "critest harness: starting %s", v)
+		c.logf("starting %s", bytes.TrimSpace(v))
 	}
-	cfgPath, err := c.writeConfig(registryURL, mirrorHosts, sandboxImage)
+	cfgPath, err := c.writeConfig()
 	if err != nil {
-		return "", nil, err
+		return err
 	}
 	for _, d := range []string{"/run/containerd", "/run/containerd/s", "/var/lib/cni", "/var/lib/cni/results"} {
 		if _, err := os.Lstat(d); os.IsNotExist(err) {
@@ -113,80 +148,49 @@ func startContainerd(dir, registryURL string, mirrorHosts []string, bridge, subn
 	}
 
 	c.cmd = exec.Command(bin, "--config", cfgPath)
-	c.cmd.Stdout = io.MultiWriter(logw, c.log)
+	c.cmd.Stdout = io.MultiWriter(c.Log, c.log)
 	c.cmd.Stderr = c.cmd.Stdout
 	// Its own process group: a ^C at the terminal reaches the harness, which
 	// then stops pods while containerd still serves.
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := c.cmd.Start(); err != nil {
-		return "", nil, err
+		return err
 	}
 	go func() { c.cmd.Wait(); close(c.exited) }()
-	var once sync.Once
-	stop = func() { once.Do(c.stop) }
 	if err := c.waitReady(60 * time.Second); err != nil {
-		stop()
-		return "", nil, err
+		c.Stop()
+		return err
 	}
-	return "unix://" + c.sock, stop, nil
+	return nil
 }
 
 // writeConfig writes the CNI conflist and containerd's config and returns
 // the config's path.
-func (c *containerd) writeConfig(registryURL string, mirrorHosts []string, sandboxImage string) (string, error) {
-	cniDir := filepath.Join(c.dir, "cni")
+func (c *Containerd) writeConfig() (string, error) {
+	cniDir := filepath.Join(c.Dir, "cni")
 	if err := os.MkdirAll(cniDir, 0o755); err != nil {
 		return "", err
 	}
-	defaultRoute := "0.0.0.0/0"
-	if strings.Contains(c.subnet, ":") {
-		defaultRoute = "::/0"
-	}
-	// The same network runclet builds for itself (runtime/network's
-	// builtinConfList). No loopback plugin: containerd's CRI plugin runs it
-	// for every pod itself (go-cni's WithLoNetwork).
-	conf := map[string]any{
-		"cniVersion": "1.0.0",
-		"name":       c.netName,
-		"plugins": []any{
-			map[string]any{
-				"type":        "bridge",
-				"bridge":      c.bridge,
-				"isGateway":   true,
-				"ipMasq":      true,
-				"hairpinMode": true,
-				"ipam": map[string]any{
-					"type":    "host-local",
-					"ranges":  [][]map[string]string{{{"subnet": c.subnet}}},
-					"routes":  []map[string]string{{"dst": defaultRoute}},
-					"dataDir": filepath.Join(c.dir, "ipam"),
-				},
-			},
-			map[string]any{
-				"type":         "portmap",
-				"capabilities": map[string]bool{"portMappings": true},
-				"snat":         true,
-			},
-		},
-	}
-	raw, err := json.MarshalIndent(conf, "", "  ")
-	if err != nil {
-		return "", err
-	}
-	if err := os.WriteFile(filepath.Join(cniDir, "10-"+c.netName+".conflist"), raw, 0o644); err != nil {
-		return "", err
+	if !c.NoCRI {
+		if err := c.writeCNIConfig(cniDir); err != nil {
+			return "", err
+		}
 	}
 
 	const cri = `plugins."io.containerd.grpc.v1.cri"`
+	required, disabled := `"io.containerd.grpc.v1.cri"`, ""
+	if c.NoCRI {
+		required, disabled = "", `"io.containerd.grpc.v1.cri", `
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, `version = 2
 root = %[1]q
 state = %[2]q
 # CRI must load, or containerd fails to start (and says why).
-required_plugins = ["io.containerd.grpc.v1.cri"]
+required_plugins = [%[5]s]
 # opt would create /opt/containerd; the others are snapshotters this host
 # has no use for (they only fail to load, noisily).
-disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.v1.aufs",
+disabled_plugins = [%[6]s"io.containerd.internal.v1.opt", "io.containerd.snapshotter.v1.aufs",
   "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs",
   "io.containerd.snapshotter.v1.devmapper"]
 
@@ -196,10 +200,13 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
   address = %[4]q
 [debug]
   level = "info"
-
-[%[5]s]
-  sandbox_image = %[6]q
+`, filepath.Join(c.Dir, "root"), filepath.Join(c.Dir, "state"), c.sock, c.sock+".ttrpc", required, disabled)
+	if !c.NoCRI {
+		fmt.Fprintf(&b, `
+[%[1]s]
+  sandbox_image = %[2]q
   enable_selinux = false
+  disable_apparmor = %[3]t
   # Never below containerd's own oom_score_adj: the sandbox's -998 fails
   # without CAP_SYS_RESOURCE (runc: "can't get final child's PID from
   # pipe"), which the harness may lack in a VM or container.
@@ -210,35 +217,97 @@ disabled_plugins = ["io.containerd.internal.v1.opt", "io.containerd.snapshotter.
   # free port rather than the fixed default 10010.
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
-[%[5]s.containerd]
+[%[1]s.containerd]
   snapshotter = "overlayfs"
   default_runtime_name = "runc"
-[%[5]s.containerd.runtimes.runc]
+[%[1]s.containerd.runtimes.runc]
   runtime_type = "io.containerd.runc.v2"
-[%[5]s.containerd.runtimes.runc.options]
+[%[1]s.containerd.runtimes.runc.options]
   # This host has cgroup v1 managed through cgroupfs.
   SystemdCgroup = false
   # runc's state, by default /run/containerd/runc.
-  Root = %[7]q
-[%[5]s.cni]
+  Root = %[4]q
+`, cri, c.SandboxImage, c.DisableAppArmor, filepath.Join(c.Dir, "runc"))
+		if c.RuncBinary != "" {
+			fmt.Fprintf(&b, "  BinaryName = %q\n", c.RuncBinary)
+		}
+		fmt.Fprintf(&b, `[%[1]s.cni]
   bin_dir = "/usr/lib/cni"
-  conf_dir = %[8]q
+  conf_dir = %[2]q
   max_conf_num = 1
-`, filepath.Join(c.dir, "root"), filepath.Join(c.dir, "state"), c.sock, c.sock+".ttrpc",
-		cri, sandboxImage, filepath.Join(c.dir, "runc"), cniDir)
-	// A mirror is tried before the host itself, as runclet's mirrors are; an
-	// http:// endpoint is spoken to in plain HTTP, no TLS settings needed.
-	for _, host := range mirrorHosts {
-		fmt.Fprintf(&b, "[%s.registry.mirrors.%q]\n  endpoint = [%q]\n", cri, host, registryURL)
+`, cri, cniDir)
+		// A mirror is tried before the host itself, as runclet's mirrors
+		// are; an http:// endpoint is spoken to in plain HTTP, no TLS
+		// settings needed.
+		for _, host := range c.MirrorHosts {
+			fmt.Fprintf(&b, "[%s.registry.mirrors.%q]\n  endpoint = [%q]\n", cri, host, c.RegistryURL)
+		}
 	}
-	p := filepath.Join(c.dir, "containerd.toml")
+	p := filepath.Join(c.Dir, "containerd.toml")
 	return p, os.WriteFile(p, []byte(b.String()), 0o644)
 }
 
+// writeCNIConfig writes the pod network's conflist into cniDir.
+func (c *Containerd) writeCNIConfig(cniDir string) error {
+	defaultRoute := "0.0.0.0/0"
+	if strings.Contains(c.Subnet, ":") {
+		defaultRoute = "::/0"
+	}
+	// The same network runclet builds for itself (runtime/network's
+	// builtinConfList). No loopback plugin: containerd's CRI plugin runs it
+	// for every pod itself (go-cni's WithLoNetwork).
+	plugins := []any{
+		map[string]any{
+			"type":        "bridge",
+			"bridge":      c.Bridge,
+			"isGateway":   true,
+			"ipMasq":      !c.NoNAT,
+			"hairpinMode": true,
+			"ipam": map[string]any{
+				"type":    "host-local",
+				"ranges":  [][]map[string]string{{{"subnet": c.Subnet}}},
+				"routes":  []map[string]string{{"dst": defaultRoute}},
+				"dataDir": filepath.Join(c.Dir, "ipam"),
+			},
+		},
+	}
+	if !c.NoNAT {
+		plugins = append(plugins, map[string]any{
+			"type":         "portmap",
+			"capabilities": map[string]bool{"portMappings": true},
+			"snat":         true,
+		})
+	}
+	conf := map[string]any{"cniVersion": "1.0.0", "name": c.netName(), "plugins": plugins}
+	raw, err := json.MarshalIndent(conf, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(cniDir, "10-"+c.netName()+".conflist"), raw, 0o644)
+}
+
 // waitReady waits until the CRI service answers and reports its network
-// ready (the conflist loaded).
-func (c *containerd) waitReady(timeout time.Duration) error {
+// ready (the conflist loaded); with NoCRI, until ctr gets its version.
+func (c *Containerd) waitReady(timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
+	if c.NoCRI {
+		for {
+			out, err := exec.Command("ctr", "-a", c.sock, "version").CombinedOutput()
+			if err == nil {
+				c.logf("containerd ready on %s", c.sock)
+				return nil
+			}
+			select {
+			case <-c.exited:
+				return fmt.Errorf("containerd exited (%v) before serving on %s; its log ends:\n%s", c.cmd.ProcessState, c.sock, c.log)
+			default:
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("containerd did not serve on %s in %v (%v: %s); its log ends:\n%s", c.sock, timeout, err, bytes.TrimSpace(out), c.log)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
 	conn, err := grpc.NewClient("unix://"+c.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return err
@@ -279,14 +348,17 @@ func (c *containerd) waitReady(timeout time.Duration) error {
 			}
 		}
 		if ready {
-			fmt.Fprintf(c.logw, "critest harness: %s %s (CRI %s) ready on %s\n", v.RuntimeName, v.RuntimeVersion, v.RuntimeApiVersion, c.sock)
+			c.logf("%s %s (CRI %s) ready on %s", v.RuntimeName, v.RuntimeVersion, v.RuntimeApiVersion, c.sock)
 			return nil
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
 }
 
-func (c *containerd) running() bool {
+// Running says whether containerd was started and still runs.
+func (c *Containerd) Running() bool { return c.cmd != nil && c.exited != nil && c.running() }
+
+func (c *Containerd) running() bool {
 	select {
 	case <-c.exited:
 		return false
@@ -295,16 +367,32 @@ func (c *containerd) running() bool {
 	}
 }
 
-func (c *containerd) logf(format string, args ...any) {
-	fmt.Fprintf(c.logw, "critest harness: "+format+"\n", args...)
+func (c *Containerd) logf(format string, args ...any) {
+	fmt.Fprintf(c.Log, LogPrefix+format+"\n", args...)
 }
 
-// stop stops containerd and removes what its pods left.
-func (c *containerd) stop() {
+// Stop stops containerd (by PID) and removes its pods' leftovers: via its
+// CRI service and `ctr -n k8s.io` while it runs; then its shims by PID,
+// mounts under Dir, the bridge, the network's nat rules and libcni cache
+// entries, and its data directories (root, state, runc, ipam). Only the
+// first call does anything; it says whether shims had to be killed or
+// mounts could not be removed.
+func (c *Containerd) Stop() error {
+	c.stopOnce.Do(func() { c.stopErr = c.stop() })
+	return c.stopErr
+}
+
+func (c *Containerd) stop() error {
+	if c.cmd == nil || c.cmd.Process == nil {
+		return nil // not started
+	}
+	var errs []error
 	ids := map[string]bool{} // sandbox and container IDs seen
 	if c.running() {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		c.removePods(ctx, ids)
+		if !c.NoCRI {
+			c.removePods(ctx, ids)
+		}
 		c.removeTasks(ctx, ids)
 		cancel()
 		c.cmd.Process.Signal(syscall.SIGTERM)
@@ -316,18 +404,21 @@ func (c *containerd) stop() {
 			<-c.exited
 		}
 	}
-	if c.killShims(ids) > 0 {
+	if n := c.killShims(ids); n > 0 {
+		errs = append(errs, fmt.Errorf("killed %d shims of %s left after it stopped", n, c.sock))
 		// Killed containers leave their (empty) cgroups.
 		removeCgroups(ids)
 	}
 	left := c.unmountAll()
-	if out, err := exec.Command("ip", "link", "del", c.bridge).CombinedOutput(); err == nil {
-		c.logf("deleted bridge %s", c.bridge)
-	} else if !strings.Contains(string(out), "Cannot find device") {
-		c.logf("ip link del %s: %v: %s", c.bridge, err, bytes.TrimSpace(out))
+	if c.Bridge != "" && !c.NoCRI {
+		if out, err := exec.Command("ip", "link", "del", c.Bridge).CombinedOutput(); err == nil {
+			c.logf("deleted bridge %s", c.Bridge)
+		} else if !strings.Contains(string(out), "Cannot find device") {
+			c.logf("ip link del %s: %v: %s", c.Bridge, err, bytes.TrimSpace(out))
+		}
+		c.removeNatRules()
+		c.removeCNICache(ids)
 	}
-	c.removeNatRules()
-	c.removeCNICache(ids)
 	for id := range ids {
 		// Shims killed after containerd died also leave their sockets.
 		sum := sha256.Sum256([]byte(filepath.Join(c.sock, criNamespace, id)))
@@ -341,19 +432,21 @@ func (c *containerd) stop() {
 		syscall.Rmdir(cg) // only if empty: no cgroups or processes in it
 	}
 	if left > 0 {
-		c.logf("%d mounts under %s could not be removed; keeping its data", left, c.dir)
-		return
+		c.logf("%d mounts under %s could not be removed; keeping its data", left, c.Dir)
+		return errors.Join(append(errs, fmt.Errorf("%d mounts under %s could not be removed", left, c.Dir))...)
 	}
 	for _, d := range []string{"root", "state", "runc", "ipam"} {
-		if err := os.RemoveAll(filepath.Join(c.dir, d)); err != nil {
+		if err := os.RemoveAll(filepath.Join(c.Dir, d)); err != nil {
 			c.logf("removing %s: %v", d, err)
+			errs = append(errs, err)
 		}
 	}
+	return errors.Join(errs...)
 }
 
 // removePods stops and removes every pod through the CRI service, which
 // tears down their networks (CNI DEL) and mounts.
-func (c *containerd) removePods(ctx context.Context, ids map[string]bool) {
+func (c *Containerd) removePods(ctx context.Context, ids map[string]bool) {
 	conn, err := grpc.NewClient("unix://"+c.sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		c.logf("CRI client: %v", err)
@@ -382,7 +475,7 @@ func (c *containerd) removePods(ctx context.Context, ids map[string]bool) {
 
 // removeTasks kills and deletes whatever tasks and containers are left in
 // the CRI namespace, with ctr.
-func (c *containerd) removeTasks(ctx context.Context, ids map[string]bool) {
+func (c *Containerd) removeTasks(ctx context.Context, ids map[string]bool) {
 	ctr := func(args ...string) ([]byte, error) {
 		return exec.CommandContext(ctx, "ctr", append([]string{"-a", c.sock, "-n", criNamespace}, args...)...).CombinedOutput()
 	}
@@ -414,7 +507,7 @@ func (c *containerd) removeTasks(ctx context.Context, ids map[string]bool) {
 // killShims kills, by PID, the shims this containerd started (their command
 // line has its address) and the processes they run, adds their IDs (their
 // pods') to ids and returns how many it killed.
-func (c *containerd) killShims(ids map[string]bool) int {
+func (c *Containerd) killShims(ids map[string]bool) int {
 	n := 0
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
@@ -490,29 +583,29 @@ func mountsUnder(dir string) []string {
 
 // unmountAll detaches every mount under the directory and returns how many
 // are still there.
-func (c *containerd) unmountAll() int {
-	for _, m := range mountsUnder(c.dir) {
+func (c *Containerd) unmountAll() int {
+	for _, m := range mountsUnder(c.Dir) {
 		c.logf("unmounting leftover %s", m)
 		if err := syscall.Unmount(m, syscall.MNT_DETACH); err != nil {
 			c.logf("unmount %s: %v", m, err)
 		}
 	}
-	return len(mountsUnder(c.dir))
+	return len(mountsUnder(c.Dir))
 }
 
 // removeNatRules deletes nat rules the bridge (ipMasq) and portmap plugins
 // left for this network: rules whose comment names it, and the per-pod
 // CNI-* chains they jump to. A pod removed through CRI leaves none.
-func (c *containerd) removeNatRules() {
+func (c *Containerd) removeNatRules() {
 	tool, save := "iptables", "iptables-save"
-	if strings.Contains(c.subnet, ":") {
+	if strings.Contains(c.Subnet, ":") {
 		tool, save = "ip6tables", "ip6tables-save"
 	}
 	out, err := exec.Command(save, "-t", "nat").Output()
 	if err != nil {
 		return
 	}
-	mark := `name: \"` + c.netName + `\"`
+	mark := `name: \"` + c.netName() + `\"`
 	var chains []string
 	for _, line := range strings.Split(string(out), "\n") {
 		if !strings.HasPrefix(line, "-A ") || !strings.Contains(line, mark) {
@@ -572,20 +665,20 @@ func splitRule(line string) []string {
 
 // removeCNICache removes libcni's cached results for this network and for
 // the loopback network containerd attaches (cni-loopback) of its pods.
-func (c *containerd) removeCNICache(ids map[string]bool) {
+func (c *Containerd) removeCNICache(ids map[string]bool) {
 	const results = "/var/lib/cni/results"
 	ents, _ := os.ReadDir(results)
 	// Entries are <network>-<ID>-<interface>; this network's name the pods'
 	// IDs even when containerd is gone.
 	for _, e := range ents {
-		if rest, ok := strings.CutPrefix(e.Name(), c.netName+"-"); ok {
+		if rest, ok := strings.CutPrefix(e.Name(), c.netName()+"-"); ok {
 			id, _, _ := strings.Cut(rest, "-")
 			ids[id] = true
 		}
 	}
 	for _, e := range ents {
 		n := e.Name()
-		mine := strings.HasPrefix(n, c.netName+"-")
+		mine := strings.HasPrefix(n, c.netName()+"-")
 		if rest, ok := strings.CutPrefix(n, "cni-loopback-"); ok {
 			id, _, _ := strings.Cut(rest, "-")
 			mine = ids[id]
