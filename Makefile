@@ -51,7 +51,7 @@ else
 endif
 
 # kubelet, kube-apiserver and kubectl v1.37.2 are built from the module
-# proxy once (~20 min on 2 cores) and cached under ~/.cache/runclet-k8s.
+# proxy once (~12 min on an idle 2-core machine) and cached under ~/.cache/runclet-k8s.
 e2e-node: build ## a real kubelet + kube-apiserver on a private runclet daemon: the node e2e scenarios (root; E2E_FLAGS="-run RE")
 	$(GO) run ./integration/cmd/e2enode -runclet bin/runclet $(E2E_FLAGS)
 

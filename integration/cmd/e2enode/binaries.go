@@ -59,7 +59,7 @@ func k8sBinaries(dir string) (string, error) {
 		return "", err
 	}
 	t0 := time.Now()
-	log.Printf("building %s of Kubernetes %s (once; about 20 minutes on 2 cores; cached in %s)",
+	log.Printf("building %s of Kubernetes %s (once; about 12 minutes on an idle 2-core machine; cached in %s)",
 		strings.Join(missing, ", "), k8sVersion, out)
 	os.Remove(stamp)
 	if err := buildK8s(out, missing); err != nil {

@@ -93,7 +93,7 @@ func run(o options) (failed int, err error) {
 	defer cancel()
 	t0 := time.Now()
 
-	// The slow part first: the Kubernetes binaries build (about 20 minutes
+	// The slow part first: the Kubernetes binaries build (about 12 minutes
 	// cold) while etcd is fetched and the images are built.
 	type binResult struct {
 		dir string
