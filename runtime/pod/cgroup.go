@@ -1,11 +1,11 @@
 package pod
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -21,26 +21,20 @@ func cgroupMounts() ([]string, error) {
 		return nil, err
 	}
 	defer f.Close()
+	h, err := parseCgroupMounts(f)
+	if err != nil {
+		return nil, err
+	}
 	var out []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		// mountinfo: ... mountpoint ... - fstype source options
-		fields := strings.Fields(sc.Text())
-		sep := -1
-		for i, f := range fields {
-			if f == "-" {
-				sep = i
-				break
-			}
-		}
-		if sep < 0 || sep+1 >= len(fields) {
-			continue
-		}
-		if fs := fields[sep+1]; fs == "cgroup" || fs == "cgroup2" {
-			out = append(out, fields[4])
+	for _, mnt := range h.v1 {
+		if !slices.Contains(out, mnt) {
+			out = append(out, mnt)
 		}
 	}
-	return out, sc.Err()
+	if h.unified != "" {
+		out = append(out, h.unified)
+	}
+	return out, nil
 }
 
 // removeCgroup kills every process left in the cgroup tree at path
