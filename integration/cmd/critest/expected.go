@@ -46,9 +46,10 @@ type specReport struct {
 
 // summarize prints the counts and every spec that did not pass, and fails
 // when one did so unexpectedly: a failure not listed as expected, or a
-// skip for a reason not listed (a skip is not a pass). An expected
-// failure that passed is reported so the list can shrink.
-func summarize(path string) error {
+// skip for a reason not listed (a skip is not a pass), or when fewer than
+// minRun specs ran. An expected failure that passed is reported so the
+// list can shrink.
+func summarize(path string, minRun int) error {
 	exp, err := expectations()
 	if err != nil {
 		return err
@@ -115,6 +116,9 @@ func summarize(path string) error {
 	}
 	if len(unexpected) > 0 {
 		return fmt.Errorf("%d unexpected results (failures, or skips not listed in expected.txt)", len(unexpected))
+	}
+	if ran := counts["passed"] + counts["failed"]; ran < minRun {
+		return fmt.Errorf("only %d specs ran, this pass must run at least %d (did the focus or the suite change?)", ran, minRun)
 	}
 	return nil
 }

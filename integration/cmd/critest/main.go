@@ -38,6 +38,7 @@ type options struct {
 	runclet, critestBin, focus, skip string
 	timeout                          time.Duration
 	keep, nri, websocket, containerd bool
+	minRun                           int
 }
 
 func main() {
@@ -50,6 +51,7 @@ func main() {
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (logs, report)")
 	flag.BoolVar(&o.nri, "nri", false, "enable NRI in the daemon on a private socket and run critest with --nri-socket (its NRI specs)")
 	flag.BoolVar(&o.websocket, "websocket", false, "streaming specs over WebSocket instead of SPDY (--websocket-exec/-attach/-portforward)")
+	flag.IntVar(&o.minRun, "min-run", 1, "fail unless at least this many specs ran (passed or failed): a focus that matches nothing proves nothing")
 	flag.BoolVar(&o.containerd, "containerd", false, "run critest against a private instance of the host's containerd instead (the peer; results are reported, not enforced)")
 	flag.Parse()
 	log.SetFlags(0)
@@ -199,10 +201,10 @@ func run(o options) error {
 		fmt.Printf("image not provided: %s\n", m)
 	}
 	if o.containerd {
-		summarize(report) // the peer's results are reported, not judged
+		summarize(report, 0) // the peer's results are reported, not judged
 		return nil
 	}
-	return summarize(report)
+	return summarize(report, o.minRun)
 }
 
 // buildCritest builds cri-tools' critest test binary once and caches it

@@ -277,7 +277,8 @@ func runScenarios(ctx context.Context, c *cluster, filter *regexp.Regexp, parall
 		t0 := time.Now()
 		switch {
 		case ctx.Err() != nil:
-			r.status, r.msg = "SKIP", "interrupted: "+ctx.Err().Error()
+			// A scenario that did not run proves nothing: it fails the run.
+			r.status, r.msg = "FAIL", "did not run: interrupted: "+ctx.Err().Error()
 		case s.runcletOnly != "" && c.rt.name() != "runclet":
 			r.status, r.msg = "SKIP", s.runcletOnly
 		default:
