@@ -24,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/runclet/runclet/integration/leakcheck"
 	"github.com/runclet/runclet/integration/peer"
 	"github.com/runclet/runclet/integration/testregistry"
 )
@@ -61,7 +62,7 @@ func main() {
 	}
 }
 
-func run(o options) error {
+func run(o options) (retErr error) {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("must run as root")
 	}
@@ -149,12 +150,20 @@ func run(o options) error {
 			return err
 		}
 		defer daemonLog.Close()
+		scope := leakcheck.Scope{Root: root, RunRoot: runRoot, Bridge: bridge, CgroupParents: []string{"/runclet"},
+			IPAMDirs: []string{filepath.Join(root, "cni", "networks")}}
+		before := leakcheck.Take(scope)
 		daemon := rc("daemon", "--listen", endpoint)
 		daemon.Stdout, daemon.Stderr = daemonLog, daemonLog
 		if err := daemon.Start(); err != nil {
 			return err
 		}
-		defer cleanup(rc, daemon, dir, root, runRoot, o.keep)
+		defer func() {
+			leaks := cleanup(rc, daemon, dir, root, runRoot, o.keep, func() []string { return before.Leaks(scope) })
+			if len(leaks) > 0 && retErr == nil {
+				retErr = fmt.Errorf("runclet left %d objects after critest removed its pods (listed above as LEAK)", len(leaks))
+			}
+		}()
 		for i := 0; ; i++ {
 			if _, err := os.Stat(sock); err == nil {
 				break
@@ -252,9 +261,12 @@ func buildCritest() (string, error) {
 	return out, nil
 }
 
-// cleanup stops the daemon (by its PID), removes every pod, unmounts what is
-// left under the roots, deletes the bridge and the temporary directory.
-func cleanup(rc func(...string) *exec.Cmd, daemon *exec.Cmd, dir, root, runRoot string, keep bool) {
+// cleanup stops the daemon (by its PID), counts what runclet left (critest
+// removes every pod it made, so any pod, mount, namespace, veth, address,
+// cgroup or process left is runclet's leak), then removes every pod,
+// unmounts what is left under the roots, deletes the bridge and the
+// temporary directory. It returns the leaks it counted.
+func cleanup(rc func(...string) *exec.Cmd, daemon *exec.Cmd, dir, root, runRoot string, keep bool, census func() []string) []string {
 	daemon.Process.Signal(syscall.SIGTERM)
 	done := make(chan struct{})
 	go func() { daemon.Wait(); close(done) }()
@@ -264,6 +276,10 @@ func cleanup(rc func(...string) *exec.Cmd, daemon *exec.Cmd, dir, root, runRoot 
 		log.Printf("daemon did not stop in 30s; killing pid %d", daemon.Process.Pid)
 		daemon.Process.Kill()
 		<-done
+	}
+	leaks := census()
+	for _, l := range leaks {
+		log.Printf("LEAK %s", l)
 	}
 	var pods []struct{ ID string }
 	if out, err := rc("list", "-o", "json").Output(); err == nil {
@@ -292,12 +308,13 @@ func cleanup(rc func(...string) *exec.Cmd, daemon *exec.Cmd, dir, root, runRoot 
 	exec.Command("ip", "link", "del", bridge).Run()
 	if keep {
 		log.Printf("kept %s", dir)
-		return
+		return leaks
 	}
 	// Keep the logs and report; drop the data roots.
 	os.RemoveAll(root)
 	os.RemoveAll(runRoot)
 	log.Printf("logs and report left in %s", dir)
+	return leaks
 }
 
 // firstLine is the first line of a failure message, with the gRPC error

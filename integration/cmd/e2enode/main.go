@@ -39,6 +39,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/runclet/runclet/integration/leakcheck"
 	"github.com/runclet/runclet/integration/testregistry"
 )
 
@@ -156,8 +157,19 @@ func run(o options) (failed int, err error) {
 	if err != nil {
 		return 0, err
 	}
+	// What runclet leaves after kubelet and the CRI removed every pod is
+	// counted before anything is cleaned up by hand.
+	census := func() []string { return nil }
+	if r, ok := c.rt.(*runcletRuntime); ok {
+		scope := r.leakScope(c.cgroupRoot)
+		before := leakcheck.Take(scope)
+		census = func() []string { return before.Leaks(scope) }
+	}
 	defer func() {
-		teardown(c, host, o.keep, failed > 0 || err != nil)
+		leaks := teardown(c, host, o.keep, failed > 0 || err != nil, census)
+		if len(leaks) > 0 && err == nil {
+			err = fmt.Errorf("runclet left %d objects after every pod was removed (listed above as LEAK)", len(leaks))
+		}
 		log.Printf("total %v", time.Since(t0).Round(time.Second))
 	}()
 
@@ -197,11 +209,13 @@ func run(o options) (failed int, err error) {
 	return failed, nil
 }
 
-// teardown deletes the pods through kubelet, stops kubelet, the runtime,
-// kube-apiserver and etcd (each by its PID), removes what the runtime
-// left, and restores the host. The daemons' logs are kept when keepLogs
-// (a failure) or keep (everything).
-func teardown(c *cluster, host *hostState, keep, keepLogs bool) {
+// teardown deletes the pods through kubelet, stops kubelet, removes the
+// sandboxes kubelet left through the CRI, stops the runtime, counts what
+// it left (census), stops kube-apiserver and etcd (each by its PID),
+// removes what the runtime left, and restores the host. The daemons' logs
+// are kept when keepLogs (a failure) or keep (everything). It returns the
+// leaks counted.
+func teardown(c *cluster, host *hostState, keep, keepLogs bool, census func() []string) []string {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	if c.kubelet != nil && !c.kubelet.exited() && c.api != nil {
@@ -212,6 +226,11 @@ func teardown(c *cluster, host *hostState, keep, keepLogs bool) {
 		removeSandboxes(c.rt.endpoint())
 	}
 	c.rt.stopDaemon()
+	leaks := census()
+	for _, l := range leaks {
+		log.Printf("LEAK %s", l)
+	}
+	keepLogs = keepLogs || len(leaks) > 0
 	c.rt.cleanup()
 	c.apiserver.stop(20 * time.Second)
 	c.etcd.stop(20 * time.Second)
@@ -222,13 +241,13 @@ func teardown(c *cluster, host *hostState, keep, keepLogs bool) {
 	host.restore()
 	if keep {
 		log.Printf("kept %s", c.dir)
-		return
+		return leaks
 	}
 	if !keepLogs {
 		if err := os.RemoveAll(c.dir); err != nil {
 			log.Printf("removing %s: %v", c.dir, err)
 		}
-		return
+		return leaks
 	}
 	// Keep the daemons' logs; drop the rest.
 	logs := filepath.Join(os.TempDir(), filepath.Base(c.dir)+"-logs")
@@ -241,6 +260,7 @@ func teardown(c *cluster, host *hostState, keep, keepLogs bool) {
 		log.Printf("removing %s: %v", c.dir, err)
 	}
 	log.Printf("daemon logs in %s", logs)
+	return leaks
 }
 
 // result is one scenario's outcome.

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/runclet/runclet/integration/leakcheck"
 	"github.com/runclet/runclet/integration/peer"
 )
 
@@ -91,6 +92,13 @@ func newRuncletRuntime(bin, dir, registryURL string) (*runcletRuntime, error) {
 		return nil, err
 	}
 	return r, nil
+}
+
+// leakScope is where the daemon keeps what it makes; cgroupRoot is
+// kubelet's, in which no process may be left once every pod is gone.
+func (r *runcletRuntime) leakScope(cgroupRoot string) leakcheck.Scope {
+	return leakcheck.Scope{Root: r.root, RunRoot: r.runRoot, Bridge: bridgeName, CgroupParents: []string{"/runclet"},
+		CgroupProcRoots: []string{cgroupRoot}, IPAMDirs: []string{filepath.Join(r.root, "cni", "networks"), "/var/lib/cni/networks"}}
 }
 
 func (r *runcletRuntime) name() string       { return "runclet" }

@@ -1,0 +1,225 @@
+// Package leakcheck counts what a runclet instance left on the host after
+// a suite: mounts and pinned namespaces under its roots, pod directories,
+// veths, IP allocations, cgroups and processes. A harness takes a snapshot
+// before the runtime starts and asks for the leaks after it removed every
+// pod through the runtime itself, before it cleans anything up by hand: a
+// harness that cleaned up first would turn a runtime's leak into a pass.
+package leakcheck
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Scope says where a runclet instance keeps what it makes.
+type Scope struct {
+	Root, RunRoot string // data and run roots
+	Bridge        string // the pod bridge; veths still on it are leaks
+	// CgroupParents are cgroup paths (relative to each hierarchy's mount)
+	// below which every new cgroup counts, e.g. "/runclet".
+	CgroupParents []string
+	// CgroupProcRoots are cgroup paths below which a cgroup counts only
+	// while it holds processes (a kubelet's own QoS cgroups stay there).
+	CgroupProcRoots []string
+	// IPAMDirs hold host-local IPAM allocations (one file per address).
+	IPAMDirs []string
+}
+
+// Snapshot is the set of objects present at one time.
+type Snapshot map[string]bool
+
+// Take records the objects of scope that exist now.
+func Take(s Scope) Snapshot {
+	snap := Snapshot{}
+	for _, o := range objects(s) {
+		snap[o] = true
+	}
+	return snap
+}
+
+// Leaks lists, sorted, the objects of scope that exist now and did not
+// when before was taken.
+func (before Snapshot) Leaks(s Scope) []string {
+	var out []string
+	for _, o := range objects(s) {
+		if !before[o] {
+			out = append(out, o)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func objects(s Scope) []string {
+	var out []string
+	out = append(out, mountsUnder(s.Root, s.RunRoot)...)
+	out = append(out, entries("pod dir", filepath.Join(s.Root, "pods"))...)
+	out = append(out, links(s.Bridge)...)
+	for _, d := range s.IPAMDirs {
+		out = append(out, addresses(d)...)
+	}
+	out = append(out, cgroups(s.CgroupParents, s.CgroupProcRoots)...)
+	out = append(out, processes(s.Root, s.RunRoot)...)
+	return out
+}
+
+// mountsUnder lists mount points at or below any of dirs (pinned
+// namespaces are bind mounts under the run root).
+func mountsUnder(dirs ...string) []string {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return []string{"mountinfo unreadable: " + err.Error()}
+	}
+	var out []string
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		mp := unescape(f[4])
+		for _, d := range dirs {
+			if d != "" && (mp == d || strings.HasPrefix(mp, d+"/")) {
+				out = append(out, "mount "+mp)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// unescape undoes mountinfo's octal escapes (\040 for a space).
+func unescape(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if c, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(c))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+func entries(kind, dir string) []string {
+	es, _ := os.ReadDir(dir)
+	var out []string
+	for _, e := range es {
+		out = append(out, kind+" "+filepath.Join(dir, e.Name()))
+	}
+	return out
+}
+
+// links lists the interfaces enslaved to bridge and every veth of the
+// host's network namespace (a veth whose bridge is gone is a leak too).
+func links(bridge string) []string {
+	es, _ := os.ReadDir("/sys/class/net")
+	var out []string
+	for _, e := range es {
+		name := e.Name()
+		master, _ := os.Readlink(filepath.Join("/sys/class/net", name, "master"))
+		switch {
+		case bridge != "" && filepath.Base(master) == bridge:
+			out = append(out, "link "+name+" on "+bridge)
+		case strings.HasPrefix(name, "veth"):
+			out = append(out, "link "+name)
+		}
+	}
+	return out
+}
+
+// addresses lists host-local IPAM allocation files (named for the address).
+func addresses(dir string) []string {
+	var out []string
+	filepath.WalkDir(dir, func(p string, e fs.DirEntry, err error) error {
+		if err == nil && e.Type().IsRegular() && (strings.Count(e.Name(), ".") == 3 || strings.Contains(e.Name(), ":")) {
+			out = append(out, "address "+p)
+		}
+		return nil
+	})
+	return out
+}
+
+// cgroups lists every cgroup below parents and every cgroup with
+// processes below procRoots, in each mounted hierarchy.
+func cgroups(parents, procRoots []string) []string {
+	var out []string
+	for _, mp := range cgroupMounts() {
+		for _, p := range parents {
+			filepath.WalkDir(filepath.Join(mp, p), func(d string, e fs.DirEntry, err error) error {
+				if err == nil && e.IsDir() && d != filepath.Join(mp, p) {
+					out = append(out, "cgroup "+d)
+				}
+				return nil
+			})
+		}
+		for _, p := range procRoots {
+			filepath.WalkDir(filepath.Join(mp, p), func(d string, e fs.DirEntry, err error) error {
+				if err != nil || !e.IsDir() {
+					return nil
+				}
+				if procs, _ := os.ReadFile(filepath.Join(d, "cgroup.procs")); len(bytes.TrimSpace(procs)) > 0 {
+					out = append(out, fmt.Sprintf("cgroup %s with processes %s", d, strings.Join(strings.Fields(string(procs)), ",")))
+				}
+				return nil
+			})
+		}
+	}
+	return out
+}
+
+func cgroupMounts() []string {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	defer f.Close()
+	var mps []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		for i, x := range fields {
+			if x == "-" && i+1 < len(fields) && (fields[i+1] == "cgroup" || fields[i+1] == "cgroup2") {
+				mps = append(mps, unescape(fields[4]))
+			}
+		}
+	}
+	return mps
+}
+
+// processes lists processes whose command line names one of the roots:
+// pod supervisors and namespace holders are started with their run dir.
+func processes(roots ...string) []string {
+	es, _ := os.ReadDir("/proc")
+	var out []string
+	self := strconv.Itoa(os.Getpid())
+	for _, e := range es {
+		if _, err := strconv.Atoi(e.Name()); err != nil || e.Name() == self {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || len(cmdline) == 0 {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+		for _, r := range roots {
+			if r != "" && strings.Contains(string(cmdline), r) {
+				out = append(out, fmt.Sprintf("process %s %s", e.Name(), strings.Join(args, " ")))
+				break
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,96 @@
+package leakcheck
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Each kind of object a runtime can leak is made by hand after the
+// snapshot and must be reported; objects that existed before must not.
+func TestLeaksListsWhatAppearedSinceTheSnapshot(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: mounts, veths and cgroups")
+	}
+	dir := t.TempDir()
+	b := make([]byte, 3)
+	rand.Read(b)
+	id := hex.EncodeToString(b)
+	s := Scope{Root: filepath.Join(dir, "root"), RunRoot: filepath.Join(dir, "run"), Bridge: "rlkbr" + id,
+		CgroupParents: []string{"/rlk" + id}, IPAMDirs: []string{filepath.Join(dir, "root", "cni", "networks")}}
+	os.MkdirAll(filepath.Join(s.Root, "pods", "old"), 0o700)
+	before := Take(s)
+
+	os.MkdirAll(filepath.Join(s.Root, "pods", "new"), 0o700)
+	ns := filepath.Join(s.RunRoot, "pods", "new", "net")
+	os.MkdirAll(filepath.Dir(ns), 0o700)
+	os.WriteFile(ns, nil, 0o600)
+	if err := syscall.Mount("/proc/self/ns/net", ns, "", syscall.MS_BIND, ""); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Unmount(ns, syscall.MNT_DETACH) })
+	ipam := filepath.Join(s.IPAMDirs[0], "net1")
+	os.MkdirAll(ipam, 0o700)
+	os.WriteFile(filepath.Join(ipam, "10.1.2.3"), nil, 0o600)
+	os.WriteFile(filepath.Join(ipam, "last_reserved_ip.0"), nil, 0o600)
+	veth := "vethrlk" + id
+	if out, err := exec.Command("ip", "link", "add", veth, "type", "veth", "peer", "name", "rlkp"+id).CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("ip", "link", "del", veth).Run() })
+	var cg []string
+	for _, mp := range cgroupMounts() {
+		if strings.HasSuffix(mp, "/memory") {
+			d := filepath.Join(mp, s.CgroupParents[0], "pod")
+			if err := os.MkdirAll(d, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			cg = append(cg, d, filepath.Dir(d))
+		}
+	}
+	t.Cleanup(func() {
+		for _, d := range cg {
+			os.Remove(d)
+		}
+	})
+	sleep := exec.Command("sleep", "60", s.RunRoot)
+	if err := sleep.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sleep.Process.Kill(); sleep.Wait() })
+	// Start returns after fork; the command line is sleep's after exec.
+	for i := 0; i < 100; i++ {
+		if b, _ := os.ReadFile("/proc/" + strconv.Itoa(sleep.Process.Pid) + "/cmdline"); strings.HasPrefix(string(b), "sleep") {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	got := strings.Join(before.Leaks(s), "\n")
+	for _, want := range []string{
+		"pod dir " + filepath.Join(s.Root, "pods", "new"),
+		"mount " + ns,
+		"address " + filepath.Join(ipam, "10.1.2.3"),
+		"link " + veth,
+		"process " + strconv.Itoa(sleep.Process.Pid) + " sleep 60 " + s.RunRoot,
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("leaks lack %q:\n%s", want, got)
+		}
+	}
+	if len(cg) > 0 && !strings.Contains(got, "cgroup "+cg[0]) {
+		t.Errorf("leaks lack cgroup %s:\n%s", cg[0], got)
+	}
+	for _, not := range []string{"pods/old", "last_reserved_ip"} {
+		if strings.Contains(got, not) {
+			t.Errorf("leaks name %q, which is no leak:\n%s", not, got)
+		}
+	}
+}
