@@ -71,6 +71,19 @@ func (l *eventLog) wait(t *testing.T, kind runtimeapi.ContainerEventType, id str
 	}
 }
 
+// drain moves the events that arrive until the stream has been quiet for
+// quiet into seen.
+func (l *eventLog) drain(quiet time.Duration) {
+	for {
+		select {
+		case ev := <-l.ch:
+			l.seen = append(l.seen, ev)
+		case <-time.After(quiet):
+			return
+		}
+	}
+}
+
 // appCgroupFile is a file of an app's cgroup (runclet's own cgroup
 // parent /runclet/<pod>, cgroupfs driver): v1 under the controller's
 // hierarchy, else the unified tree.
@@ -106,6 +119,7 @@ func TestCRIStatsUpdateAndEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	podID := run.PodSandboxId
+	events.wait(t, runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT, podID)
 	if ev := events.wait(t, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT, podID); ev.PodSandboxStatus.State != runtimeapi.PodSandboxState_SANDBOX_READY {
 		t.Fatalf("pod started event: %v", ev)
 	}
@@ -274,6 +288,8 @@ func TestCRIStatsUpdateAndEvents(t *testing.T) {
 
 	// Exit, stop, removal: events with the final statuses.
 	quick := create(containerConfig("quick", ref, nil, "sh", "-c", "exit 3"))
+	events.wait(t, runtimeapi.ContainerEventType_CONTAINER_CREATED_EVENT, quick)
+	events.wait(t, runtimeapi.ContainerEventType_CONTAINER_STARTED_EVENT, quick)
 	ev := events.wait(t, runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, quick)
 	for _, s := range ev.ContainersStatuses {
 		if s.Id == quick && (s.State != runtimeapi.ContainerState_CONTAINER_EXITED || s.ExitCode != 3) {
@@ -298,12 +314,19 @@ func TestCRIStatsUpdateAndEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	events.wait(t, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT, podID)
+	// Removing the sandbox removed its two containers: one DELETED event
+	// each. Any other event, or a second one, is a bug (kubelet's evented
+	// PLEG acts on every event it gets).
+	for _, id := range []string{sleeper, busy} {
+		events.wait(t, runtimeapi.ContainerEventType_CONTAINER_DELETED_EVENT, id)
+	}
+	events.drain(time.Second)
 	if len(events.seen) > 0 {
 		var extra []string
 		for _, e := range events.seen {
 			extra = append(extra, fmt.Sprintf("%s:%s", e.ContainerEventType, e.ContainerId[:12]))
 		}
-		t.Logf("other events: %v", extra)
+		t.Errorf("unexpected events: %v", extra)
 	}
 	ci.stopDaemon()
 	ci.checkNoMounts()

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -130,8 +131,12 @@ func (pi *podInstance) waitApp(podID, app string) podJSON {
 // had is left: mounts, cgroups, namespaces, veths, addresses.
 func (pi *podInstance) cleanupAndCheck(t *testing.T) {
 	var pods []podJSON
-	out, _, _ := pi.try("list", "-o", "json")
-	json.Unmarshal([]byte(out), &pods)
+	out, stderr, err := pi.try("list", "-o", "json")
+	if err != nil {
+		t.Errorf("list at cleanup: %v: %s", err, stderr)
+	} else if err := json.Unmarshal([]byte(out), &pods); err != nil {
+		t.Errorf("list at cleanup: %v: %q", err, out)
+	}
 	for _, p := range pods {
 		if _, stderr, err := pi.try("rm", p.ID); err != nil {
 			t.Errorf("rm %s: %v: %s", p.ID, err, stderr)
@@ -328,9 +333,10 @@ func TestFlyPodSeesHostNetwork(t *testing.T) {
 	if out := strings.TrimSpace(pi.run("run", "--rm", img, "--", "readlink", "/proc/self/ns/net")); out == hostNS || !strings.HasPrefix(out, "net:[") {
 		t.Fatalf("runc pod network namespace %q (host %s)", out, hostNS)
 	}
-	// And the fly pod does see the host's interfaces, e.g. this test's bridge.
-	if out := pi.run("run", "--rm", "--stage1", "fly", img, "--", "cat", "/proc/net/dev"); !strings.Contains(out, "lo:") {
-		t.Fatalf("fly pod /proc/net/dev: %q", out)
+	// And the fly pod does see the host's interfaces: this test's bridge,
+	// made by the runc pod above (every namespace has a lo).
+	if out := pi.run("run", "--rm", "--stage1", "fly", img, "--", "cat", "/proc/net/dev"); !strings.Contains(out, pi.bridge+":") {
+		t.Fatalf("fly pod /proc/net/dev lacks the host's %s: %q", pi.bridge, out)
 	}
 }
 
@@ -482,17 +488,61 @@ func TestSharedPidNamespace(t *testing.T) {
 }
 
 // "All capabilities" means all this host grants: a host whose bounding set
-// lacks some (here CAP_SYS_RESOURCE) must still run privileged apps.
+// lacks some (here CAP_SYS_RESOURCE) must still run privileged apps, with
+// exactly the host's bounding set. Without flags an app gets containerd's
+// default set; --cap-drop and --cap-add edit it.
 func TestPrivilegedAndCapAddAllRunHere(t *testing.T) {
 	pi := newPodInstance(t)
 	img := pi.busybox()
-	for _, args := range [][]string{{"--privileged"}, {"--cap-add", "ALL"}} {
-		full := append(append([]string{"run", "--rm"}, args...), img, "--", "grep", "CapEff", "/proc/self/status")
+	host := capField(t, "/proc/self/status", "CapBnd")
+	// CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP
+	// NET_BIND_SERVICE NET_RAW SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP
+	const defaults = 0xa80425fb
+	for _, c := range []struct {
+		args []string
+		want uint64
+	}{
+		{[]string{"--privileged"}, host},
+		{[]string{"--cap-add", "ALL"}, host},
+		{nil, defaults & host},
+		{[]string{"--cap-drop", "NET_RAW", "--cap-add", "NET_ADMIN"}, (defaults&^(1<<13) | 1<<12) & host},
+	} {
+		full := append(append([]string{"run", "--rm"}, c.args...), img, "--", "grep", "^Cap", "/proc/self/status")
 		out, stderr, err := pi.try(full...)
-		if err != nil || !strings.HasPrefix(out, "CapEff:") {
-			t.Fatalf("runclet %v: %v %q %s", args, err, out, stderr)
+		if err != nil {
+			t.Fatalf("runclet %v: %v %s", c.args, err, stderr)
+		}
+		for _, field := range []string{"CapEff", "CapPrm", "CapBnd"} {
+			if got := capValue(t, out, field); got != c.want {
+				t.Errorf("runclet run %v: %s %#x, want %#x (host bounding set %#x)", c.args, field, got, c.want, host)
+			}
 		}
 	}
+}
+
+// capField reads a capability mask such as CapBnd from a status file.
+func capField(t *testing.T, path, field string) uint64 {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return capValue(t, string(b), field)
+}
+
+func capValue(t *testing.T, status, field string) uint64 {
+	t.Helper()
+	for _, line := range strings.Split(status, "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			n, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return n
+		}
+	}
+	t.Fatalf("no %s in %q", field, status)
+	return 0
 }
 
 // An app stopped right after it started, before its program could take
