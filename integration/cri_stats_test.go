@@ -13,6 +13,8 @@ import (
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/runclet/runclet/integration/hostcgroup"
 )
 
 // eventLog collects a GetContainerEvents stream in the background.
@@ -88,10 +90,11 @@ func (l *eventLog) drain(quiet time.Duration) {
 // parent /runclet/<pod>, cgroupfs driver): v1 under the controller's
 // hierarchy, else the unified tree.
 func appCgroupFile(podID, ctrID, controller, v1name, v2name string) string {
-	if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", controller)); err == nil {
-		return filepath.Join("/sys/fs/cgroup", controller, "runclet", podID, ctrID, v1name)
+	dir, v2 := hostcgroup.Dir(controller, filepath.Join("runclet", podID, ctrID))
+	if v2 {
+		return filepath.Join(dir, v2name)
 	}
-	return filepath.Join("/sys/fs/cgroup", "runclet", podID, ctrID, v2name)
+	return filepath.Join(dir, v1name)
 }
 
 func readTrim(t *testing.T, path string) string {

@@ -18,6 +18,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/runclet/runclet/integration/hostcgroup"
 	"github.com/runclet/runclet/integration/testimage"
 	"github.com/runclet/runclet/integration/testregistry"
 )
@@ -166,15 +167,13 @@ func (pi *podInstance) cleanupAndCheck(t *testing.T) {
 	exec.Command("ip", "link", "del", pi.bridge).Run()
 }
 
+// cgroupDirs is parent's directory in every cgroup hierarchy this host
+// mounts (v1, hybrid or v2).
 func cgroupDirs(parent string) []string {
 	if parent == "" {
 		return nil
 	}
-	var out []string
-	for _, h := range []string{"memory", "pids", "cpu", "cpuset", "devices", "freezer", "blkio", "systemd", "unified"} {
-		out = append(out, filepath.Join("/sys/fs/cgroup", h, parent))
-	}
-	return out
+	return hostcgroup.Dirs(parent)
 }
 
 func TestRunEchoAndExitCode(t *testing.T) {

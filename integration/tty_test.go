@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"golang.org/x/sys/unix"
 
+	"github.com/runclet/runclet/integration/hostcgroup"
 	"github.com/runclet/runclet/integration/testimage"
 	"github.com/runclet/runclet/stage1-runc/proto"
 	"github.com/runclet/runclet/tty/crilog"
@@ -213,7 +214,8 @@ func TestExecUserCgroupAndTimeout(t *testing.T) {
 		t.Fatalf("exec runs as %q, want the app's user", out)
 	}
 	// The exec's process sits in the app's cgroup.
-	cg := filepath.Join("/sys/fs/cgroup/pids", p.CgroupParent, p.Apps[0].ID, "cgroup.procs")
+	dir, _ := hostcgroup.Dir("pids", filepath.Join(p.CgroupParent, p.Apps[0].ID))
+	cg := filepath.Join(dir, "cgroup.procs")
 	done := make(chan string, 1)
 	go func() {
 		// The trailing echo keeps sh from exec'ing sleep in its place.

@@ -7,7 +7,6 @@
 package leakcheck
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"io/fs"
@@ -16,6 +15,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/runclet/runclet/integration/hostcgroup"
 )
 
 // Scope says where a runclet instance keeps what it makes.
@@ -156,7 +157,7 @@ func addresses(dir string) []string {
 // processes below procRoots, in each mounted hierarchy.
 func cgroups(parents, procRoots []string) []string {
 	var out []string
-	for _, mp := range cgroupMounts() {
+	for _, mp := range hostcgroup.Mounts() {
 		for _, p := range parents {
 			filepath.WalkDir(filepath.Join(mp, p), func(d string, e fs.DirEntry, err error) error {
 				if err == nil && e.IsDir() && d != filepath.Join(mp, p) {
@@ -178,25 +179,6 @@ func cgroups(parents, procRoots []string) []string {
 		}
 	}
 	return out
-}
-
-func cgroupMounts() []string {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	var mps []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		for i, x := range fields {
-			if x == "-" && i+1 < len(fields) && (fields[i+1] == "cgroup" || fields[i+1] == "cgroup2") {
-				mps = append(mps, unescape(fields[4]))
-			}
-		}
-	}
-	return mps
 }
 
 // processes lists processes whose command line names one of the roots:

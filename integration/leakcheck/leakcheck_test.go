@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/runclet/runclet/integration/hostcgroup"
 )
 
 // Each kind of object a runtime can leak is made by hand after the
@@ -46,7 +48,7 @@ func TestLeaksListsWhatAppearedSinceTheSnapshot(t *testing.T) {
 	}
 	t.Cleanup(func() { exec.Command("ip", "link", "del", veth).Run() })
 	var cg []string
-	for _, mp := range cgroupMounts() {
+	for _, mp := range hostcgroup.Mounts() {
 		if strings.HasSuffix(mp, "/memory") {
 			d := filepath.Join(mp, s.CgroupParents[0], "pod")
 			if err := os.MkdirAll(d, 0o755); err != nil {

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/runclet/runclet/integration/hostcgroup"
 )
 
 func scenarios() []scenario {
@@ -737,13 +739,17 @@ fi`)
 	t.note("inside: %s", strings.Join(got, " "))
 	// The pod-level cgroup kubelet made (cgroupfs driver, Guaranteed pods
 	// directly under kubepods).
-	podCg := filepath.Join("/sys/fs/cgroup/memory", t.c.cgroupRoot, "kubepods", "pod"+p.Metadata.UID, "memory.limit_in_bytes")
-	if b, err := os.ReadFile(podCg); err == nil {
-		if v := strings.TrimSpace(string(b)); v != "134217728" {
-			return fmt.Errorf("%s = %s, want 134217728", podCg, v)
-		}
-	} else if _, err := os.Stat("/sys/fs/cgroup/memory"); err == nil {
+	dir, v2 := hostcgroup.Dir("memory", filepath.Join(t.c.cgroupRoot, "kubepods", "pod"+p.Metadata.UID))
+	podCg := filepath.Join(dir, "memory.limit_in_bytes")
+	if v2 {
+		podCg = filepath.Join(dir, "memory.max")
+	}
+	b, err := os.ReadFile(podCg)
+	if err != nil {
 		return fmt.Errorf("pod cgroup: %w", err)
+	}
+	if v := strings.TrimSpace(string(b)); v != "134217728" {
+		return fmt.Errorf("%s = %s, want 134217728", podCg, v)
 	}
 	return nil
 }
