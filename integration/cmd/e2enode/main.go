@@ -52,6 +52,7 @@ type options struct {
 	parallel   int
 	keep       bool
 	timeout    time.Duration
+	buildOnly  bool
 }
 
 func main() {
@@ -64,9 +65,22 @@ func main() {
 	flag.IntVar(&o.parallel, "parallel", 8, "scenarios run at the same time")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (logs of every daemon)")
 	flag.DurationVar(&o.timeout, "timeout", 40*time.Minute, "bound on the whole run")
+	flag.BoolVar(&o.buildOnly, "build-only", false, "build (or find cached) kubelet, kube-apiserver, kubectl and etcd, print where, and exit")
 	flag.Parse()
 	log.SetFlags(log.Ltime)
 	log.SetPrefix("e2enode: ")
+	if o.buildOnly {
+		dir, err := k8sBinaries(o.k8sBin)
+		if err == nil {
+			var etcd string
+			etcd, err = etcdBinary(o.etcd)
+			log.Printf("kubelet, kube-apiserver and kubectl in %s; etcd %s", dir, etcd)
+		}
+		if err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	failed, err := run(o)
 	if err != nil {
 		log.Print(err)
