@@ -57,9 +57,9 @@ const podmanConflist = `{
 }
 `
 
-// freeSubnet214 picks a 10.214.N.0/24 that no host address or route
-// overlaps now (other tests use 10.213/16 and 10.215/16).
-func freeSubnet214(t *testing.T) netip.Prefix {
+// freeTestSubnet picks a 10.219.N.0/24 that no host address or route
+// overlaps now (the other tests and tools use 10.213 to 10.218).
+func freeTestSubnet(t *testing.T) netip.Prefix {
 	t.Helper()
 	out, _ := exec.Command("ip", "-o", "route", "show", "table", "all").CombinedOutput()
 	addrs, _ := exec.Command("ip", "-o", "addr", "show").CombinedOutput()
@@ -67,12 +67,12 @@ func freeSubnet214(t *testing.T) netip.Prefix {
 	for i := 0; i < 50; i++ {
 		b := make([]byte, 1)
 		rand.Read(b)
-		p := netip.MustParsePrefix(fmt.Sprintf("10.214.%d.0/24", b[0]))
-		if !strings.Contains(used, fmt.Sprintf("10.214.%d.", b[0])) && !strings.Contains(used, "10.214.0.0/16") {
+		p := netip.MustParsePrefix(fmt.Sprintf("10.219.%d.0/24", b[0]))
+		if !strings.Contains(used, fmt.Sprintf("10.219.%d.", b[0])) && !strings.Contains(used, "10.219.0.0/16") {
 			return p
 		}
 	}
-	t.Fatal("no free 10.214.N.0/24")
+	t.Fatal("no free 10.219.N.0/24")
 	return netip.Prefix{}
 }
 
@@ -89,7 +89,7 @@ func TestPodmanConflistBesideNamedNetworkAndBridgeGC(t *testing.T) {
 	b := make([]byte, 3)
 	rand.Read(b)
 	bridge := "rcln" + hex.EncodeToString(b)
-	subnet := freeSubnet214(t)
+	subnet := freeTestSubnet(t)
 	confDir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(confDir, "87-podman-bridge.conflist"), []byte(podmanConflist), 0o644); err != nil {
 		t.Fatal(err)

@@ -287,6 +287,23 @@ func TestAutoSubnetSkipsSubnetInUse(t *testing.T) {
 		t.Fatalf("after restart: %s, %v; want %s", got, err, free)
 	}
 
+	// Taken meanwhile by somebody else while no pod is on it: picked anew,
+	// with a warning; the first candidate is free again by now.
+	if err := m.Teardown(context.Background(), id, ns, nil); err != nil {
+		t.Fatal(err)
+	}
+	if br, err := m.RemoveUnusedBridge(context.Background()); err != nil || br != e.bridge {
+		t.Fatalf("remove the unused bridge: %q, %v", br, err)
+	}
+	otherBridge(t, "rclat"+e.tag, netip.PrefixFrom(free.Addr().Next(), 24))
+	logs := captureLog(t)
+	if got, err := e.manager(t).BuiltinSubnet(); err != nil || got != used {
+		t.Fatalf("recorded subnet taken: %s, %v; want %s", got, err, used)
+	}
+	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "rclat"+e.tag) {
+		t.Fatalf("no warning naming the new holder of the subnet:\n%s", logs)
+	}
+
 	// Nothing free: say what to set.
 	e2 := newTestEnv(t, 24)
 	otherBridge(t, "rclau"+e2.tag, netip.PrefixFrom(e2.subnet.Addr().Next(), 24))
@@ -324,5 +341,24 @@ func TestRemoveUnusedBridge(t *testing.T) {
 	id2, ns2 := e.newPod(t, m, "b")
 	if _, err := m.Setup(ctx, id2, ns2, nil); err != nil || !linkPresent(e.bridge) {
 		t.Fatalf("Setup after removal: %v", err)
+	}
+}
+
+// BenchmarkCheckHostOverlap is the cost the check adds to every Setup on a
+// bridge network.
+func BenchmarkCheckHostOverlap(b *testing.B) {
+	m, err := New(Config{ConfDir: b.TempDir(), StateDir: b.TempDir(), DefaultSubnet: "10.244.255.0/24"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	nc := m.current()
+	list, err := m.listFor(nc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if err := m.checkHostOverlap(nc, list); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
