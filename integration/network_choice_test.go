@@ -57,23 +57,23 @@ const podmanConflist = `{
 }
 `
 
-// freeTestSubnet picks a 10.219.N.0/24 that no host address or route
-// overlaps now (the other tests and tools use 10.213 to 10.218).
-func freeTestSubnet(t *testing.T) netip.Prefix {
+// freeThird returns the first N from start (mod 250) for which no host
+// address or route overlaps 10.<second>.N.0/24 now: runclet refuses a
+// bridge subnet the host already has, and tests of other runclet
+// instances on this machine hold random ones.
+func freeThird(t testing.TB, second, start int) int {
 	t.Helper()
-	out, _ := exec.Command("ip", "-o", "route", "show", "table", "all").CombinedOutput()
+	routes, _ := exec.Command("ip", "-o", "route", "show", "table", "all").CombinedOutput()
 	addrs, _ := exec.Command("ip", "-o", "addr", "show").CombinedOutput()
-	used := string(out) + string(addrs)
-	for i := 0; i < 50; i++ {
-		b := make([]byte, 1)
-		rand.Read(b)
-		p := netip.MustParsePrefix(fmt.Sprintf("10.219.%d.0/24", b[0]))
-		if !strings.Contains(used, fmt.Sprintf("10.219.%d.", b[0])) && !strings.Contains(used, "10.219.0.0/16") {
-			return p
+	used := string(routes) + string(addrs)
+	for i := 0; i < 250; i++ {
+		n := (start + i) % 250
+		if !strings.Contains(used, fmt.Sprintf(" 10.%d.%d.", second, n)) && !strings.Contains(used, fmt.Sprintf("10.%d.0.0/16", second)) {
+			return n
 		}
 	}
-	t.Fatal("no free 10.219.N.0/24")
-	return netip.Prefix{}
+	t.Fatalf("no free 10.%d.N.0/24", second)
+	return 0
 }
 
 // The issue 19 setup through the CLI: podman's packaged conflist sits in
@@ -89,7 +89,7 @@ func TestPodmanConflistBesideNamedNetworkAndBridgeGC(t *testing.T) {
 	b := make([]byte, 3)
 	rand.Read(b)
 	bridge := "rcln" + hex.EncodeToString(b)
-	subnet := freeTestSubnet(t)
+	subnet := netip.MustParsePrefix(fmt.Sprintf("10.219.%d.0/24", freeThird(t, 219, int(b[2])%250)))
 	confDir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(confDir, "87-podman-bridge.conflist"), []byte(podmanConflist), 0o644); err != nil {
 		t.Fatal(err)

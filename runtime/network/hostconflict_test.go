@@ -63,11 +63,7 @@ func otherBridge(t *testing.T, name string, addr netip.Prefix) {
 	if err := netlink.LinkAdd(br); err != nil {
 		t.Fatalf("create bridge %s: %v", name, err)
 	}
-	t.Cleanup(func() {
-		if l, err := netlink.LinkByName(name); err == nil {
-			netlink.LinkDel(l)
-		}
-	})
+	t.Cleanup(func() { deleteLink(name) })
 	l, err := netlink.LinkByName(name)
 	if err != nil {
 		t.Fatal(err)
@@ -78,6 +74,12 @@ func otherBridge(t *testing.T, name string, addr netip.Prefix) {
 	}
 	if err := netlink.LinkSetUp(l); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func deleteLink(name string) {
+	if l, err := netlink.LinkByName(name); err == nil {
+		netlink.LinkDel(l)
 	}
 }
 
@@ -132,6 +134,8 @@ func TestSetupRefusesConfDirNetworkOverlappingBuiltinBridge(t *testing.T) {
 	}
 	name := "rcltest-other-" + e.tag
 	otherBr := "rclot" + e.tag
+	// Only there if the check failed and the plugin made it: then it is ours.
+	t.Cleanup(func() { deleteLink(otherBr) })
 	writeConf(t, e.confDir, "10-other.conflist", map[string]any{"cniVersion": "1.0.0", "name": name,
 		"plugins": []any{map[string]any{"type": "bridge", "bridge": otherBr, "isGateway": true,
 			"ipam": map[string]any{"type": "host-local", "dataDir": e.ipamDir,
