@@ -116,6 +116,9 @@ func (m *Manager) Setup(ctx context.Context, podID, netnsPath string, ports []Po
 		return nil, fmt.Errorf("network setup of pod %s: %w", podID, err)
 	}
 	list, err := m.listFor(nc)
+	if err == nil {
+		list, err = m.repickAutoSubnet(ctx, nc, list)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("network setup of pod %s: %w", podID, err)
 	}

@@ -218,35 +218,71 @@ func (m *Manager) RemoveUnusedBridge(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("remove built-in bridge: %w", err)
 	}
 	defer lock.Unlock()
+	removed, _, err := m.removeUnusedBridgeLocked(ctx)
+	return removed, err
+}
+
+// removeUnusedBridgeLocked is RemoveUnusedBridge under the exclusive lock;
+// inUse says the bridge exists and is used.
+func (m *Manager) removeUnusedBridgeLocked(ctx context.Context) (removed string, inUse bool, err error) {
 	name := m.cfg.DefaultBridge
 	link, err := netlink.LinkByName(name)
 	if err != nil {
 		var nf netlink.LinkNotFoundError
 		if errors.As(err, &nf) {
-			return "", nil
+			return "", false, nil
 		}
-		return "", fmt.Errorf("remove built-in bridge %s: %w", name, err)
+		return "", false, fmt.Errorf("remove built-in bridge %s: %w", name, err)
 	}
 	if _, ok := link.(*netlink.Bridge); !ok {
-		return "", nil
+		return "", true, nil
 	}
 	if n := m.builtinAllocations(); n > 0 {
 		slog.DebugContext(ctx, "built-in bridge in use", "bridge", name, "addresses", n)
-		return "", nil
+		return "", true, nil
 	}
 	links, err := netlink.LinkList()
 	if err != nil {
-		return "", fmt.Errorf("remove built-in bridge %s: %w", name, err)
+		return "", false, fmt.Errorf("remove built-in bridge %s: %w", name, err)
 	}
 	for _, l := range links {
 		if l.Attrs().MasterIndex == link.Attrs().Index {
 			slog.DebugContext(ctx, "built-in bridge in use", "bridge", name, "port", l.Attrs().Name)
-			return "", nil
+			return "", true, nil
 		}
 	}
 	if err := netlink.LinkDel(link); err != nil {
-		return "", fmt.Errorf("remove built-in bridge %s: %w", name, err)
+		return "", false, fmt.Errorf("remove built-in bridge %s: %w", name, err)
 	}
 	slog.InfoContext(ctx, "removed the unused built-in bridge", "bridge", name)
-	return name, nil
+	return name, false, nil
+}
+
+// repickAutoSubnet is for Setup in a long-running process: when the
+// built-in network's auto subnet was taken on the host since it was picked
+// (say podman's bridge came up on it) and no pod is on it, it removes the
+// unused bridge and picks another subnet, as a restart would, instead of
+// refusing every pod until then. Otherwise it returns list unchanged and
+// Setup's overlap check names the conflict.
+func (m *Manager) repickAutoSubnet(ctx context.Context, nc *netConfig, list *libcni.NetworkConfigList) (*libcni.NetworkConfigList, error) {
+	if !nc.builtin() || m.cfg.DefaultSubnet != AutoSubnet || m.checkHostOverlap(nc, list) == nil {
+		return list, nil
+	}
+	lock, err := m.lockBuiltin(false)
+	if err != nil {
+		return nil, err
+	}
+	defer lock.Unlock()
+	if m.builtinAllocations() > 0 {
+		return list, nil
+	}
+	if _, inUse, err := m.removeUnusedBridgeLocked(ctx); err != nil || inUse {
+		return list, err
+	}
+	m.bmu.Lock()
+	if m.builtin == list {
+		m.builtin = nil
+	}
+	m.bmu.Unlock()
+	return m.builtinList()
 }

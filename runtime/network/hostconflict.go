@@ -175,7 +175,10 @@ func (m *Manager) checkHostOverlap(nc *netConfig, list *libcni.NetworkConfigList
 		}
 		hint := "remove the other network or give one of them another subnet"
 		switch {
-		case nc.builtin() && m.cfg.DefaultSubnet != AutoSubnet:
+		case nc.builtin() && m.cfg.DefaultSubnet == AutoSubnet:
+			hint = "runclet picked this subnet when it was free and keeps it while pods hold addresses in it; " +
+				"remove the other network, or the pods on runclet's network and a free subnet is picked for the next one"
+		case nc.builtin():
 			hint = fmt.Sprintf("set network.default_subnet to a free subnet, or to %q to have one picked", AutoSubnet)
 		case !nc.builtin() && c[0].iface == m.cfg.DefaultBridge:
 			hint = fmt.Sprintf("%s is runclet's built-in bridge: `runclet gc` removes it when no pod uses it; "+

@@ -291,21 +291,31 @@ func TestAutoSubnetSkipsSubnetInUse(t *testing.T) {
 		t.Fatalf("after restart: %s, %v; want %s", got, err, free)
 	}
 
-	// Taken meanwhile by somebody else while no pod is on it: picked anew,
-	// with a warning; the first candidate is free again by now.
+	// Taken meanwhile by somebody else while no pod is on it: the next
+	// Setup of this long-running manager removes the unused bridge and
+	// picks anew, with a warning; the first candidate is free again by now.
 	if err := m.Teardown(context.Background(), id, ns, nil); err != nil {
 		t.Fatal(err)
 	}
-	if br, err := m.RemoveUnusedBridge(context.Background()); err != nil || br != e.bridge {
-		t.Fatalf("remove the unused bridge: %q, %v", br, err)
-	}
-	otherBridge(t, "rclat"+e.tag, netip.PrefixFrom(free.Addr().Next(), 24))
+	taker := "rclat" + e.tag
+	otherBridge(t, taker, netip.PrefixFrom(free.Addr().Next().Next(), 24))
 	logs := captureLog(t)
-	if got, err := e.manager(t).BuiltinSubnet(); err != nil || got != used {
-		t.Fatalf("recorded subnet taken: %s, %v; want %s", got, err, used)
+	id2, ns2 := e.newPod(t, m, "b")
+	att, err = m.Setup(context.Background(), id2, ns2, nil)
+	if err != nil || !used.Contains(att.IPs[0].Addr()) {
+		t.Fatalf("Setup after %s took %s: %+v, %v; want an address in %s", taker, free, att, err, used)
 	}
-	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "rclat"+e.tag) {
+	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), taker) {
 		t.Fatalf("no warning naming the new holder of the subnet:\n%s", logs)
+	}
+	if got, err := e.manager(t).BuiltinSubnet(); err != nil || got != used {
+		t.Fatalf("record after the re-pick: %s, %v", got, err)
+	}
+	// With a pod on it, the subnet is kept and the conflict is an error.
+	otherBridge(t, "rclau"+e.tag, netip.PrefixFrom(used.Addr().Next().Next(), 24))
+	id3, ns3 := e.newPod(t, m, "c")
+	if _, err := m.Setup(context.Background(), id3, ns3, nil); !isFailedPrecondition(err) || !strings.Contains(err.Error(), "rclau"+e.tag) {
+		t.Fatalf("Setup with pod b on the subnet and %s taking it: %v", "rclau"+e.tag, err)
 	}
 
 	// Nothing free: say what to set.
