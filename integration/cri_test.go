@@ -53,7 +53,7 @@ func newCRIInstance(t *testing.T) *criInstance {
 	bridge := "rclcri" + hex.EncodeToString(b)
 	dir := t.TempDir()
 	cfg := fmt.Sprintf("[network]\nconf_dir = %q\ndefault_bridge = %q\ndefault_subnet = \"10.215.%d.0/24\"\n[cri]\nresync_interval = \"1s\"\n",
-		filepath.Join(dir, "no-cni-configs"), bridge, int(b[0])%250)
+		filepath.Join(dir, "no-cni-configs"), bridge, freeThird(t, 215, int(b[0])%250))
 	pi := &podInstance{instance: newInstance(t, cfg), bridge: bridge, reg: testregistry.StartTB(t)}
 	// Cleanups run last-in first-out: the daemon stops, then every pod
 	// left is removed and the host is checked for leftovers.

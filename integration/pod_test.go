@@ -45,7 +45,7 @@ func newPodInstance(t *testing.T) *podInstance {
 	bridge := "rclt" + hex.EncodeToString(b)
 	subnetSeq.Lock()
 	subnetSeq.n++
-	third := (int(b[0])*7 + subnetSeq.n*13) % 250
+	third := freeThird(t, 213, (int(b[0])*7+subnetSeq.n*13)%250)
 	subnetSeq.Unlock()
 	cfg := fmt.Sprintf("[network]\nconf_dir = %q\ndefault_bridge = %q\ndefault_subnet = \"10.213.%d.0/24\"\n",
 		filepath.Join(t.TempDir(), "no-cni-configs"), bridge, third)

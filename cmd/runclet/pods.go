@@ -605,6 +605,11 @@ func podCommands(g *globals) []*cobra.Command {
 			if err != nil {
 				return err
 			}
+			if br, err := g.network.RemoveUnusedBridge(cmd.Context()); err != nil {
+				return err
+			} else if br != "" {
+				fmt.Fprintf(cmd.OutOrStdout(), "removed unused bridge %s\n", br)
+			}
 			st, err := images.GC(cmd.Context())
 			if err != nil {
 				return err

@@ -31,6 +31,8 @@ func (g *globals) podManager() (*pod.Manager, *image.Store, error) {
 		IPAMDataDir:   filepath.Join(g.cfg.Root, "cni", "networks"),
 		DefaultBridge: g.cfg.Network.DefaultBridge,
 		DefaultSubnet: g.cfg.Network.DefaultSubnet,
+		Name:          g.cfg.Network.Name,
+		StateDir:      filepath.Join(g.cfg.Root, "cni"),
 	})
 	if err != nil {
 		return nil, nil, err

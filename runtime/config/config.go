@@ -61,6 +61,9 @@ type Network struct {
 	BinDirs       []string `toml:"bin_dirs"`
 	DefaultBridge string   `toml:"default_bridge"`
 	DefaultSubnet string   `toml:"default_subnet"`
+
+	// Name chooses the CNI network by name; "" is the first valid config.
+	Name string `toml:"name"`
 }
 
 // Image tunes the image store.

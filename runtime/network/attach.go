@@ -115,6 +115,24 @@ func (m *Manager) Setup(ctx context.Context, podID, netnsPath string, ports []Po
 	if err := m.checkPlugins(nc); err != nil {
 		return nil, fmt.Errorf("network setup of pod %s: %w", podID, err)
 	}
+	list, err := m.listFor(nc)
+	if err == nil {
+		list, err = m.repickAutoSubnet(ctx, nc, list)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("network setup of pod %s: %w", podID, err)
+	}
+	if nc.builtin() {
+		// `runclet gc` does not remove the bridge while a pod joins it.
+		lock, err := m.lockBuiltin(true)
+		if err != nil {
+			return nil, fmt.Errorf("network setup of pod %s: %w", podID, err)
+		}
+		defer lock.Unlock()
+	}
+	if err := m.checkHostOverlap(nc, list); err != nil {
+		return nil, fmt.Errorf("network setup of pod %s: %w", podID, err)
+	}
 	if existing, err := m.cachedAttachments(podID); err == nil {
 		for _, a := range existing {
 			if a.IfName == PodIfName {
@@ -127,7 +145,6 @@ func (m *Manager) Setup(ctx context.Context, podID, netnsPath string, ports []Po
 	if len(o.args) > 0 {
 		rt.Args = append([][2]string{{"IgnoreUnknown", "1"}, {"K8S_POD_INFRA_CONTAINER_ID", podID}}, o.args...)
 	}
-	list := nc.list
 	if pm := portMappingsArg(ports); len(pm) > 0 {
 		rt.CapabilityArgs = map[string]any{"portMappings": pm}
 	} else if trimmed, err := withoutCapabilityOnly(list, "portMappings"); err == nil {
@@ -164,6 +181,7 @@ func (m *Manager) Setup(ctx context.Context, podID, netnsPath string, ports []Po
 		setLoopback(netnsPath, false)
 		return nil, fmt.Errorf("network setup of pod %s: network %q: %w", podID, list.Name, err)
 	}
+	m.recordChoice(nc)
 	slog.DebugContext(ctx, "pod attached to network", "pod", podID, "network", att.Network, "ips", att.PodIPs())
 	return att, nil
 }
@@ -325,6 +343,7 @@ func (m *Manager) Teardown(ctx context.Context, podID, netnsPath string, ports [
 	}
 	pm := portMappingsArg(ports)
 	nc := m.current()
+	cur, curErr := m.listFor(nc)
 
 	type del struct {
 		list *libcni.NetworkConfigList
@@ -340,8 +359,8 @@ func (m *Manager) Teardown(ctx context.Context, podID, netnsPath string, ports [
 		list, err := libcni.ConfListFromBytes(a.Config)
 		if err != nil || len(list.Plugins) == 0 {
 			switch {
-			case a.Network == nc.list.Name:
-				list = nc.list
+			case a.Network == nc.name && cur != nil:
+				list = cur
 			case a.Network == m.loopback.Name:
 				list = m.loopback
 			default:
@@ -359,12 +378,14 @@ func (m *Manager) Teardown(ctx context.Context, podID, netnsPath string, ports [
 		}
 		mains = append(mains, del{list, rt})
 	}
-	if len(mains) == 0 {
+	if len(mains) == 0 && cur != nil {
 		rt := &libcni.RuntimeConf{ContainerID: podID, NetNS: nsPath, IfName: PodIfName}
 		if len(pm) > 0 {
 			rt.CapabilityArgs = map[string]any{"portMappings": pm}
 		}
-		mains = append(mains, del{nc.list, rt})
+		mains = append(mains, del{cur, rt})
+	} else if len(mains) == 0 {
+		slog.WarnContext(ctx, "nothing cached for the pod and no usable current network: no CNI DEL", "pod", podID, "err", curErr)
 	}
 	// Loopback attachments are cached only for pods set up by runclets
 	// that still ran the loopback plugin; otherwise lo is set down here,

@@ -403,7 +403,7 @@ func newTestEnvNoRoot(t *testing.T) *testEnv {
 	os.MkdirAll(e.confDir, 0o755)
 	e.cfg = Config{
 		ConfDir: e.confDir, CacheDir: filepath.Join(dir, "cache"), IPAMDataDir: filepath.Join(dir, "networks"),
-		DefaultBridge: "rcltestnone", DefaultSubnet: "10.244.255.0/24",
+		DefaultBridge: "rcltestnone", DefaultSubnet: "10.244.255.0/24", StateDir: filepath.Join(dir, "state"),
 	}
 	return e
 }

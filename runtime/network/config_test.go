@@ -63,6 +63,7 @@ func TestNewValidatesDefaults(t *testing.T) {
 		{DefaultSubnet: "nonsense"},
 		{DefaultBridge: "a-very-long-bridge-name"},
 		{IPAMDataDir: "relative/dir"},
+		{StateDir: "relative/dir"},
 	} {
 		if _, err := New(c); !errdefs.IsInvalidArgument(err) {
 			t.Errorf("New(%+v): %v, want invalid argument", c, err)
@@ -73,7 +74,7 @@ func TestNewValidatesDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if m.cfg.ConfDir != DefaultConfDir || m.cfg.CacheDir != DefaultCacheDir || m.cfg.DefaultBridge != "runclet0" ||
-		m.cfg.DefaultSubnet != "10.88.0.0/16" || len(m.cfg.BinDirs) != 2 {
+		m.cfg.DefaultSubnet != AutoSubnet || m.cfg.StateDir != DefaultStateDir || len(m.cfg.BinDirs) != 2 {
 		t.Fatalf("defaults: %+v", m.cfg)
 	}
 }

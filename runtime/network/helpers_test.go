@@ -194,6 +194,7 @@ func newTestEnv(t *testing.T, bits int) *testEnv {
 		DefaultBridge: e.bridge,
 		DefaultSubnet: e.subnet.String(),
 		IPAMDataDir:   e.ipamDir,
+		StateDir:      filepath.Join(dir, "state"),
 	}
 	// Runs last (cleanups are LIFO): the bridge outlives every pod.
 	t.Cleanup(func() {

@@ -4,11 +4,15 @@
 // per-pod /etc/resolv.conf, /etc/hosts and /etc/hostname that stage0
 // bind-mounts into every app.
 //
-// The network used is the first valid CNI config in Config.ConfDir (sorted
-// by file name, as containerd does) or, when that directory holds none, a
-// built-in default: a bridge with host-local IPAM, masquerading and portmap,
-// so that `runclet run` works on a host with no CNI setup at all. The
-// default lives in memory only; nothing is written to /etc/cni/net.d.
+// The network used is the one Config.Name names or, without a name, the
+// first valid CNI config in Config.ConfDir (sorted by file name, as
+// containerd does); when that directory holds none, a built-in default: a
+// bridge with host-local IPAM, masquerading and portmap, so that `runclet
+// run` works on a host with no CNI setup at all. The default lives in
+// memory only; nothing is written to /etc/cni/net.d. Its subnet is picked
+// among free ones ("auto") and recorded under Config.StateDir. A bridge
+// network whose subnet overlaps an address or route already on the host is
+// refused at Setup.
 //
 // See docs/networking.md for the whole picture.
 package network
@@ -43,8 +47,14 @@ const (
 	DefaultIPAMDataDir = "/var/lib/runclet/cni/networks"
 	// DefaultBridge is the bridge of the built-in network.
 	DefaultBridge = "runclet0"
-	// DefaultSubnet is the pod subnet of the built-in network.
-	DefaultSubnet = "10.88.0.0/16"
+	// DefaultSubnet is the pod subnet of the built-in network: AutoSubnet.
+	DefaultSubnet = AutoSubnet
+	// AutoSubnet as DefaultSubnet picks the first free subnet of
+	// AutoSubnetCandidates once and records it under StateDir.
+	AutoSubnet = "auto"
+	// DefaultStateDir holds runclet's own network records under its
+	// default data root.
+	DefaultStateDir = "/var/lib/runclet/cni"
 	// DefaultNetworkName is the CNI network name of the built-in network.
 	DefaultNetworkName = "runclet"
 	// DefaultCNIVersion is the CNI spec version of the built-in network and
@@ -80,11 +90,27 @@ type Config struct {
 	// DefaultBridge is the bridge of the built-in default network, used when
 	// ConfDir has no usable config (like rkt's default network); default runclet0.
 	DefaultBridge string
-	// DefaultSubnet is the pod subnet of the built-in network; default 10.88.0.0/16.
+	// DefaultSubnet is the pod subnet of the built-in network, or "auto"
+	// (the default): the first of AutoSubnetCandidates that overlaps no
+	// address or route of the host, chosen once and recorded in StateDir.
 	DefaultSubnet string
 	// IPAMDataDir is where host-local keeps the built-in network's address
 	// allocations, under runclet's data root.
 	IPAMDataDir string
+
+	// Name is the CNI network pods attach to, by its "name": the first
+	// config in ConfDir (by file name) with that name, or the built-in
+	// network when Name is DefaultNetworkName and no config has that name.
+	// A name found nowhere makes Ready and Setup fail. Empty: the first
+	// valid config in ConfDir, else the built-in network.
+	Name string
+	// StateDir holds runclet's own network records (the built-in network's
+	// auto subnet, the network chosen last, the built-in bridge's lock),
+	// under runclet's data root; default /var/lib/runclet/cni.
+	StateDir string
+
+	// candidates replaces AutoSubnetCandidates (tests).
+	candidates []netip.Prefix
 }
 
 func (c Config) withDefaults() Config {
@@ -106,14 +132,24 @@ func (c Config) withDefaults() Config {
 	if c.IPAMDataDir == "" {
 		c.IPAMDataDir = DefaultIPAMDataDir
 	}
+	if c.StateDir == "" {
+		c.StateDir = DefaultStateDir
+	}
+	if len(c.candidates) == 0 {
+		c.candidates = AutoSubnetCandidates()
+	}
 	return c
 }
 
 // netConfig is the network pods attach to and where it came from.
 type netConfig struct {
-	list   *libcni.NetworkConfigList
-	source string // config file path or builtinSource
+	name   string
+	list   *libcni.NetworkConfigList // nil for the built-in network until its subnet is resolved, or with err
+	source string                    // config file path or builtinSource
+	err    error                     // the configured Name was not found
 }
+
+func (nc *netConfig) builtin() bool { return nc.source == builtinSource }
 
 // Manager attaches pods to the CNI network. It is safe for concurrent use;
 // calls for one pod must be serialized by the caller (the pod lock).
@@ -121,11 +157,14 @@ type Manager struct {
 	cfg      Config
 	cni      *libcni.CNIConfig
 	loopback *libcni.NetworkConfigList
-	builtin  *libcni.NetworkConfigList
+
+	bmu     sync.Mutex                // guards builtin
+	builtin *libcni.NetworkConfigList // nil while an "auto" subnet is not resolved
 
 	mu          sync.Mutex
 	fingerprint string // of ConfDir's config files when cur was loaded
 	cur         *netConfig
+	recorded    string // the choice last compared with StateDir's record
 }
 
 // New validates cfg (after applying defaults) and returns a Manager. It
@@ -135,9 +174,15 @@ type Manager struct {
 // after runclet started.
 func New(cfg Config) (*Manager, error) {
 	cfg = cfg.withDefaults()
-	builtin, err := builtinConfList(cfg)
-	if err != nil {
+	if err := validateBuiltin(cfg); err != nil {
 		return nil, err
+	}
+	var builtin *libcni.NetworkConfigList
+	if cfg.DefaultSubnet != AutoSubnet {
+		var err error
+		if builtin, err = builtinConfList(cfg, netip.MustParsePrefix(cfg.DefaultSubnet)); err != nil {
+			return nil, err
+		}
 	}
 	lo, err := libcni.ConfListFromBytes([]byte(`{"cniVersion":"` + DefaultCNIVersion +
 		`","name":"` + loopbackNetwork + `","plugins":[{"type":"loopback"}]}`))
@@ -154,23 +199,32 @@ func New(cfg Config) (*Manager, error) {
 	return m, nil
 }
 
+// validateBuiltin checks the settings of the built-in network.
+func validateBuiltin(cfg Config) error {
+	if cfg.DefaultSubnet != AutoSubnet {
+		subnet, err := netip.ParsePrefix(cfg.DefaultSubnet)
+		if err != nil {
+			return errdefs.InvalidArgument("network config: default subnet %q (want a prefix such as 10.88.0.0/16, or %q): %w", cfg.DefaultSubnet, AutoSubnet, err)
+		}
+		if subnet.Masked() != subnet {
+			return errdefs.InvalidArgument("network config: default subnet %q has host bits set (did you mean %s?)", cfg.DefaultSubnet, subnet.Masked())
+		}
+	}
+	if n := len(cfg.DefaultBridge); n > 15 || strings.ContainsAny(cfg.DefaultBridge, "/ \t\n:") {
+		return errdefs.InvalidArgument("network config: default bridge name %q is not a valid interface name (at most 15 characters, no '/', ':' or spaces)", cfg.DefaultBridge)
+	}
+	for _, d := range []string{cfg.IPAMDataDir, cfg.StateDir} {
+		if !filepath.IsAbs(d) {
+			return errdefs.InvalidArgument("network config: directory %q is not an absolute path", d)
+		}
+	}
+	return nil
+}
+
 // builtinConfList is the default network: a bridge with host-local IPAM,
 // masquerading and hairpin, then portmap for host ports. Only plugins from
 // the standard plugin set are used (all in Debian's containernetworking-plugins).
-func builtinConfList(cfg Config) (*libcni.NetworkConfigList, error) {
-	subnet, err := netip.ParsePrefix(cfg.DefaultSubnet)
-	if err != nil {
-		return nil, errdefs.InvalidArgument("network config: default subnet %q: %w", cfg.DefaultSubnet, err)
-	}
-	if subnet.Masked() != subnet {
-		return nil, errdefs.InvalidArgument("network config: default subnet %q has host bits set (did you mean %s?)", cfg.DefaultSubnet, subnet.Masked())
-	}
-	if n := len(cfg.DefaultBridge); n > 15 || strings.ContainsAny(cfg.DefaultBridge, "/ \t\n:") {
-		return nil, errdefs.InvalidArgument("network config: default bridge name %q is not a valid interface name (at most 15 characters, no '/', ':' or spaces)", cfg.DefaultBridge)
-	}
-	if !filepath.IsAbs(cfg.IPAMDataDir) {
-		return nil, errdefs.InvalidArgument("network config: IPAM data dir %q is not an absolute path", cfg.IPAMDataDir)
-	}
+func builtinConfList(cfg Config, subnet netip.Prefix) (*libcni.NetworkConfigList, error) {
 	defaultRoute := "0.0.0.0/0"
 	if subnet.Addr().Is6() {
 		defaultRoute = "::/0"
@@ -212,40 +266,68 @@ func builtinConfList(cfg Config) (*libcni.NetworkConfigList, error) {
 
 // current returns the network in effect, re-reading ConfDir when the set of
 // config files (names, sizes, modification times) changed since last time.
+// A change of network while running is logged as a warning.
 func (m *Manager) current() *netConfig {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	files, fp, err := m.confFiles()
 	if err != nil {
 		if m.cur == nil || m.fingerprint != "error" {
-			slog.Warn("cannot read CNI config dir, using the built-in network", "dir", m.cfg.ConfDir, "err", err)
+			slog.Warn("cannot read CNI config dir", "dir", m.cfg.ConfDir, "err", err)
 		}
 		m.fingerprint = "error"
-		m.cur = &netConfig{list: m.builtin, source: builtinSource}
+		files = nil
+	} else if m.cur != nil && fp == m.fingerprint {
 		return m.cur
+	} else {
+		m.fingerprint = fp
 	}
-	if m.cur != nil && fp == m.fingerprint {
-		return m.cur
+	next := m.choose(files)
+	if m.cur == nil || m.cur.source != next.source || m.cur.name != next.name || (m.cur.err == nil) != (next.err == nil) {
+		attrs := []any{"network", next.name, "source", next.source}
+		if next.builtin() {
+			attrs = append(attrs, "bridge", m.cfg.DefaultBridge, "subnet", m.cfg.DefaultSubnet)
+		}
+		switch {
+		case next.err != nil:
+			slog.Warn("configured CNI network not found", "err", next.err)
+		case m.cur != nil && m.cur.err == nil:
+			slog.Warn("CNI network changed", append(attrs, "previous", m.cur.name, "previous_source", m.cur.source)...)
+		default:
+			slog.Info("using CNI network", attrs...)
+		}
 	}
-	m.fingerprint = fp
+	m.cur = next
+	return m.cur
+}
+
+// choose picks the network among ConfDir's files (sorted by name): the
+// first with the configured Name, or without a Name the first valid one;
+// the built-in network when none is (or Name is the built-in's).
+func (m *Manager) choose(files []string) *netConfig {
+	var seen []string
 	for _, f := range files {
 		list, err := loadConfFile(f)
 		if err != nil {
 			slog.Warn("skipping invalid CNI network config", "file", f, "err", err)
 			continue
 		}
-		if m.cur == nil || m.cur.source != f || m.cur.list.Name != list.Name {
-			slog.Info("using CNI network config", "file", f, "network", list.Name)
+		if m.cfg.Name == "" || list.Name == m.cfg.Name {
+			return &netConfig{name: list.Name, list: list, source: f}
 		}
-		m.cur = &netConfig{list: list, source: f}
-		return m.cur
+		seen = append(seen, fmt.Sprintf("%q (%s)", list.Name, filepath.Base(f)))
 	}
-	if m.cur == nil || m.cur.source != builtinSource {
-		slog.Info("no CNI network config found, using the built-in network",
-			"dir", m.cfg.ConfDir, "network", m.builtin.Name, "bridge", m.cfg.DefaultBridge, "subnet", m.cfg.DefaultSubnet)
+	if m.cfg.Name == "" || m.cfg.Name == DefaultNetworkName {
+		m.bmu.Lock()
+		defer m.bmu.Unlock()
+		return &netConfig{name: DefaultNetworkName, list: m.builtin, source: builtinSource}
 	}
-	m.cur = &netConfig{list: m.builtin, source: builtinSource}
-	return m.cur
+	there := "none"
+	if len(seen) > 0 {
+		there = strings.Join(seen, ", ")
+	}
+	return &netConfig{name: m.cfg.Name, source: m.cfg.ConfDir, err: errdefs.FailedPrecondition(
+		"CNI network %q (config network.name) not found in %s; valid networks there: %s", m.cfg.Name, m.cfg.ConfDir, there)}
 }
 
 // confFiles lists ConfDir's config files sorted by name, and a fingerprint
@@ -348,26 +430,36 @@ func (m *Manager) Ready() error {
 
 // NetworkName returns the name of the network pods attach to.
 func (m *Manager) NetworkName() string {
-	return m.current().list.Name
+	return m.current().name
 }
+
+// builtinPluginTypes are the plugins (and IPAM) the built-in network runs.
+var builtinPluginTypes = []string{"bridge", "host-local", "portmap"}
 
 // checkPlugins verifies that every plugin binary nc needs (including IPAM
 // plugins) is present. Loopback is not a plugin call any more.
 func (m *Manager) checkPlugins(nc *netConfig) error {
+	if nc.err != nil {
+		return nc.err
+	}
 	var types []string
-	for _, p := range nc.list.Plugins {
-		if p.Network == nil {
-			continue
-		}
-		types = append(types, p.Network.Type)
-		if p.Network.IPAM.Type != "" {
-			types = append(types, p.Network.IPAM.Type)
+	if nc.list == nil && nc.builtin() {
+		types = builtinPluginTypes
+	} else {
+		for _, p := range nc.list.Plugins {
+			if p.Network == nil {
+				continue
+			}
+			types = append(types, p.Network.Type)
+			if p.Network.IPAM.Type != "" {
+				types = append(types, p.Network.IPAM.Type)
+			}
 		}
 	}
 	for _, t := range types {
 		if _, err := invoke.FindInPath(t, m.cfg.BinDirs); err != nil {
 			return errdefs.FailedPrecondition("network %q (%s): plugin %q not found in %s",
-				nc.list.Name, nc.source, t, strings.Join(m.cfg.BinDirs, ":"))
+				nc.name, nc.source, t, strings.Join(m.cfg.BinDirs, ":"))
 		}
 	}
 	return nil
