@@ -38,7 +38,7 @@ type interop struct {
 	reg *testregistry.Registry
 	// busybox (OCI media types), multi (OCI) and multiDocker (the same
 	// files with Docker schema2 media types, as `docker push` makes them).
-	busybox, multi, multiDocker string // references in reg
+	busybox, multi, multiDocker    string // references in reg
 	busyID, multiID, multiDockerID string // config digests
 	busyLayers, multiLayers        int
 	policy                         string // skopeo's signature policy: accept anything
