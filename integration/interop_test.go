@@ -39,6 +39,7 @@ type interop struct {
 	// busybox (OCI media types), multi (OCI) and multiDocker (the same
 	// files with Docker schema2 media types, as `docker push` makes them).
 	busybox, multi, multiDocker    string // references in reg
+	index, indexHostID             string // a two-platform index; its host image's config digest
 	busyID, multiID, multiDockerID string // config digests
 	busyLayers, multiLayers        int
 	policy                         string // skopeo's signature policy: accept anything
@@ -188,6 +189,16 @@ func newInterop(t *testing.T) *interop {
 	x.busybox, x.multi, x.multiDocker = x.reg.Ref("runclet/busybox:latest"), x.reg.Ref("runclet/multi:v1"), x.reg.Ref("runclet/multi:docker")
 	x.busyID, x.multiID, x.multiDockerID = cfgID(t, busybox), cfgID(t, multi), cfgID(t, multiDocker)
 	x.busyLayers, x.multiLayers = 1, 3
+	idx := testimage.MustIndex(t)
+	if _, err := x.reg.PushIndex("runclet/index:v1", idx); err != nil {
+		t.Fatal(err)
+	}
+	x.index = x.reg.Ref("runclet/index:v1")
+	host, err := idx.Image(testimage.Must(idx.IndexManifest()).Manifests[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x.indexHostID = cfgID(t, host)
 	x.policy = filepath.Join(t.TempDir(), "policy.json")
 	if err := os.WriteFile(x.policy, []byte(`{"default":[{"type":"insecureAcceptAnything"}]}`), 0o644); err != nil {
 		t.Fatal(err)
@@ -422,6 +433,19 @@ func TestImageInteropImport(t *testing.T) {
 			x.ctrCmd(t, "images", "pull", "--plain-http", x.multiDocker)
 			x.ctrCmd(t, "images", "export", p, x.busybox, x.multiDocker)
 			return p, map[string]wantImage{x.busybox: {x.busyID, x.busyLayers}, x.multiDocker: {x.multiDockerID, x.multiLayers}}
+		}, false},
+		{"ctr image export of a multi-platform image", func(t *testing.T, dir string) (string, map[string]wantImage) {
+			// containerd fetched only this platform's manifest; the
+			// archive's index names the other one without its blobs.
+			p := filepath.Join(dir, "a.tar")
+			x.ctrCmd(t, "images", "pull", "--plain-http", x.index)
+			x.ctrCmd(t, "images", "export", p, x.index)
+			return p, map[string]wantImage{x.index: {x.indexHostID, 2}}
+		}, false},
+		{"skopeo oci-archive of a multi-platform image (--multi-arch all)", func(t *testing.T, dir string) (string, map[string]wantImage) {
+			p := filepath.Join(dir, "a.tar")
+			x.skopeo(t, "copy", "-q", "--src-tls-verify=false", "--multi-arch", "all", "docker://"+x.index, "oci-archive:"+p+":example.com/index:v1")
+			return p, map[string]wantImage{"example.com/index:v1": {x.indexHostID, 2}}
 		}, false},
 		{"docker save (Docker 25+ layout)", func(t *testing.T, dir string) (string, map[string]wantImage) {
 			p := filepath.Join(dir, "a.tar")
