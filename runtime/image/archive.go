@@ -44,6 +44,7 @@ type dockerManifestEntry struct {
 type archiveReader struct {
 	s        *Store
 	meta     map[string][]byte        // index.json, manifest.json, legacy *.json
+	metaSize int64                    // bytes held in meta, at most maxArchiveMeta
 	files    map[string]digest.Digest // other regular files, stored as blobs
 	symlinks map[string]string        // docker save links duplicate layers
 }
@@ -161,8 +162,8 @@ func (ar *archiveReader) readFile(name string, hdr *tar.Header, r io.Reader) err
 		return nil
 	}
 	if strings.HasSuffix(name, ".json") || name == "oci-layout" || name == "repositories" {
-		if hdr.Size > maxArchiveMeta {
-			return errdefs.InvalidArgument("import: %s is %d bytes, more than an image archive's metadata can be", name, hdr.Size)
+		if ar.metaSize += hdr.Size; ar.metaSize > maxArchiveMeta {
+			return errdefs.InvalidArgument("import: %s makes the archive's metadata files more than %d bytes, more than an image archive's metadata can be", name, maxArchiveMeta)
 		}
 		data, err := io.ReadAll(r)
 		if err != nil {
@@ -618,6 +619,10 @@ func OpenArchive(p string) (io.ReadCloser, error) {
 			return nil, errdefs.InvalidArgument("import: %w", err)
 		}
 		return f, nil
+	}
+	// WalkDir does not descend into a root that is a symlink.
+	if p, err = filepath.EvalSymlinks(p); err != nil {
+		return nil, errdefs.InvalidArgument("import: %w", err)
 	}
 	pr, pw := io.Pipe()
 	go func() { pw.CloseWithError(tarDirectory(p, pw)) }()

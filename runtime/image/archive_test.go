@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/runclet/runclet/integration/testimage"
 	"github.com/runclet/runclet/integration/testregistry"
+	"github.com/runclet/runclet/runtime/errdefs"
 )
 
 // legacyDockerArchive writes img the way skopeo's and podman's
@@ -219,6 +221,11 @@ func TestImportCompressedArchivesAndDirectories(t *testing.T) {
 		"directory": func() io.ReadCloser {
 			return must[io.ReadCloser](t)(OpenArchive(layoutDir))
 		},
+		"symlink to a directory": func() io.ReadCloser {
+			link := filepath.Join(dir, "link")
+			os.Symlink(layoutDir, link)
+			return must[io.ReadCloser](t)(OpenArchive(link))
+		},
 	}
 	if bz, err := exec.Command("bzip2", "-c", plain).Output(); err == nil {
 		cases["bzip2"] = func() io.ReadCloser { return io.NopCloser(bytes.NewReader(bz)) }
@@ -235,5 +242,17 @@ func TestImportCompressedArchivesAndDirectories(t *testing.T) {
 				t.Fatalf("imported %+v", imgs)
 			}
 		})
+	}
+}
+
+// Metadata files are held in memory: their total is bounded, not only
+// each one's size.
+func TestImportBoundsMetadataInMemory(t *testing.T) {
+	big := strings.Repeat(" ", 30<<20)
+	archive := buildTar(t, []tarMember{{name: "a.json", body: big}, {name: "b.json", body: big}, {name: "c.json", body: big}})
+	s := newStore(t, nil)
+	_, err := s.Import(context.Background(), bytes.NewReader(archive), nil)
+	if !errdefs.IsInvalidArgument(err) || !strings.Contains(err.Error(), "c.json makes the archive's metadata files more than") {
+		t.Fatalf("want the metadata limit, got %v", err)
 	}
 }
