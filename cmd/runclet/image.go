@@ -72,7 +72,7 @@ func imagePull(g *globals) *cobra.Command {
 func imageImport(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "import FILE",
-		Short: "Import images from a docker save or OCI layout tarball (- for stdin)",
+		Short: "Import images from a docker save or OCI layout tarball, maybe compressed, or an OCI layout directory (- for stdin)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, err := g.imageStore()
@@ -81,9 +81,9 @@ func imageImport(g *globals) *cobra.Command {
 			}
 			var r io.Reader = cmd.InOrStdin()
 			if args[0] != "-" {
-				f, err := os.Open(args[0])
+				f, err := image.OpenArchive(args[0])
 				if err != nil {
-					return errdefs.InvalidArgument("import: %w", err)
+					return err
 				}
 				defer f.Close()
 				r = f
@@ -107,7 +107,7 @@ func imageImport(g *globals) *cobra.Command {
 func imageExport(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "export REF [REF...] FILE",
-		Short: "Export images as an OCI layout tarball that docker load also reads (- for stdout)",
+		Short: "Export images as an OCI layout tarball that docker load also reads (- for stdout); Docker manifests are written with OCI media types, so their digests change",
 		Args:  cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, err := g.imageStore()
@@ -116,22 +116,47 @@ func imageExport(g *globals) *cobra.Command {
 			}
 			refs, file := args[:len(args)-1], args[len(args)-1]
 			if file == "-" {
-				return s.Export(cmd.Context(), cmd.OutOrStdout(), refs)
+				done, err := s.ExportImages(cmd.Context(), cmd.OutOrStdout(), refs)
+				if err == nil {
+					printExported(cmd.ErrOrStderr(), done)
+				}
+				return err
 			}
 			f, err := os.CreateTemp(dirOf(file), ".runclet-export-*")
 			if err != nil {
 				return err
 			}
 			defer os.Remove(f.Name())
-			if err := s.Export(cmd.Context(), f, refs); err != nil {
+			done, err := s.ExportImages(cmd.Context(), f, refs)
+			if err != nil {
 				f.Close()
 				return err
 			}
 			if err := f.Close(); err != nil {
 				return err
 			}
-			return os.Rename(f.Name(), file)
+			if err := os.Rename(f.Name(), file); err != nil {
+				return err
+			}
+			printExported(cmd.OutOrStdout(), done)
+			return nil
 		},
+	}
+}
+
+// printExported says what went into an export, and which manifests got
+// a new digest (Docker schema2 rewritten with OCI media types).
+func printExported(w io.Writer, done []image.Exported) {
+	for _, e := range done {
+		name := e.Name
+		if name == "" {
+			name = "<none>"
+		}
+		fmt.Fprintf(w, "exported %s %s manifest %s", name, e.ID, e.ManifestDigest)
+		if e.Converted {
+			fmt.Fprintf(w, " (OCI media types; the stored Docker manifest is %s)", e.StoredManifestDigest)
+		}
+		fmt.Fprintln(w)
 	}
 }
 

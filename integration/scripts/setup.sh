@@ -4,7 +4,10 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 # containerd: the peer that critest, e2e-node and podbench compare runclet
 # with (each starts a private instance; the harness tests run one).
-packages=(make gcc git busybox-static libseccomp-dev containernetworking-plugins iptables iproute2 ca-certificates containerd)
+# skopeo, umoci, podman (and containerd's ctr): the tools the image
+# archive interop tests (integration/interop_test.go) read and write with.
+packages=(make gcc git busybox-static libseccomp-dev containernetworking-plugins iptables iproute2 ca-certificates containerd
+	skopeo umoci podman)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

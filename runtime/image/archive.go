@@ -4,12 +4,16 @@ import (
 	"archive/tar"
 	"bufio"
 	"bytes"
+	"compress/bzip2"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -40,6 +44,7 @@ type dockerManifestEntry struct {
 type archiveReader struct {
 	s        *Store
 	meta     map[string][]byte        // index.json, manifest.json, legacy *.json
+	metaSize int64                    // bytes held in meta, at most maxArchiveMeta
 	files    map[string]digest.Digest // other regular files, stored as blobs
 	symlinks map[string]string        // docker save links duplicate layers
 }
@@ -56,8 +61,13 @@ func (s *Store) Import(ctx context.Context, r io.Reader, progress ProgressFunc) 
 	}
 	defer gcLock.Unlock()
 
+	plain, err := decompressArchive(r)
+	if err != nil {
+		return nil, err
+	}
+	defer plain.Close()
 	ar := &archiveReader{s: s, meta: map[string][]byte{}, files: map[string]digest.Digest{}, symlinks: map[string]string{}}
-	if err := ar.read(ctx, r); err != nil {
+	if err := ar.read(ctx, plain); err != nil {
 		return nil, err
 	}
 	prog := &progressTracker{fn: progress}
@@ -68,6 +78,28 @@ func (s *Store) Import(ctx context.Context, r io.Reader, progress ProgressFunc) 
 		return s.importDocker(ctx, ar, prog)
 	}
 	return nil, errdefs.InvalidArgument("import: neither an OCI layout (index.json) nor a docker save archive (manifest.json)")
+}
+
+// decompressArchive returns the tar stream of an archive that may be
+// gzip, zstd or bzip2 compressed (`docker save | gzip`, `podman save`
+// piped through zstd), told by its magic bytes.
+func decompressArchive(r io.Reader) (io.ReadCloser, error) {
+	br := bufio.NewReaderSize(r, 1<<20)
+	magic, err := br.Peek(4)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, errdefs.InvalidArgument("import: reading archive: %w", err)
+	}
+	switch {
+	case bytes.HasPrefix(magic, []byte("BZh")):
+		return io.NopCloser(bzip2.NewReader(br)), nil
+	case bytes.HasPrefix(magic, []byte{0xfd, '7', 'z', 'X'}):
+		return nil, errdefs.InvalidArgument("import: xz-compressed archives are not supported: decompress it first (xz -d)")
+	}
+	rc, err := decompress(br)
+	if err != nil {
+		return nil, errdefs.InvalidArgument("import: %w", err)
+	}
+	return rc, nil
 }
 
 func (ar *archiveReader) read(ctx context.Context, r io.Reader) error {
@@ -130,22 +162,20 @@ func (ar *archiveReader) readFile(name string, hdr *tar.Header, r io.Reader) err
 		return nil
 	}
 	if strings.HasSuffix(name, ".json") || name == "oci-layout" || name == "repositories" {
-		if hdr.Size > maxArchiveMeta {
-			return errdefs.InvalidArgument("import: %s is %d bytes, more than an image archive's metadata can be", name, hdr.Size)
+		if ar.metaSize += hdr.Size; ar.metaSize > maxArchiveMeta {
+			return errdefs.InvalidArgument("import: %s makes the archive's metadata files more than %d bytes, more than an image archive's metadata can be", name, maxArchiveMeta)
 		}
 		data, err := io.ReadAll(r)
 		if err != nil {
 			return err
 		}
+		// A legacy config (<hex>.json) stays here until a manifest.json
+		// entry names it: storeBlob writes it then.
 		ar.meta[name] = data
-		if !strings.Contains(name, "/") && name != "index.json" && name != "manifest.json" {
-			return nil
-		}
-		// A legacy config (<hex>.json) or a per-layer json: store as a
-		// blob too, so it can be found by path below.
-		d, err := ar.s.putBlobBytes(data)
-		ar.files[name] = d
-		return err
+		return nil
+	}
+	if base := path.Base(name); (base == "VERSION" || base == "json") && strings.Count(name, "/") == 1 {
+		return nil // the legacy format's per-layer files, never needed
 	}
 	d, _, err := ar.s.putBlobUnverified(r)
 	if err != nil {
@@ -164,6 +194,31 @@ func (ar *archiveReader) blob(name string) (digest.Digest, error) {
 		}
 		if d, ok := ar.meta[name]; ok {
 			return digest.FromBytes(d), nil
+		}
+		t, ok := ar.symlinks[name]
+		if !ok {
+			break
+		}
+		name = t
+	}
+	return "", errdefs.InvalidArgument("import: the archive names %q but does not contain it", name)
+}
+
+// storeBlob is blob for a file that must be in the store afterwards: a
+// metadata file (a legacy docker save config, <hex>.json at the top of
+// the archive) is written to the store here.
+func (ar *archiveReader) storeBlob(name string) (digest.Digest, error) {
+	for hops := 0; hops < 8; hops++ {
+		if d, ok := ar.files[name]; ok {
+			return d, nil
+		}
+		if data, ok := ar.meta[name]; ok {
+			d, err := ar.s.putBlobBytes(data)
+			if err != nil {
+				return "", fmt.Errorf("import: %s: %w", name, err)
+			}
+			ar.files[name] = d
+			return d, nil
 		}
 		t, ok := ar.symlinks[name]
 		if !ok {
@@ -286,7 +341,7 @@ func (s *Store) importDocker(ctx context.Context, ar *archiveReader, prog *progr
 // entry, which has none: config and layer tars exactly as in the archive,
 // so importing the same archive twice gives the same manifest digest.
 func (s *Store) manifestForDockerEntry(ar *archiveReader, e dockerManifestEntry) (digest.Digest, error) {
-	cd, err := ar.blob(e.Config)
+	cd, err := ar.storeBlob(e.Config)
 	if err != nil {
 		return "", err
 	}
@@ -300,7 +355,7 @@ func (s *Store) manifestForDockerEntry(ar *archiveReader, e dockerManifestEntry)
 	}
 	m.SchemaVersion = 2
 	for _, l := range e.Layers {
-		ld, err := ar.blob(l)
+		ld, err := ar.storeBlob(l)
 		if err != nil {
 			return "", err
 		}
@@ -355,11 +410,35 @@ func (s *Store) recordNames(img *Image, names []string, top digest.Digest) (Imag
 	return s.record(img, tags, digests)
 }
 
+// Exported says what an export wrote for one image.
+type Exported struct {
+	Name string        // the reference it was written under, "" if none
+	ID   digest.Digest // config digest: the same in the archive and the store
+	// ManifestDigest is the digest of the manifest in the archive. It
+	// differs from StoredManifestDigest when a Docker schema2 manifest
+	// was rewritten with OCI media types (Converted).
+	ManifestDigest       digest.Digest
+	StoredManifestDigest digest.Digest
+	Converted            bool
+}
+
 // Export writes the named images as one OCI image layout tarball that also
-// carries a docker manifest.json, so both `runclet image import` and
-// `docker load` read it. Blobs are written as stored: exporting and
-// importing again gives the same digests.
+// carries a docker manifest.json; see ExportImages.
 func (s *Store) Export(ctx context.Context, w io.Writer, refs []string) error {
+	_, err := s.ExportImages(ctx, w, refs)
+	return err
+}
+
+// ExportImages writes the named images as one OCI image layout tarball
+// that also carries a docker manifest.json, so `runclet image import`,
+// `docker load`, `podman load`, `ctr image import`, skopeo's oci-archive:
+// and docker-archive: and umoci all read it. Config and layer blobs are
+// written as stored. An OCI manifest is written as stored too, so its
+// digest survives export and import; a Docker schema2 manifest is
+// rewritten with the OCI media types (tools that read OCI layouts accept
+// only those there), which gives it a new digest: the image ID, config
+// and layers stay the same.
+func (s *Store) ExportImages(ctx context.Context, w io.Writer, refs []string) ([]Exported, error) {
 	type entry struct {
 		img  Image
 		name string // full reference, or "" for an unnamed image
@@ -368,7 +447,7 @@ func (s *Store) Export(ctx context.Context, w io.Writer, refs []string) error {
 	for _, r := range refs {
 		img, err := s.Get(r)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		name := ""
 		if ref, err := ParseReference(r); err == nil && slices.Contains(img.RepoTags, ref.String()) {
@@ -383,11 +462,28 @@ func (s *Store) Export(ctx context.Context, w io.Writer, refs []string) error {
 	idx := ocispec.Index{MediaType: ocispec.MediaTypeImageIndex, Manifests: []ocispec.Descriptor{}}
 	idx.SchemaVersion = 2
 	var dockerEntries []dockerManifestEntry
+	var out []Exported
 	if err := writeTarFile(tw, "oci-layout", []byte(`{"imageLayoutVersion":"1.0.0"}`)); err != nil {
-		return err
+		return nil, err
 	}
 	for _, e := range entries {
-		blobs := []digest.Digest{e.img.ManifestDigest, e.img.ID}
+		raw, err := s.readBlob(e.img.ManifestDigest)
+		if err != nil {
+			return nil, err
+		}
+		manifest, converted, err := ociManifest(raw)
+		if err != nil {
+			return nil, fmt.Errorf("export %s: manifest %s: %w", e.img.ID, e.img.ManifestDigest, err)
+		}
+		md := digest.FromBytes(manifest)
+		ex := Exported{Name: e.name, ID: e.img.ID, ManifestDigest: md, StoredManifestDigest: e.img.ManifestDigest, Converted: converted}
+		if !written[md] {
+			if err := writeTarFile(tw, blobName(md), manifest); err != nil {
+				return nil, err
+			}
+			written[md] = true
+		}
+		blobs := []digest.Digest{e.img.ID}
 		de := dockerManifestEntry{Config: blobName(e.img.ID), RepoTags: []string{}}
 		for _, l := range e.img.Layers {
 			blobs = append(blobs, l.Digest)
@@ -398,25 +494,24 @@ func (s *Store) Export(ctx context.Context, w io.Writer, refs []string) error {
 				continue
 			}
 			if err := ctx.Err(); err != nil {
-				return err
+				return nil, err
 			}
 			if err := s.writeBlobToTar(tw, d); err != nil {
-				return err
+				return nil, err
 			}
 			written[d] = true
 		}
-		raw, err := s.readBlob(e.img.ManifestDigest)
-		if err != nil {
-			return err
-		}
-		desc := ocispec.Descriptor{MediaType: e.img.ManifestMediaType, Digest: e.img.ManifestDigest, Size: int64(len(raw))}
+		desc := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: md, Size: int64(len(manifest))}
 		if e.name != "" {
-			ref, _ := ParseReference(e.name)
-			desc.Annotations = map[string]string{annotationContainerdName: e.name, annotationRefName: ref.Tag}
+			// Both the full name: containerd reads its own annotation;
+			// skopeo, umoci and podman look images up by ref.name, and a
+			// bare tag would make two images of one archive ambiguous.
+			desc.Annotations = map[string]string{annotationContainerdName: e.name, annotationRefName: e.name}
 			de.RepoTags = append(de.RepoTags, e.name)
 		}
 		idx.Manifests = append(idx.Manifests, desc)
 		dockerEntries = append(dockerEntries, de)
+		out = append(out, ex)
 	}
 	for _, f := range []struct {
 		name string
@@ -424,13 +519,57 @@ func (s *Store) Export(ctx context.Context, w io.Writer, refs []string) error {
 	}{{"index.json", idx}, {"manifest.json", dockerEntries}} {
 		raw, err := json.Marshal(f.v)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		if err := writeTarFile(tw, f.name, raw); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return tw.Close()
+	return out, tw.Close()
+}
+
+// OCI media types for Docker schema2 ones, for export into an OCI layout.
+var dockerToOCI = map[string]string{
+	mtDockerManifest: ocispec.MediaTypeImageManifest,
+	mtDockerConfig:   ocispec.MediaTypeImageConfig,
+	"application/vnd.docker.image.rootfs.diff.tar.gzip":         ocispec.MediaTypeImageLayerGzip,
+	"application/vnd.docker.image.rootfs.diff.tar":              ocispec.MediaTypeImageLayer,
+	"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip": ocispec.MediaTypeImageLayerNonDistributableGzip, //nolint:staticcheck // the OCI equivalent
+}
+
+// ociManifest returns raw unchanged for an OCI manifest, and for a Docker
+// schema2 one the same manifest with OCI media types (converted true).
+// The output is a function of the input: exports stay byte-identical.
+func ociManifest(raw []byte) ([]byte, bool, error) {
+	var m ocispec.Manifest
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return nil, false, err
+	}
+	if m.MediaType != mtDockerManifest {
+		return raw, false, nil
+	}
+	conv := func(d *ocispec.Descriptor) error {
+		mt, ok := dockerToOCI[d.MediaType]
+		if !ok {
+			if strings.HasPrefix(d.MediaType, "application/vnd.oci.") {
+				return nil
+			}
+			return errdefs.InvalidArgument("media type %q has no OCI equivalent", d.MediaType)
+		}
+		d.MediaType = mt
+		return nil
+	}
+	m.MediaType = ocispec.MediaTypeImageManifest
+	if err := conv(&m.Config); err != nil {
+		return nil, false, err
+	}
+	for i := range m.Layers {
+		if err := conv(&m.Layers[i]); err != nil {
+			return nil, false, err
+		}
+	}
+	out, err := json.Marshal(m)
+	return out, true, err
 }
 
 func blobName(d digest.Digest) string {
@@ -463,4 +602,77 @@ func (s *Store) writeBlobToTar(tw *tar.Writer, d digest.Digest) error {
 	}
 	_, err = io.Copy(tw, f)
 	return err
+}
+
+// OpenArchive opens what Import reads from a path: a file (a tarball,
+// compressed or not), or a directory holding an OCI image layout (skopeo's
+// and buildah's oci: destination) or an unpacked docker save archive,
+// which is streamed as a tarball of its contents.
+func OpenArchive(p string) (io.ReadCloser, error) {
+	st, err := os.Stat(p)
+	if err != nil {
+		return nil, errdefs.InvalidArgument("import: %w", err)
+	}
+	if !st.IsDir() {
+		f, err := os.Open(p)
+		if err != nil {
+			return nil, errdefs.InvalidArgument("import: %w", err)
+		}
+		return f, nil
+	}
+	// WalkDir does not descend into a root that is a symlink.
+	if p, err = filepath.EvalSymlinks(p); err != nil {
+		return nil, errdefs.InvalidArgument("import: %w", err)
+	}
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(tarDirectory(p, pw)) }()
+	return pr, nil
+}
+
+// tarDirectory writes the regular files, directories and symlinks under
+// root to w as a tar stream with names relative to root. Anything else is
+// left for Import to refuse, as it would be in a tarball.
+func tarDirectory(root string, w io.Writer) error {
+	tw := tar.NewWriter(w)
+	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(root, p)
+		if err != nil || rel == "." {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		link := ""
+		if info.Mode()&fs.ModeSymlink != 0 {
+			if link, err = os.Readlink(p); err != nil {
+				return err
+			}
+		}
+		hdr, err := tar.FileInfoHeader(info, link)
+		if err != nil {
+			return err
+		}
+		hdr.Name = filepath.ToSlash(rel)
+		if err := tw.WriteHeader(hdr); err != nil {
+			return err
+		}
+		if !info.Mode().IsRegular() {
+			return nil
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		_, err = io.Copy(tw, f)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("import: reading directory %s: %w", root, err)
+	}
+	return tw.Close()
 }
