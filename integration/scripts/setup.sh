@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# Installs what building and testing runclet needs on Debian 12. Idempotent.
+# Installs what building and running runclet needs on Debian 12, and with
+# --test what its tests need too. Idempotent.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
-# containerd: the peer that critest, e2e-node and podbench compare runclet
-# with (each starts a private instance; the harness tests run one).
-# skopeo, umoci, podman (and containerd's ctr): the tools the image
-# archive interop tests (integration/interop_test.go) read and write with.
-packages=(make gcc git busybox-static libseccomp-dev containernetworking-plugins iptables iproute2 ca-certificates containerd
-	skopeo umoci podman)
+packages=(make gcc git busybox-static libseccomp-dev containernetworking-plugins iptables iproute2 ca-certificates)
+if [ "${1:-}" = --test ]; then
+	# containerd: the peer that critest, e2e-node and podbench compare
+	# runclet with (each starts a private instance; the harness tests run
+	# one). skopeo, umoci, podman (and containerd's ctr): the tools the
+	# image archive interop tests (integration/interop_test.go) read and
+	# write with. podman's package drops a CNI config into /etc/cni/net.d,
+	# which is why the demo (runclet's defaults) does not install it.
+	packages+=(containerd skopeo umoci podman)
+fi
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
