@@ -272,6 +272,68 @@ func openPty(t *testing.T) (*os.File, string) {
 	return m, "/dev/pts/" + strconv.Itoa(n)
 }
 
+// terminal is the test's side of a pty: everything the program shows is
+// kept and can be waited for.
+type terminal struct {
+	t         *testing.T
+	master    *os.File
+	slavePath string
+	// keep holds the slave open for the test's whole life: once every
+	// slave fd was closed, reads of the master fail (EIO) and the output
+	// copier would stop.
+	keep *os.File
+	out  syncBuffer
+}
+
+func newTerminal(t *testing.T) *terminal {
+	m, slavePath := openPty(t)
+	keep, err := os.OpenFile(slavePath, os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { keep.Close(); m.Close() })
+	tm := &terminal{t: t, master: m, slavePath: slavePath, keep: keep}
+	go io.Copy(&tm.out, m)
+	return tm
+}
+
+// waitFor fails the test unless the terminal shows want within 10 s.
+func (tm *terminal) waitFor(want string) {
+	tm.t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if strings.Contains(tm.out.String(), want) {
+			return
+		}
+	}
+	tm.t.Fatalf("terminal never showed %q; it showed %q", want, tm.out.String())
+}
+
+// termios is the slave's line discipline settings: a program that put the
+// terminal into raw mode must give it back as it found it.
+func (tm *terminal) termios() unix.Termios {
+	tm.t.Helper()
+	tio, err := unix.IoctlGetTermios(int(tm.keep.Fd()), unix.TCGETS)
+	if err != nil {
+		tm.t.Fatal(err)
+	}
+	return *tio
+}
+
+// start runs cmd with the terminal as its controlling terminal and stdio.
+func (tm *terminal) start(cmd *exec.Cmd) {
+	tm.t.Helper()
+	slave, err := os.OpenFile(tm.slavePath, os.O_RDWR, 0)
+	if err != nil {
+		tm.t.Fatal(err)
+	}
+	defer slave.Close()
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
+	if err := cmd.Start(); err != nil {
+		tm.t.Fatal(err)
+	}
+}
+
 func TestTtyExecAndResize(t *testing.T) {
 	pi := newPodInstance(t)
 	img := pi.busybox()
@@ -291,10 +353,9 @@ func TestTtyExecAndResize(t *testing.T) {
 	}
 	slave.Close()
 	out := bufio.NewReader(master)
-	expect := func(want string) {
-		t.Helper()
-		var seen strings.Builder
-		deadline := time.Now().Add(10 * time.Second)
+	var seen strings.Builder // since the last match
+	show := func(want string, within time.Duration) bool {
+		deadline := time.Now().Add(within)
 		for time.Now().Before(deadline) {
 			master.SetReadDeadline(deadline)
 			b, err := out.ReadByte()
@@ -303,17 +364,32 @@ func TestTtyExecAndResize(t *testing.T) {
 			}
 			seen.WriteByte(b)
 			if strings.Contains(seen.String(), want) {
-				return
+				seen.Reset()
+				return true
 			}
 		}
-		t.Fatalf("terminal never showed %q; saw %q", want, seen.String())
+		return false
+	}
+	expect := func(want string) {
+		t.Helper()
+		if !show(want, 10*time.Second) {
+			t.Fatalf("terminal never showed %q; saw %q", want, seen.String())
+		}
 	}
 	master.Write([]byte("stty size\r"))
 	expect("24 80")
 	unix.IoctlSetWinsize(int(master.Fd()), unix.TIOCSWINSZ, &unix.Winsize{Row: 33, Col: 111})
-	time.Sleep(300 * time.Millisecond) // SIGWINCH → resize frame → the app's pty
-	master.Write([]byte("stty size\r"))
-	expect("33 111")
+	// SIGWINCH → resize frame → the app's pty, asynchronously: ask until
+	// the new size shows (a size that never arrives fails in expect).
+	for i := 0; ; i++ {
+		master.Write([]byte("stty size\r"))
+		if show("33 111", 500*time.Millisecond) {
+			break
+		}
+		if i == 20 {
+			t.Fatalf("the app's terminal never got the new size; saw %q", seen.String())
+		}
+	}
 	master.Write([]byte("exit 5\r"))
 	err = cmd.Wait()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 5 {
@@ -331,62 +407,67 @@ func TestRunInteractive(t *testing.T) {
 	if err != nil || string(out) != "piped in\nafter-eof\n" {
 		t.Fatalf("run -i: %v, output %q", err, out)
 	}
-	// -i -t on a real terminal.
-	master, slavePath := openPty(t)
-	defer master.Close()
-	slave, err := os.OpenFile(slavePath, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// -i -t on a real terminal: the shell's own prompt and output show,
+	// its exit code comes back, and the terminal leaves raw mode.
+	term := newTerminal(t)
+	before := term.termios()
 	tty := exec.Command(runcletBin, "--config", pi.config, "--root", pi.root, "--run-root", pi.runRoot, "run", "--rm", "-i", "-t", img, "--", "sh")
-	tty.Stdin, tty.Stdout, tty.Stderr = slave, slave, slave
-	tty.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
-	if err := tty.Start(); err != nil {
-		t.Fatal(err)
-	}
-	slave.Close()
-	go io.Copy(io.Discard, master) // keep the terminal drained
-	master.Write([]byte("echo $((6*7)) > /tmp/answer; [ -t 0 ] && exit 9\r"))
+	term.start(tty)
+	term.waitFor("# ")
+	term.master.Write([]byte("echo answer=$((6*7)); [ -t 0 ] && exit 9\r"))
+	term.waitFor("answer=42")
 	err = tty.Wait()
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 9 {
 		t.Fatalf("run -i -t: %v (want exit 9: stdin is a terminal)", err)
+	}
+	if after := term.termios(); after != before {
+		t.Fatalf("terminal not restored after run -t exited:\nbefore %+v\nafter  %+v", before, after)
 	}
 }
 
 func TestAttachDetachKeysLeaveTheAppRunning(t *testing.T) {
 	pi := newPodInstance(t)
 	img := pi.busybox()
-	master, slavePath := openPty(t)
-	defer master.Close()
-	slave, err := os.OpenFile(slavePath, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
+	term := newTerminal(t)
+	before := term.termios()
 	cmd := exec.Command(runcletBin, "--config", pi.config, "--root", pi.root, "--run-root", pi.runRoot, "run", "--name", "detachme", "-i", "-t", img, "--", "sh")
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = slave, slave, slave
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Setctty: true, Ctty: 0}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	slave.Close()
-	go io.Copy(io.Discard, master)
-	time.Sleep(500 * time.Millisecond)
-	master.Write([]byte{16, 17}) // ctrl-p ctrl-q
+	term.start(cmd)
+	term.waitFor("# ")
+	term.master.Write([]byte{16, 17}) // ctrl-p ctrl-q
 	if err := cmd.Wait(); err != nil {
-		t.Fatalf("detaching should exit 0: %v", err)
+		t.Fatalf("detaching should exit 0: %v; terminal showed %q", err, term.out.String())
+	}
+	if after := term.termios(); after != before {
+		t.Fatalf("terminal not restored after detach:\nbefore %+v\nafter  %+v", before, after)
 	}
 	p := pi.status("detachme")
 	if p.State != "ready" || p.Apps[0].State != "running" {
 		t.Fatalf("after detach: %+v", p)
 	}
-	// Attach again (no stdin), end the app from outside, and get its code.
+	// Attach again (no stdin): it is connected once it shows what the app
+	// writes; then the app is killed from outside (an interactive shell
+	// ignores SIGTERM) and attach exits with the app's code.
+	var attOut syncBuffer
 	att := exec.Command(runcletBin, "--config", pi.config, "--root", pi.root, "--run-root", pi.runRoot, "attach", "--no-stdin", "detachme")
+	att.Stdout, att.Stderr = &attOut, &attOut
 	if err := att.Start(); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
+	connected := false
+	for i := 0; i < 100 && !connected; i++ {
+		pi.run("exec", "detachme", "--", "sh", "-c", "echo attached-marker > /proc/1/fd/1")
+		time.Sleep(50 * time.Millisecond)
+		connected = strings.Contains(attOut.String(), "attached-marker")
+	}
+	if !connected {
+		att.Process.Kill()
+		att.Wait()
+		t.Fatalf("attach never showed the app's output: %q", attOut.String())
+	}
 	pi.run("app", "stop", "--timeout", "1s", "detachme", "busybox")
-	if err := att.Wait(); err == nil {
-		t.Fatal("attach to a killed app should report its non-zero exit")
+	err := att.Wait()
+	code := pi.status("detachme").Apps[0].ExitCode
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 137 || code != 137 {
+		t.Fatalf("attach exit %v, app exit code %d; want both 137 (SIGKILL after the ignored SIGTERM)", err, code)
 	}
 }
