@@ -281,22 +281,32 @@ func seccomp(sc *runtimeapi.LinuxContainerSecurityContext) (spec.SeccompProfile,
 	return spec.SeccompProfile{}, errdefs.InvalidArgument("seccomp profile %q: want runtime/default, unconfined or localhost/<absolute path>", sc.GetSeccompProfilePath())
 }
 
-// apparmor maps the container's AppArmor settings to a profile name. The
-// runtime default is no profile: runclet loads none of its own yet.
+// apparmor maps the container's AppArmor settings to a profile name. Where
+// AppArmor is enabled, RuntimeDefault, and no setting at all (as in
+// containerd, after kubernetes#51746), is spec.AppArmorDefaultProfile,
+// which the caller loads; elsewhere it is no profile.
 func apparmor(sc *runtimeapi.LinuxContainerSecurityContext, enabled bool) (string, error) {
-	name := ""
+	name := spec.AppArmorDefaultProfile
 	if p := sc.GetApparmor(); p != nil {
-		if p.ProfileType == runtimeapi.SecurityProfile_Localhost {
+		switch p.ProfileType {
+		case runtimeapi.SecurityProfile_Localhost:
 			name = p.LocalhostRef
+		case runtimeapi.SecurityProfile_Unconfined:
+			name = ""
 		}
-	} else if path := sc.GetApparmorProfile(); path != "" && path != "runtime/default" && path != "unconfined" {
+	} else if path := sc.GetApparmorProfile(); path == "unconfined" {
+		name = ""
+	} else if path != "" && path != "runtime/default" {
 		if !strings.HasPrefix(path, "localhost/") || path == "localhost/" {
 			return "", errdefs.InvalidArgument("apparmor profile %q: want runtime/default, unconfined or localhost/<name>", path)
 		}
 		name = strings.TrimPrefix(path, "localhost/")
 	}
-	if name != "" && !enabled {
-		return "", errdefs.FailedPrecondition("apparmor profile %q requested, but AppArmor is not enabled on this host", name)
+	if !enabled {
+		if name != "" && name != spec.AppArmorDefaultProfile {
+			return "", errdefs.FailedPrecondition("apparmor profile %q requested, but AppArmor is not enabled on this host", name)
+		}
+		return "", nil
 	}
 	return name, nil
 }

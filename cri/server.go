@@ -39,6 +39,10 @@ type Options struct {
 	// handler of that name. Without it a handler of flavor fly, or a
 	// default flavor fly, is a configuration error.
 	AllowFly bool
+	// LoadAppArmorDefault loads runclet's RuntimeDefault AppArmor profile
+	// (where AppArmor is enabled); nil: apparmor_parser with the profile
+	// spec.AppArmorProfile generates. Tests replace it.
+	LoadAppArmorDefault func(context.Context) error
 	// StreamAddress is the streaming server's host:port ("127.0.0.1:0").
 	StreamAddress string
 	// StreamIdleTimeout closes idle streaming connections.
@@ -65,6 +69,7 @@ type Server struct {
 	opts     Options
 	features Features
 	log      *slog.Logger
+	appArmor *appArmorDefault
 	idx      *index
 	watch    *watcher
 	events   *eventBroker
@@ -113,9 +118,13 @@ func New(ctx context.Context, opts Options) (_ *Server, retErr error) {
 	if err := flyHandlers(&opts); err != nil {
 		return nil, err
 	}
+	if opts.LoadAppArmorDefault == nil {
+		opts.LoadAppArmorDefault = loadAppArmorDefault
+	}
 	s := &Server{
 		rt: opts.Runtime, opts: opts, features: opts.Runtime.Features(), log: opts.Logger,
 		idx: newIndex(), events: newEventBroker(), stats: newStatsCache(), stopResync: make(chan struct{}),
+		appArmor: &appArmorDefault{load: opts.LoadAppArmorDefault},
 	}
 	s.idx.events = s.events
 	s.metrics = newMetrics(s.idx)

@@ -521,10 +521,52 @@ func TestCreateContainerSecurityDefaults(t *testing.T) {
 	_, err := ts.rt.CreateContainer(context.Background(), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg})
 	wantCode(t, err, codes.FailedPrecondition)
 	f.features.AppArmor = true
-	ts2 := startServer(t, f)
+	loads := 0
+	var loadErr error
+	ts2 := startServer(t, f, func(o *Options) {
+		o.LoadAppArmorDefault = func(context.Context) error { loads++; return loadErr }
+	})
 	ts2.createCtr(t, podID, cfg)
-	if f.lastApp.Spec.ApparmorProfile != "my-profile" {
-		t.Fatalf("apparmor: %q", f.lastApp.Spec.ApparmorProfile)
+	if f.lastApp.Spec.ApparmorProfile != "my-profile" || loads != 0 {
+		t.Fatalf("apparmor: %q, default profile loaded %d times", f.lastApp.Spec.ApparmorProfile, loads)
+	}
+	// Where AppArmor is enabled, RuntimeDefault and no setting at all get
+	// runclet's default profile, loaded once; Unconfined and privileged
+	// containers get none.
+	for i, c := range []struct {
+		sc   *runtimeapi.LinuxContainerSecurityContext
+		want string
+	}{
+		{nil, spec.AppArmorDefaultProfile},
+		{&runtimeapi.LinuxContainerSecurityContext{}, spec.AppArmorDefaultProfile},
+		{&runtimeapi.LinuxContainerSecurityContext{Apparmor: &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_RuntimeDefault}}, spec.AppArmorDefaultProfile},
+		{&runtimeapi.LinuxContainerSecurityContext{ApparmorProfile: "runtime/default"}, spec.AppArmorDefaultProfile},
+		{&runtimeapi.LinuxContainerSecurityContext{Apparmor: &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Unconfined}}, ""},
+		{&runtimeapi.LinuxContainerSecurityContext{ApparmorProfile: "unconfined"}, ""},
+	} {
+		cfg := ctrConfig(fmt.Sprintf("aad%d", i), "example.com/app:1")
+		if c.sc != nil {
+			cfg.Linux = &runtimeapi.LinuxContainerConfig{SecurityContext: c.sc}
+		}
+		ts2.createCtr(t, podID, cfg)
+		if f.lastApp.Spec.ApparmorProfile != c.want {
+			t.Errorf("case %d: apparmor %q, want %q", i, f.lastApp.Spec.ApparmorProfile, c.want)
+		}
+	}
+	if loads != 1 {
+		t.Errorf("default profile loaded %d times, want once", loads)
+	}
+	// A load that fails is reported, and tried again next time.
+	loadErr = errors.New("apparmor_parser: not found")
+	ts3 := startServer(t, f, func(o *Options) {
+		o.LoadAppArmorDefault = func(context.Context) error { loads++; return loadErr }
+	})
+	_, err = ts3.rt.CreateContainer(context.Background(), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: ctrConfig("aafail", "example.com/app:1")})
+	wantCode(t, err, codes.FailedPrecondition)
+	loadErr = nil
+	ts3.createCtr(t, podID, ctrConfig("aafail", "example.com/app:1"))
+	if loads != 3 || f.lastApp.Spec.ApparmorProfile != spec.AppArmorDefaultProfile {
+		t.Errorf("after a failed load: %d loads, profile %q", loads, f.lastApp.Spec.ApparmorProfile)
 	}
 }
 
