@@ -7,10 +7,14 @@ package integration
 import (
 	"archive/tar"
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -32,7 +36,9 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"syscall"
+	"time"
 	"unsafe"
 )
 
@@ -73,18 +79,121 @@ func main() {
 				syscall.Close(fd)
 			}
 			res = errnoOf(err)
+		case strings.HasPrefix(p, "write="):
+			// Opens for writing and writes a marker: what an attacker
+			// would do to core_pattern, a masked file, the runtime binary.
+			f, err := os.OpenFile(p[6:], os.O_WRONLY, 0)
+			if err == nil {
+				_, err = f.WriteString("|/bin/false runclet-cve-canary\n")
+				f.Close()
+			}
+			res = errnoOf(unwrap(err))
+		case strings.HasPrefix(p, "read="):
+			b := make([]byte, 64)
+			f, err := os.Open(p[5:])
+			n := 0
+			if err == nil {
+				n, err = f.Read(b)
+				f.Close()
+				if err != nil && err.Error() == "EOF" {
+					err = nil
+				}
+			}
+			res = errnoOf(unwrap(err))
+			if err == nil {
+				res = "ok:" + strconv.Itoa(n)
+			}
+		case strings.HasPrefix(p, "exe-race="):
+			res = exeRace(p[9:])
 		default:
 			res = "unknown probe"
 		}
 		fmt.Printf("%s: %s\n", p, res)
 	}
 }
+
+func unwrap(err error) error {
+	if pe, ok := err.(*os.PathError); ok {
+		return pe.Err
+	}
+	return err
+}
+
+// exeRace is CVE-2019-5736 from inside: for the given time, every process
+// of the container other than this one (a runtime's init joining it for
+// an exec) has its /proc/PID/exe opened for writing, directly and by
+// reopening an O_PATH handle after the process has exec'd. It prints
+// where the ready marker goes, then how many foreign processes it saw and
+// how many of their executables it could open for writing.
+func exeRace(ms string) string {
+	d, _ := strconv.Atoi(ms)
+	self := strconv.Itoa(os.Getpid())
+	seen := map[string]bool{}
+	var held []int
+	written := 0
+	fmt.Println("exe-race: ready")
+	for end := time.Now().Add(time.Duration(d) * time.Millisecond); time.Now().Before(end); {
+		ents, _ := os.ReadDir("/proc")
+		for _, e := range ents {
+			pid := e.Name()
+			if pid[0] < '0' || pid[0] > '9' || pid == self {
+				continue
+			}
+			fd, err := syscall.Open("/proc/"+pid+"/exe", 0x200000|syscall.O_CLOEXEC, 0) // O_PATH
+			if err != nil {
+				continue
+			}
+			if !foreign(pid, fd) {
+				syscall.Close(fd) // a program of the container's own rootfs
+				continue
+			}
+			seen[pid] = true
+			held = append(held, fd)
+			if w, err := syscall.Open("/proc/"+pid+"/exe", syscall.O_WRONLY, 0); err == nil {
+				syscall.Write(w, []byte("runclet-cve-canary"))
+				syscall.Close(w)
+				written++
+			}
+		}
+		for _, fd := range held {
+			if w, err := syscall.Open("/proc/self/fd/"+strconv.Itoa(fd), syscall.O_WRONLY, 0); err == nil {
+				syscall.Write(w, []byte("runclet-cve-canary"))
+				syscall.Close(w)
+				written++
+			}
+		}
+		if len(held) > 200 {
+			for _, fd := range held {
+				syscall.Close(fd)
+			}
+			held = held[:0]
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return fmt.Sprintf("seen=%d written=%d", len(seen), written)
+}
+
+// foreign reports whether the executable behind fd (an O_PATH handle on
+// /proc/PID/exe) is not a file of this container's rootfs, whose programs
+// all live on the filesystem of "/": the runtime's binary (or its sealed
+// copy) does not.
+func foreign(pid string, fd int) bool {
+	var st, root syscall.Stat_t
+	if syscall.Fstat(fd, &st) != nil || syscall.Stat("/", &root) != nil {
+		return false
+	}
+	return st.Dev != root.Dev
+}
 `
 
-// probeResults parses secprobe's output.
+// probeResults parses secprobe's output, as printed or from a CRI log
+// file (whose lines start "TIME STREAM F|P ").
 func probeResults(out string) map[string]string {
 	res := map[string]string{}
-	for _, line := range strings.Split(out, "\n") {
+	for _, line := range strings.Split(strings.ReplaceAll(out, "\r", ""), "\n") {
+		if f := strings.SplitN(line, " ", 4); len(f) == 4 && (f[1] == "stdout" || f[1] == "stderr") && (f[2] == "F" || f[2] == "P") {
+			line = f[3]
+		}
 		if k, v, ok := strings.Cut(line, ": "); ok {
 			res[k] = v
 		}
@@ -269,5 +378,199 @@ func TestCRIFlyIsOptIn(t *testing.T) {
 	}
 	if _, err := ci.rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: r.PodSandboxId}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// fileHash is the SHA-256 of a host file, for "byte-identical" checks.
+func fileHash(t *testing.T, path string) string {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}
+
+// appLog returns the log of the pod's first app once it has exited.
+func (pi *podInstance) appLog(podID string) string {
+	pi.t.Helper()
+	p := pi.status(podID)
+	if len(p.Apps) == 0 {
+		pi.t.Fatalf("pod %s has no app", podID)
+	}
+	p = pi.waitApp(podID, p.Apps[0].Name)
+	data, err := os.ReadFile(p.Apps[0].LogPath)
+	if err != nil {
+		pi.t.Fatal(err)
+	}
+	return string(data)
+}
+
+// TestCVE2019_5736RuntimeBinaryStaysIntact is CVE-2019-5736, from a hostile
+// image and from a hostile container process:
+//   - entrypoints that re-execute the runtime's init through /proc/self/exe
+//     (a symlink to it, and a script whose interpreter it is);
+//   - an app that, while `runclet exec` runs commands in its container 30
+//     times, opens /proc/PID/exe of every process of the container that is
+//     not one of its own programs (the runtime's init joining it) for
+//     writing, directly and by reopening an O_PATH handle after that
+//     process has exec'd.
+//
+// runclet and stage1-runc on the host must stay byte-identical and the app
+// must never get one of those executables open for writing.
+func TestCVE2019_5736RuntimeBinaryStaysIntact(t *testing.T) {
+	pi := newPodInstance(t)
+	bins := map[string]string{}
+	for _, b := range []string{runcletBin, filepath.Join(filepath.Dir(runcletBin), "stage1-runc")} {
+		bins[b] = fileHash(t, b)
+	}
+	img := pi.image("cve-2019-5736", withEntries(t, secProbeImage(t),
+		tarEntry{name: "evil", typ: tar.TypeSymlink, linkname: "/proc/self/exe"},
+		tarEntry{name: "evil.sh", typ: tar.TypeReg, mode: 0o755, data: "#!/proc/self/exe init\n"},
+	))
+	for _, entry := range []string{"/evil", "/evil.sh"} {
+		out, errOut, err := pi.try("run", "--rm", "--entrypoint", entry, img)
+		t.Logf("entrypoint %s: err %v, stdout %q, stderr %q", entry, err, out, lastLine(errOut+"\n"))
+	}
+
+	// Unprivileged, the runtime's init is not dumpable, so the app cannot
+	// even open its /proc/PID/exe; privileged (CAP_SYS_PTRACE) it can, and
+	// only the sealed copy of the binary stands in the way.
+	for _, privileged := range []bool{false, true} {
+		args := []string{"run", "--detach", img, "--", "/usr/local/bin/secprobe", "exe-race=20000"}
+		if privileged {
+			args = []string{"run", "--detach", "--privileged", img, "--", "/usr/local/bin/secprobe", "exe-race=20000"}
+		}
+		podID := lastLine(pi.run(args...))
+		execs := 0
+		for i := 0; i < 30; i++ {
+			if _, _, err := pi.try("exec", podID, "--", "true"); err == nil {
+				execs++
+			}
+		}
+		log := pi.appLog(podID)
+		m := regexp.MustCompile(`exe-race=20000: seen=(\d+) written=(\d+)`).FindStringSubmatch(log)
+		if m == nil {
+			t.Fatalf("privileged %v: no result from the racing app; log:\n%s", privileged, log)
+		}
+		t.Logf("privileged %v: %d execs; the app saw %s runtime processes and opened %s of their executables for writing", privileged, execs, m[1], m[2])
+		if execs == 0 {
+			t.Errorf("privileged %v: no exec succeeded: the race did not run", privileged)
+		}
+		if m[2] != "0" {
+			t.Errorf("privileged %v: the container opened the runtime's executable for writing %s times", privileged, m[2])
+		}
+	}
+	for b, h := range bins {
+		if got := fileHash(t, b); got != h {
+			t.Errorf("%s changed on the host (sha256 %s, was %s)", b, got, h)
+		}
+	}
+}
+
+// TestCVE2024_21626WorkdirProcSelfFd: a working directory of
+// /proc/self/fd/N would, with a host directory's fd leaked into the
+// runtime's init, start the app outside its root. For every small N the
+// app either fails to start or is inside its rootfs: a host canary file
+// is not reachable through ../.. from its working directory.
+func TestCVE2024_21626WorkdirProcSelfFd(t *testing.T) {
+	pi := newPodInstance(t)
+	img := pi.busybox()
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755)
+	canary := filepath.Join(dir, "canary")
+	if err := os.WriteFile(canary, []byte("host-canary-21626\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	up := strings.Repeat("../", 40)
+	for n := 3; n <= 12; n++ {
+		wd := fmt.Sprintf("/proc/self/fd/%d", n)
+		out, errOut, err := pi.try("run", "--rm", "-w", wd, img, "--", "sh", "-c", "pwd; cat "+up+strings.TrimPrefix(canary, "/")+" 2>&1; true")
+		if strings.Contains(out, "host-canary-21626") {
+			t.Errorf("workdir %s: the app read the host's canary through its working directory: %q", wd, out)
+		}
+		if err != nil && strings.TrimSpace(errOut) == "" {
+			t.Errorf("workdir %s: failed without saying why: %v", wd, err)
+		}
+	}
+}
+
+// hostileDevProc are images whose rootfs holds the symlinks of the 2025
+// runc CVEs: /dev/null and /dev/console pointing at core_pattern (what
+// masked paths and the console are bind-mounted from, CVE-2025-31133 and
+// CVE-2025-52565), /dev/pts pointing into /proc/sys, and /dev and /proc
+// themselves replaced by symlinks so that the runtime's mounts and procfs
+// writes land elsewhere (CVE-2025-52881).
+func hostileDevProc(t *testing.T, base v1.Image) map[string]v1.Image {
+	dirEntry := func(name string) tarEntry { return tarEntry{name: name, typ: tar.TypeDir, mode: 0o755} }
+	link := func(name, target string) tarEntry {
+		return tarEntry{name: name, typ: tar.TypeSymlink, linkname: target}
+	}
+	return map[string]v1.Image{
+		"dev-files": withEntries(t, base, dirEntry("dev"),
+			link("dev/null", "/proc/sys/kernel/core_pattern"),
+			link("dev/console", "/proc/sys/kernel/core_pattern"),
+			link("dev/pts", "/proc/sys/kernel"),
+			link("dev/ptmx", "/proc/sysrq-trigger")),
+		"dev-dir":  withEntries(t, base, tarEntry{name: "dev", typ: tar.TypeSymlink, linkname: "/proc/sys/kernel"}),
+		"proc-dir": withEntries(t, base, dirEntry("fakeproc"), tarEntry{name: "proc", typ: tar.TypeSymlink, linkname: "/fakeproc"}),
+		"proc-up":  withEntries(t, base, tarEntry{name: "proc", typ: tar.TypeSymlink, linkname: "../../../../../../proc"}),
+	}
+}
+
+// TestCVE2025HostileDevAndProcSymlinks runs each hostile image, with and
+// without a terminal, as an app that then writes to core_pattern, to the
+// masked files and to /dev/null and /dev/console, and reads the masked
+// files. The host's core_pattern must stay as it was; the app either fails
+// cleanly (an error that says why) or runs with masked files that read
+// empty.
+func TestCVE2025HostileDevAndProcSymlinks(t *testing.T) {
+	pi := newPodInstance(t)
+	const corePattern = "/proc/sys/kernel/core_pattern"
+	before, err := os.ReadFile(corePattern)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if now, _ := os.ReadFile(corePattern); !bytes.Equal(now, before) {
+			os.WriteFile(corePattern, before, 0o644)
+		}
+	})
+	probes := []string{"write=" + corePattern, "write=/proc/kcore", "write=/proc/timer_list", "write=/dev/null", "write=/dev/console",
+		"read=/proc/kcore", "read=/proc/timer_list", "read=/proc/keys", "read=/dev/null"}
+	for name, img := range hostileDevProc(t, secProbeImage(t)) {
+		ref := pi.image("cve-2025-"+name, img)
+		for _, tty := range []bool{false, true} {
+			args := []string{"run", "--detach", ref}
+			if tty {
+				args = []string{"run", "--detach", "--tty", ref}
+			}
+			out, errOut, err := pi.try(append(append(args, "--", "/usr/local/bin/secprobe"), probes...)...)
+			what := fmt.Sprintf("%s (tty %v)", name, tty)
+			if err != nil {
+				if strings.TrimSpace(errOut) == "" {
+					t.Errorf("%s: failed without saying why: %v", what, err)
+				}
+				t.Logf("%s: refused: %s", what, lastLine(errOut))
+			} else {
+				res := probeResults(pi.appLog(lastLine(out)))
+				t.Logf("%s: ran: %v", what, res)
+				if len(res) == 0 {
+					t.Errorf("%s: the app ran but printed no results", what)
+				}
+				for _, masked := range []string{"read=/proc/kcore", "read=/proc/timer_list", "read=/proc/keys", "read=/dev/null"} {
+					if r, ok := res[masked]; ok && strings.HasPrefix(r, "ok:") && r != "ok:0" {
+						t.Errorf("%s: %s = %s: the masked file has content", what, masked, r)
+					}
+				}
+				if res["write="+corePattern] == "ok" {
+					t.Errorf("%s: the app could write core_pattern", what)
+				}
+			}
+			if now, _ := os.ReadFile(corePattern); !bytes.Equal(now, before) {
+				t.Fatalf("%s: the host's core_pattern changed to %q", what, now)
+			}
+		}
 	}
 }
