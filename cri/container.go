@@ -93,6 +93,16 @@ func (s *Server) appConfig(ctx context.Context, p *pod.Pod, c *runtimeapi.Contai
 	sp.Resources = resources(c.GetLinux().GetResources(), s.features)
 	sp.Seccomp = spec.SeccompProfile{Kind: spec.SeccompUnconfined}
 	sc := c.GetLinux().GetSecurityContext()
+	if !sc.GetPrivileged() {
+		if sp.ApparmorProfile, err = apparmor(sc, s.features.AppArmor); err != nil {
+			return ac, err
+		}
+		if sp.ApparmorProfile == spec.AppArmorDefaultProfile {
+			if err := s.appArmor.ensure(ctx); err != nil {
+				return ac, err
+			}
+		}
+	}
 	if sc == nil {
 		return ac, nil
 	}
@@ -134,11 +144,6 @@ func (s *Server) appConfig(ctx context.Context, p *pod.Pod, c *runtimeapi.Contai
 	}
 	if sp.Seccomp, err = seccomp(sc); err != nil {
 		return ac, err
-	}
-	if !sc.Privileged {
-		if sp.ApparmorProfile, err = apparmor(sc, s.features.AppArmor); err != nil {
-			return ac, err
-		}
 	}
 	return ac, nil
 }

@@ -97,11 +97,14 @@ func podConfig(c *runtimeapi.PodSandboxConfig, flavor string) (pod.PodConfig, er
 
 // checkContainerNamespaces checks a container's namespace options against
 // its pod: a container cannot get a host namespace its pod does not have.
-// (A pod of flavor fly has every host namespace whatever the container
-// asks.)
+// A container of a fly pod is in every host namespace, so it must not ask
+// for one of its own.
 func checkContainerNamespaces(ns *runtimeapi.NamespaceOption, p *pod.Pod) error {
 	if ns == nil {
 		return nil
+	}
+	if p.Flavor == pod.FlavorFly && (ns.Network != runtimeapi.NamespaceMode_NODE || ns.Pid != runtimeapi.NamespaceMode_NODE || ns.Ipc != runtimeapi.NamespaceMode_NODE) {
+		return errdefs.InvalidArgument("container asks for namespaces network %s, PID %s, IPC %s, but pod %s is of flavor fly: its containers are in the host's (NODE)", ns.Network, ns.Pid, ns.Ipc, p.ID)
 	}
 	if ns.Network == runtimeapi.NamespaceMode_NODE && !p.HostNetwork {
 		return errdefs.InvalidArgument("container asks for the host network but pod %s has its own", p.ID)
@@ -278,22 +281,32 @@ func seccomp(sc *runtimeapi.LinuxContainerSecurityContext) (spec.SeccompProfile,
 	return spec.SeccompProfile{}, errdefs.InvalidArgument("seccomp profile %q: want runtime/default, unconfined or localhost/<absolute path>", sc.GetSeccompProfilePath())
 }
 
-// apparmor maps the container's AppArmor settings to a profile name. The
-// runtime default is no profile: runclet loads none of its own yet.
+// apparmor maps the container's AppArmor settings to a profile name. Where
+// AppArmor is enabled, RuntimeDefault, and no setting at all (as in
+// containerd, after kubernetes#51746), is spec.AppArmorDefaultProfile,
+// which the caller loads; elsewhere it is no profile.
 func apparmor(sc *runtimeapi.LinuxContainerSecurityContext, enabled bool) (string, error) {
-	name := ""
+	name := spec.AppArmorDefaultProfile
 	if p := sc.GetApparmor(); p != nil {
-		if p.ProfileType == runtimeapi.SecurityProfile_Localhost {
+		switch p.ProfileType {
+		case runtimeapi.SecurityProfile_Localhost:
 			name = p.LocalhostRef
+		case runtimeapi.SecurityProfile_Unconfined:
+			name = ""
 		}
-	} else if path := sc.GetApparmorProfile(); path != "" && path != "runtime/default" && path != "unconfined" {
+	} else if path := sc.GetApparmorProfile(); path == "unconfined" {
+		name = ""
+	} else if path != "" && path != "runtime/default" {
 		if !strings.HasPrefix(path, "localhost/") || path == "localhost/" {
 			return "", errdefs.InvalidArgument("apparmor profile %q: want runtime/default, unconfined or localhost/<name>", path)
 		}
 		name = strings.TrimPrefix(path, "localhost/")
 	}
-	if name != "" && !enabled {
-		return "", errdefs.FailedPrecondition("apparmor profile %q requested, but AppArmor is not enabled on this host", name)
+	if !enabled {
+		if name != "" && name != spec.AppArmorDefaultProfile {
+			return "", errdefs.FailedPrecondition("apparmor profile %q requested, but AppArmor is not enabled on this host", name)
+		}
+		return "", nil
 	}
 	return name, nil
 }
@@ -347,14 +360,6 @@ func podPidMode(p *pod.Pod) runtimeapi.NamespaceMode {
 	return runtimeapi.NamespaceMode_CONTAINER
 }
 
-// namespaceAsked is the host namespaces p's config asked for.
-func namespaceAsked(p *pod.Pod) pod.NamespaceRequest {
-	if p.Asked != nil {
-		return *p.Asked
-	}
-	return pod.NamespaceRequest{HostNetwork: p.HostNetwork, HostPID: p.HostPID, HostIPC: p.HostIPC}
-}
-
 func criUserNS(p *pod.Pod) *runtimeapi.UserNamespace {
 	if p.IDMap == nil {
 		return &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_NODE}
@@ -371,18 +376,17 @@ func criUserNS(p *pod.Pod) *runtimeapi.UserNamespace {
 
 func criSandboxStatus(v sandboxView) *runtimeapi.PodSandboxStatus {
 	p := v.pod
-	// A fly pod reports the modes its config asked for: the flavor (the
-	// runtime class) decides the isolation, and kubelet would recreate a
-	// sandbox whose modes differ from its pod spec's, forever.
-	asked := namespaceAsked(p)
+	// The modes the pod has: NODE for everything a fly pod shares with the
+	// host, whatever its config said (RunPodSandbox refuses fly pods that
+	// ask for isolation, so for them the two agree).
 	st := &runtimeapi.PodSandboxStatus{
 		Id: p.ID, Metadata: sandboxMetadata(p), State: sandboxState(p, v.containers),
 		CreatedAt: p.CreatedAt.UnixNano(), Labels: copyMap(p.Labels), Annotations: copyMap(p.Annotations),
 		RuntimeHandler: p.Flavor,
 		Linux: &runtimeapi.LinuxPodSandboxStatus{Namespaces: &runtimeapi.Namespace{Options: &runtimeapi.NamespaceOption{
-			Network:       nsMode(asked.HostNetwork, runtimeapi.NamespaceMode_POD),
-			Pid:           nsMode(asked.HostPID, podPidMode(p)),
-			Ipc:           nsMode(asked.HostIPC, runtimeapi.NamespaceMode_POD),
+			Network:       nsMode(p.HostNetwork, runtimeapi.NamespaceMode_POD),
+			Pid:           nsMode(p.HostPID, podPidMode(p)),
+			Ipc:           nsMode(p.HostIPC, runtimeapi.NamespaceMode_POD),
 			UsernsOptions: criUserNS(p),
 		}}},
 	}

@@ -30,6 +30,9 @@ func (s *Server) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandbo
 	if err != nil {
 		return nil, err
 	}
+	if err := checkFlyIsolation(pc); err != nil {
+		return nil, err
+	}
 	detached := context.WithoutCancel(ctx)
 	p, err := s.rt.CreatePod(detached, pc)
 	if err != nil {
@@ -53,6 +56,35 @@ func (s *Server) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandbo
 	s.idx.addPod(p)
 	logger(ctx).Info("pod sandbox ready", "pod", p.ID, "name", p.Namespace+"/"+p.Name, "flavor", p.Flavor)
 	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: p.ID}, nil
+}
+
+// checkFlyIsolation refuses a fly pod whose config asks for isolation the
+// flavor cannot give: fly apps are in the host's network, PID and IPC
+// namespaces and user namespace, so the pod must ask for exactly that
+// (hostNetwork, hostPID, hostIPC, hostUsers). Running it anyway would hand
+// the host to a pod whose spec (and PodSecurity's view of it) says it is
+// isolated.
+func checkFlyIsolation(pc pod.PodConfig) error {
+	if pc.Flavor != pod.FlavorFly {
+		return nil
+	}
+	var need []string
+	if !pc.HostNetwork {
+		need = append(need, "network")
+	}
+	if !pc.HostPID {
+		need = append(need, "PID")
+	}
+	if !pc.HostIPC {
+		need = append(need, "IPC")
+	}
+	if pc.UserNS != nil {
+		need = append(need, "user")
+	}
+	if len(need) > 0 {
+		return errdefs.InvalidArgument("runtime handler of flavor fly runs pods in the host's namespaces, but this pod asks for its own %s namespace: set hostNetwork, hostPID and hostIPC (and no user namespace), or use an isolating runtime handler", strings.Join(need, ", "))
+	}
+	return nil
 }
 
 // removeUnusedPod removes a pod RunPodSandbox made but does not return.

@@ -34,6 +34,15 @@ type Options struct {
 	DefaultFlavor string
 	// RuntimeHandlers maps handler names to flavors.
 	RuntimeHandlers map[string]string
+	// AllowFly lets the server run pods of flavor fly (config
+	// cri.fly.enable): it adds the handler "fly" if RuntimeHandlers has no
+	// handler of that name. Without it a handler of flavor fly, or a
+	// default flavor fly, is a configuration error.
+	AllowFly bool
+	// LoadAppArmorDefault loads runclet's RuntimeDefault AppArmor profile
+	// (where AppArmor is enabled); nil: apparmor_parser with the profile
+	// spec.AppArmorProfile generates. Tests replace it.
+	LoadAppArmorDefault func(context.Context) error
 	// StreamAddress is the streaming server's host:port ("127.0.0.1:0").
 	StreamAddress string
 	// StreamIdleTimeout closes idle streaming connections.
@@ -60,6 +69,7 @@ type Server struct {
 	opts     Options
 	features Features
 	log      *slog.Logger
+	appArmor *appArmorDefault
 	idx      *index
 	watch    *watcher
 	events   *eventBroker
@@ -94,7 +104,7 @@ func New(ctx context.Context, opts Options) (_ *Server, retErr error) {
 		opts.DefaultFlavor = pod.FlavorRunc
 	}
 	if opts.RuntimeHandlers == nil {
-		opts.RuntimeHandlers = map[string]string{pod.FlavorRunc: pod.FlavorRunc, pod.FlavorFly: pod.FlavorFly}
+		opts.RuntimeHandlers = map[string]string{pod.FlavorRunc: pod.FlavorRunc}
 	}
 	if opts.StreamAddress == "" {
 		opts.StreamAddress = "127.0.0.1:0"
@@ -105,9 +115,16 @@ func New(ctx context.Context, opts Options) (_ *Server, retErr error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if err := flyHandlers(&opts); err != nil {
+		return nil, err
+	}
+	if opts.LoadAppArmorDefault == nil {
+		opts.LoadAppArmorDefault = loadAppArmorDefault
+	}
 	s := &Server{
 		rt: opts.Runtime, opts: opts, features: opts.Runtime.Features(), log: opts.Logger,
 		idx: newIndex(), events: newEventBroker(), stats: newStatsCache(), stopResync: make(chan struct{}),
+		appArmor: &appArmorDefault{load: opts.LoadAppArmorDefault},
 	}
 	s.idx.events = s.events
 	s.metrics = newMetrics(s.idx)
@@ -358,6 +375,39 @@ func (s *Server) resyncLoop(every time.Duration) {
 			}
 		}
 	}
+}
+
+// flyHandlers applies opts.AllowFly to the handlers: fly pods share the
+// host's network, PID and IPC namespaces, so they are served only on
+// request, and with a warning.
+func flyHandlers(opts *Options) error {
+	if !opts.AllowFly {
+		if opts.DefaultFlavor == pod.FlavorFly {
+			return errdefs.InvalidArgument("stage1.default_flavor is fly, which the CRI serves only with cri.fly.enable = true")
+		}
+		for h, f := range opts.RuntimeHandlers {
+			if f == pod.FlavorFly {
+				return errdefs.InvalidArgument("runtime handler %q is of flavor fly, which the CRI serves only with cri.fly.enable = true", h)
+			}
+		}
+		return nil
+	}
+	if _, ok := opts.RuntimeHandlers[pod.FlavorFly]; !ok {
+		opts.RuntimeHandlers = maps.Clone(opts.RuntimeHandlers)
+		opts.RuntimeHandlers[pod.FlavorFly] = pod.FlavorFly
+	}
+	var fly []string
+	for _, h := range slices.Sorted(maps.Keys(opts.RuntimeHandlers)) {
+		if opts.RuntimeHandlers[h] == pod.FlavorFly {
+			fly = append(fly, h)
+		}
+	}
+	if opts.DefaultFlavor == pod.FlavorFly {
+		fly = append(fly, `"" (the default)`)
+	}
+	opts.Logger.Warn("the fly flavor is enabled (cri.fly.enable): pods of these runtime handlers share the host's network, PID and IPC namespaces and can see and signal every host process; allow only trusted workloads to use them",
+		"handlers", fly)
+	return nil
 }
 
 // flavor maps a runtime handler to a stage1 flavor.

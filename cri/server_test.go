@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"testing"
@@ -86,7 +88,7 @@ func TestVersionStatusRuntimeConfig(t *testing.T) {
 			t.Fatalf("features of %q: %v", h.Name, h.Features)
 		}
 	}
-	if fmt.Sprint(names) != "[ fly runc]" || !st.Features.SupplementalGroupsPolicy || st.Info["streamURL"] == "" {
+	if fmt.Sprint(names) != "[ runc]" || !st.Features.SupplementalGroupsPolicy || st.Info["streamURL"] == "" {
 		t.Fatalf("handlers %q, features %v, info %v", names, st.Features, st.Info)
 	}
 
@@ -142,7 +144,7 @@ func TestRunPodSandboxMapping(t *testing.T) {
 	}
 
 	ctx := context.Background()
-	for handler, want := range map[string]string{"": "runc", "runc": "runc", "fly": "fly"} {
+	for handler, want := range map[string]string{"": "runc", "runc": "runc"} {
 		if _, err := ts.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: sandboxConfig("h" + want), RuntimeHandler: handler}); err != nil {
 			t.Fatal(err)
 		}
@@ -519,10 +521,52 @@ func TestCreateContainerSecurityDefaults(t *testing.T) {
 	_, err := ts.rt.CreateContainer(context.Background(), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg})
 	wantCode(t, err, codes.FailedPrecondition)
 	f.features.AppArmor = true
-	ts2 := startServer(t, f)
+	loads := 0
+	var loadErr error
+	ts2 := startServer(t, f, func(o *Options) {
+		o.LoadAppArmorDefault = func(context.Context) error { loads++; return loadErr }
+	})
 	ts2.createCtr(t, podID, cfg)
-	if f.lastApp.Spec.ApparmorProfile != "my-profile" {
-		t.Fatalf("apparmor: %q", f.lastApp.Spec.ApparmorProfile)
+	if f.lastApp.Spec.ApparmorProfile != "my-profile" || loads != 0 {
+		t.Fatalf("apparmor: %q, default profile loaded %d times", f.lastApp.Spec.ApparmorProfile, loads)
+	}
+	// Where AppArmor is enabled, RuntimeDefault and no setting at all get
+	// runclet's default profile, loaded once; Unconfined and privileged
+	// containers get none.
+	for i, c := range []struct {
+		sc   *runtimeapi.LinuxContainerSecurityContext
+		want string
+	}{
+		{nil, spec.AppArmorDefaultProfile},
+		{&runtimeapi.LinuxContainerSecurityContext{}, spec.AppArmorDefaultProfile},
+		{&runtimeapi.LinuxContainerSecurityContext{Apparmor: &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_RuntimeDefault}}, spec.AppArmorDefaultProfile},
+		{&runtimeapi.LinuxContainerSecurityContext{ApparmorProfile: "runtime/default"}, spec.AppArmorDefaultProfile},
+		{&runtimeapi.LinuxContainerSecurityContext{Apparmor: &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Unconfined}}, ""},
+		{&runtimeapi.LinuxContainerSecurityContext{ApparmorProfile: "unconfined"}, ""},
+	} {
+		cfg := ctrConfig(fmt.Sprintf("aad%d", i), "example.com/app:1")
+		if c.sc != nil {
+			cfg.Linux = &runtimeapi.LinuxContainerConfig{SecurityContext: c.sc}
+		}
+		ts2.createCtr(t, podID, cfg)
+		if f.lastApp.Spec.ApparmorProfile != c.want {
+			t.Errorf("case %d: apparmor %q, want %q", i, f.lastApp.Spec.ApparmorProfile, c.want)
+		}
+	}
+	if loads != 1 {
+		t.Errorf("default profile loaded %d times, want once", loads)
+	}
+	// A load that fails is reported, and tried again next time.
+	loadErr = errors.New("apparmor_parser: not found")
+	ts3 := startServer(t, f, func(o *Options) {
+		o.LoadAppArmorDefault = func(context.Context) error { loads++; return loadErr }
+	})
+	_, err = ts3.rt.CreateContainer(context.Background(), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: ctrConfig("aafail", "example.com/app:1")})
+	wantCode(t, err, codes.FailedPrecondition)
+	loadErr = nil
+	ts3.createCtr(t, podID, ctrConfig("aafail", "example.com/app:1"))
+	if loads != 3 || f.lastApp.Spec.ApparmorProfile != spec.AppArmorDefaultProfile {
+		t.Errorf("after a failed load: %d loads, profile %q", loads, f.lastApp.Spec.ApparmorProfile)
 	}
 }
 
@@ -1080,18 +1124,119 @@ func TestHugepageLimitsWithoutController(t *testing.T) {
 	}
 }
 
-// A fly pod has the host's namespaces whatever it asked; its status must
-// still say what it asked, or kubelet recreates the sandbox forever.
-func TestFlySandboxReportsAskedNamespaces(t *testing.T) {
+// hostSandboxConfig is a sandbox config that asks for the host's network,
+// PID and IPC namespaces, as a fly pod must.
+func hostSandboxConfig(name string) *runtimeapi.PodSandboxConfig {
+	cfg := sandboxConfig(name)
+	cfg.Linux = &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{
+		NamespaceOptions: &runtimeapi.NamespaceOption{
+			Network: runtimeapi.NamespaceMode_NODE, Pid: runtimeapi.NamespaceMode_NODE, Ipc: runtimeapi.NamespaceMode_NODE,
+			UsernsOptions: &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_NODE},
+		},
+	}}
+	return cfg
+}
+
+// By default the CRI serves no fly handler: a RuntimeClass naming fly
+// fails like one naming a handler that does not exist, before anything is
+// made.
+func TestFlyHandlerOffByDefault(t *testing.T) {
+	f := newFake(t)
+	ts := startServer(t, f)
+	_, err := ts.rt.RunPodSandbox(context.Background(), &runtimeapi.RunPodSandboxRequest{Config: hostSandboxConfig("fly"), RuntimeHandler: "fly"})
+	wantCode(t, err, codes.InvalidArgument)
+	if !strings.Contains(err.Error(), "unknown runtime handler") || f.called("CreatePod") != 0 {
+		t.Fatalf("error %v, CreatePod called %d times", err, f.called("CreatePod"))
+	}
+	// A handler or default flavor fly without the opt-in is a
+	// configuration error at start.
+	for _, edit := range []func(*Options){
+		func(o *Options) { o.RuntimeHandlers = map[string]string{"runc": "runc", "debug": "fly"} },
+		func(o *Options) { o.DefaultFlavor = pod.FlavorFly },
+	} {
+		opts := Options{Runtime: newFake(t), StreamAddress: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		edit(&opts)
+		if s, err := New(context.Background(), opts); !errdefs.IsInvalidArgument(err) {
+			if s != nil {
+				s.Stop(time.Second)
+			}
+			t.Errorf("New(%v, default %q) = %v, want invalid argument", opts.RuntimeHandlers, opts.DefaultFlavor, err)
+		}
+	}
+}
+
+// With the opt-in, a fly pod must ask for the host's namespaces: asking for
+// its own network, PID, IPC or user namespace is refused, as is a
+// container asking for its own; the status reports NODE, what it has.
+func TestFlyPodsAskForHostNamespaces(t *testing.T) {
+	f := newFake(t)
+	ts := startServer(t, f, func(o *Options) { o.AllowFly = true })
+	ctx := context.Background()
+	st, err := ts.rt.Status(ctx, &runtimeapi.StatusRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, h := range st.RuntimeHandlers {
+		names = append(names, h.Name)
+	}
+	if fmt.Sprint(names) != "[ fly runc]" {
+		t.Fatalf("handlers with fly enabled: %q", names)
+	}
+	for name, edit := range map[string]func(*runtimeapi.NamespaceOption){
+		"pod-network":   func(n *runtimeapi.NamespaceOption) { n.Network = runtimeapi.NamespaceMode_POD },
+		"container-pid": func(n *runtimeapi.NamespaceOption) { n.Pid = runtimeapi.NamespaceMode_CONTAINER },
+		"pod-pid":       func(n *runtimeapi.NamespaceOption) { n.Pid = runtimeapi.NamespaceMode_POD },
+		"pod-ipc":       func(n *runtimeapi.NamespaceOption) { n.Ipc = runtimeapi.NamespaceMode_POD },
+		"userns": func(n *runtimeapi.NamespaceOption) {
+			n.UsernsOptions = &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD,
+				Uids: []*runtimeapi.IDMapping{{HostId: 100000, Length: 65536}}, Gids: []*runtimeapi.IDMapping{{HostId: 100000, Length: 65536}}}
+		},
+	} {
+		cfg := hostSandboxConfig(name)
+		edit(cfg.Linux.SecurityContext.NamespaceOptions)
+		_, err := ts.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg, RuntimeHandler: "fly"})
+		wantCode(t, err, codes.InvalidArgument)
+		if !strings.Contains(err.Error(), "flavor fly") {
+			t.Errorf("%s: error %v does not say why", name, err)
+		}
+	}
+	// No namespace options at all means POD network: refused too.
+	_, err = ts.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: sandboxConfig("plain"), RuntimeHandler: "fly"})
+	wantCode(t, err, codes.InvalidArgument)
+	if n := f.called("CreatePod"); n != 0 {
+		t.Fatalf("refused fly pods reached the runtime %d times", n)
+	}
+
+	r, err := ts.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: hostSandboxConfig("host"), RuntimeHandler: "fly"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps, err := ts.rt.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: r.PodSandboxId})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := ps.GetStatus().GetLinux().GetNamespaces().GetOptions()
+	if got.Network != runtimeapi.NamespaceMode_NODE || got.Pid != runtimeapi.NamespaceMode_NODE || got.Ipc != runtimeapi.NamespaceMode_NODE ||
+		got.GetUsernsOptions().GetMode() != runtimeapi.NamespaceMode_NODE || ps.GetStatus().RuntimeHandler != "fly" {
+		t.Fatalf("fly pod status %v, want NODE namespaces", ps.GetStatus())
+	}
+	ctr := ctrConfig("c", "busybox")
+	ctr.Linux = &runtimeapi.LinuxContainerConfig{SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
+		NamespaceOptions: &runtimeapi.NamespaceOption{Network: runtimeapi.NamespaceMode_NODE, Pid: runtimeapi.NamespaceMode_CONTAINER, Ipc: runtimeapi.NamespaceMode_NODE},
+	}}
+	_, err = ts.rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: r.PodSandboxId, Config: ctr, SandboxConfig: hostSandboxConfig("host")})
+	wantCode(t, err, codes.InvalidArgument)
+}
+
+// A fly pod recorded before fly pods had to ask for the host's namespaces
+// reports what it has (NODE), not what it asked.
+func TestFlySandboxReportsHostNamespaces(t *testing.T) {
 	p := &pod.Pod{ID: "p", Flavor: pod.FlavorFly, HostNetwork: true, HostPID: true, HostIPC: true,
 		Asked: &pod.NamespaceRequest{HostPID: true}, HostIPs: []string{"192.0.2.7"}}
 	st := criSandboxStatus(sandboxView{pod: p})
 	got := st.GetLinux().GetNamespaces().GetOptions()
-	if got.Network != runtimeapi.NamespaceMode_POD || got.Pid != runtimeapi.NamespaceMode_NODE || got.Ipc != runtimeapi.NamespaceMode_POD {
-		t.Fatalf("fly pod status namespaces = %v, want network POD, pid NODE, ipc POD (as asked)", got)
-	}
-	// kubelet recreates a non-host-network sandbox without an IP.
-	if st.GetNetwork().GetIp() != "192.0.2.7" {
-		t.Fatalf("fly pod status network = %v, want the node's address", st.GetNetwork())
+	if got.Network != runtimeapi.NamespaceMode_NODE || got.Pid != runtimeapi.NamespaceMode_NODE || got.Ipc != runtimeapi.NamespaceMode_NODE {
+		t.Fatalf("fly pod status namespaces = %v, want NODE", got)
 	}
 }

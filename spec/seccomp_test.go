@@ -81,12 +81,13 @@ func TestRuntimeDefaultProfile(t *testing.T) {
 	if !slices.Equal(p.Architectures, []specs.Arch{specs.ArchX86_64, specs.ArchX86, specs.ArchX32}) {
 		t.Errorf("architectures = %v", p.Architectures)
 	}
-	for _, sc := range []string{"read", "openat", "execve", "clock_gettime", "io_uring_setup", "arch_prctl", "chroot", "ptrace"} {
+	for _, sc := range []string{"read", "openat", "execve", "clock_gettime", "arch_prctl", "chroot", "ptrace", "socketcall"} {
 		if !allowedPlain(p, sc) {
 			t.Errorf("%s is not allowed by default", sc)
 		}
 	}
-	for _, sc := range []string{"mount", "umount2", "unshare", "setns", "reboot", "init_module", "kexec_load", "bpf", "keyctl", "add_key", "open_by_handle_at", "clock_settime", "acct", "swapon"} {
+	for _, sc := range []string{"mount", "umount2", "unshare", "setns", "reboot", "init_module", "kexec_load", "bpf", "keyctl", "add_key", "open_by_handle_at", "clock_settime", "acct", "swapon",
+		"io_uring_setup", "io_uring_enter", "io_uring_register"} {
 		if len(rulesFor(p, sc)) != 0 {
 			t.Errorf("%s is allowed without its capability", sc)
 		}
@@ -99,6 +100,19 @@ func TestRuntimeDefaultProfile(t *testing.T) {
 	clone3 := rulesFor(p, "clone3")
 	if len(clone3) != 1 || clone3[0].Action != specs.ActErrno || *clone3[0].ErrnoRet != errnoENOSYS {
 		t.Errorf("clone3 rules = %+v, want ENOSYS", clone3)
+	}
+	// socket(2): one equality rule per allowed family; AF_ALG (38) and
+	// AF_VSOCK (40) are not among them.
+	sockets := rulesFor(p, "socket")
+	if len(sockets) != len(socketDomains) {
+		t.Errorf("socket rules = %+v", sockets)
+	}
+	for _, sc := range sockets {
+		if sc.Action != specs.ActAllow || len(sc.Args) != 1 || sc.Args[0].Op != specs.OpEqualTo || sc.Args[0].Index != 0 {
+			t.Errorf("socket rule %+v is not one family", sc)
+		} else if v := sc.Args[0].Value; v == 38 || v == 40 || v == 0 {
+			t.Errorf("socket family %d is allowed", v)
+		}
 	}
 	personas := rulesFor(p, "personality")
 	if len(personas) != 5 {

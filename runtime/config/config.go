@@ -88,6 +88,17 @@ type CRI struct {
 	MetricsAddress string `toml:"metrics_address"`
 	// RuntimeHandlers maps CRI runtime handler names to stage1 flavors.
 	RuntimeHandlers map[string]string `toml:"runtime_handlers"`
+	// Fly is the opt-in for the fly flavor over CRI.
+	Fly CRIFly `toml:"fly"`
+}
+
+// CRIFly is the opt-in for the fly flavor over CRI: fly pods share the
+// host's network, PID and IPC namespaces, so the daemon serves them only
+// when Enable is set.
+type CRIFly struct {
+	// Enable lets the daemon serve fly pods (handler "fly" unless
+	// RuntimeHandlers maps that name otherwise).
+	Enable bool `toml:"enable"`
 }
 
 // NRI configures the Node Resource Interface: plugins that hook pod and
@@ -236,6 +247,9 @@ func (c CRI) validate() error {
 		}
 		if flavor != "runc" && flavor != "fly" {
 			return fmt.Errorf("cri.runtime_handlers.%s = %q: want runc or fly", name, flavor)
+		}
+		if flavor == "fly" && !c.Fly.Enable {
+			return fmt.Errorf("cri.runtime_handlers.%s = \"fly\": fly pods share the host's network, PID and IPC namespaces; set cri.fly.enable = true to serve them", name)
 		}
 	}
 	return nil

@@ -69,8 +69,9 @@ func TestCRIDefaultsAndHandlers(t *testing.T) {
 	if c.CRI.StreamIdleTimeout != 4*time.Hour || c.CRI.StopTimeout != 10*time.Second || c.CRI.ResyncInterval != 10*time.Second {
 		t.Fatalf("cri durations: %+v", c.CRI)
 	}
-	if len(c.CRI.RuntimeHandlers) != 2 || c.CRI.RuntimeHandlers["runc"] != "runc" || c.CRI.RuntimeHandlers["fly"] != "fly" {
-		t.Fatalf("handlers: %v", c.CRI.RuntimeHandlers)
+	// fly is not served over CRI unless the config says so.
+	if len(c.CRI.RuntimeHandlers) != 1 || c.CRI.RuntimeHandlers["runc"] != "runc" || c.CRI.Fly.Enable {
+		t.Fatalf("handlers: %v, fly %+v", c.CRI.RuntimeHandlers, c.CRI.Fly)
 	}
 
 	dir := t.TempDir()
@@ -81,6 +82,8 @@ run_root = "/srv/run"
 resync_interval = "0s"
 [cri.runtime_handlers]
 debug = "fly"
+[cri.fly]
+enable = true
 `), 0o644)
 	c, err := Load(p)
 	if err != nil {
@@ -89,7 +92,7 @@ debug = "fly"
 	if c.SocketPath() != "/srv/run/runclet.sock" || c.CRI.ResyncInterval != 0 {
 		t.Fatalf("socket %s, resync %v", c.SocketPath(), c.CRI.ResyncInterval)
 	}
-	if len(c.CRI.RuntimeHandlers) != 3 || c.CRI.RuntimeHandlers["debug"] != "fly" || c.CRI.RuntimeHandlers["runc"] != "runc" {
+	if len(c.CRI.RuntimeHandlers) != 2 || c.CRI.RuntimeHandlers["debug"] != "fly" || c.CRI.RuntimeHandlers["runc"] != "runc" || !c.CRI.Fly.Enable {
 		t.Fatalf("handlers are not added on top of the defaults: %v", c.CRI.RuntimeHandlers)
 	}
 
@@ -99,6 +102,8 @@ debug = "fly"
 		"[cri]\nstream_idle_timeout = \"0s\"\n",
 		"[cri]\nstop_timeout = \"soon\"\n",
 		"[cri.runtime_handlers]\nkata = \"vm\"\n",
+		"[cri.runtime_handlers]\nfly = \"fly\"\n", // without cri.fly.enable
+		"[cri.fly]\nenable = true\nallow = true\n",
 		"[cri]\nmetrics_address = \"9464\"\n",
 		"[cri]\nmetrics_address = \"127.0.0.1:\"\n",
 	} {

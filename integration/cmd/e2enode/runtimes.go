@@ -83,7 +83,9 @@ func newRuncletRuntime(bin, dir, registryURL string) (*runcletRuntime, error) {
 		return nil, err
 	}
 	r.metricsAddr = fmt.Sprintf("127.0.0.1:%d", ports[0])
-	cfg := fmt.Sprintf("[network]\nconf_dir = %q\ndefault_bridge = %q\ndefault_subnet = %q\n\n[cri]\nmetrics_address = %q\n\n",
+	// The runtimeclass-fly scenario needs the fly handler, which the CRI
+	// serves only when enabled.
+	cfg := fmt.Sprintf("[network]\nconf_dir = %q\ndefault_bridge = %q\ndefault_subnet = %q\n\n[cri]\nmetrics_address = %q\n\n[cri.fly]\nenable = true\n\n",
 		filepath.Join(dir, "no-cni-configs"), bridgeName, podSubnet, r.metricsAddr)
 	for _, host := range []string{"registry.k8s.io", "docker.io", "gcr.io", "quay.io"} {
 		cfg += fmt.Sprintf("[registries.%q]\nmirrors = [%q]\n", host, registryURL)

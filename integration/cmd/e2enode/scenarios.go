@@ -850,17 +850,20 @@ containers:`+sleeper); err != nil {
 }
 
 // runtimeClassFly: pods selecting runclet's flavors through RuntimeClass.
-// runclet-fly (handler fly: host network and PID, only a mount namespace
-// of its own), once in a pod that says hostNetwork and hostPID and once in
-// a plain pod; both must run steadily (kubelet compares the sandbox's
-// namespace modes with the pod's). runclet-runc (handler runc) gets the
-// pod's own namespaces.
+// runclet-fly (handler fly, enabled in the harness's config: host network,
+// PID and IPC, only a mount namespace of its own) in a pod that says
+// hostNetwork, hostPID and hostIPC must run steadily (kubelet compares the
+// sandbox's namespace modes with the pod's); a plain pod with that
+// RuntimeClass, which asks for isolation fly cannot give, must be refused
+// (FailedCreatePodSandBox) and never run. runclet-runc (handler runc) gets
+// the pod's own namespaces.
 func runtimeClassFly(t *T) error {
 	if err := t.createPod("fly-host", `
 terminationGracePeriodSeconds: 1
 runtimeClassName: runclet-fly
 hostNetwork: true
 hostPID: true
+hostIPC: true
 containers:
 - name: main
   image: `+busyboxImage+`
@@ -888,7 +891,10 @@ containers:
 		return fmt.Errorf("runclet-runc pod shares the host network namespace")
 	}
 	var errs []string
-	for _, name := range []string{"fly-host", "fly"} {
+	if err := t.flyRefused("fly"); err != nil {
+		errs = append(errs, err.Error())
+	}
+	for _, name := range []string{"fly-host"} {
 		if err := t.steady(name, 8*time.Second); err != nil {
 			errs = append(errs, err.Error())
 			continue
@@ -910,6 +916,33 @@ containers:
 		return fmt.Errorf("%s", strings.Join(errs, "; "))
 	}
 	return nil
+}
+
+// flyRefused checks that the runclet-fly pod name, which did not ask for
+// the host's namespaces, gets FailedCreatePodSandBox events naming the
+// flavor and never runs.
+func (t *T) flyRefused(name string) error {
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		out, err := t.kubectlOK("get", "events", "--field-selector", "involvedObject.name="+name,
+			"-o", `jsonpath={range .items[*]}{.reason}{" "}{.message}{"\n"}{end}`)
+		if err != nil {
+			return err
+		}
+		if p, err := t.getPod(name); err == nil && p.Status.Phase == "Running" {
+			return fmt.Errorf("runclet-fly pod %s without host namespaces runs", name)
+		}
+		for _, line := range strings.Split(out, "\n") {
+			if strings.HasPrefix(line, "FailedCreatePodSandBox") && strings.Contains(line, "flavor fly") {
+				t.note("plain runclet-fly pod refused: %s", line)
+				return nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("runclet-fly pod %s without host namespaces: no FailedCreatePodSandBox event naming the fly flavor; events:\n%s", name, out)
+		}
+		time.Sleep(2 * time.Second)
+	}
 }
 
 // steady waits until pod name runs, then checks for d that its
@@ -1188,7 +1221,7 @@ containers:
 `); err != nil {
 		return err
 	}
-	if err := t.createPod("restart-fly", "terminationGracePeriodSeconds: 1\nruntimeClassName: runclet-fly\nhostNetwork: true\ncontainers:"+sleeper); err != nil {
+	if err := t.createPod("restart-fly", "terminationGracePeriodSeconds: 1\nruntimeClassName: runclet-fly\nhostNetwork: true\nhostPID: true\nhostIPC: true\ncontainers:"+sleeper); err != nil {
 		return err
 	}
 	before := map[string]*pod{}
