@@ -9,9 +9,10 @@ if [ "${1:-}" = --test ]; then
 	# runclet with (each starts a private instance; the harness tests run
 	# one). skopeo, umoci, podman (and containerd's ctr): the tools the
 	# image archive interop tests (integration/interop_test.go) read and
-	# write with. podman's package drops a CNI config into /etc/cni/net.d,
+	# write with. apparmor: its parser checks the generated default
+	# profile. podman's package drops a CNI config into /etc/cni/net.d,
 	# which is why the demo (runclet's defaults) does not install it.
-	packages+=(containerd skopeo umoci podman)
+	packages+=(containerd skopeo umoci podman apparmor)
 fi
 missing=()
 for p in "${packages[@]}"; do
