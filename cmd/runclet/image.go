@@ -65,9 +65,13 @@ func imagePull(g *globals) *cobra.Command {
 				opts.Progress = p.event
 				defer p.finish()
 			}
-			img, err := s.Pull(cmd.Context(), args[0], opts)
+			// Ctrl-C cancels the pull, which removes its partial downloads
+			// and layers; a second Ctrl-C ends runclet at once.
+			ctx, stop := interruptible(cmd.Context())
+			defer stop()
+			img, err := s.Pull(ctx, args[0], opts)
 			if err != nil {
-				return err
+				return interruptedErr(ctx, "pull of "+args[0], err)
 			}
 			fmt.Fprintf(out, "%s\n", img.ID)
 			return nil
@@ -97,9 +101,11 @@ func imageImport(g *globals) *cobra.Command {
 				defer f.Close()
 				r = f
 			}
-			imgs, err := s.Import(cmd.Context(), r, nil)
+			ctx, stop := interruptible(cmd.Context())
+			defer stop()
+			imgs, err := s.Import(ctx, r, nil)
 			if err != nil {
-				return err
+				return interruptedErr(ctx, "import of "+args[0], err)
 			}
 			for _, img := range imgs {
 				name := "<none>"
