@@ -52,7 +52,7 @@ func interruptedErr(ctx context.Context, what string, err error) error {
 		return nil
 	}
 	if cause, ok := context.Cause(ctx).(errInterrupted); ok {
-		return fmt.Errorf("%s %s; partial downloads were removed", what, cause)
+		return fmt.Errorf("%s %s; its partial files were removed", what, cause)
 	}
 	return err
 }
