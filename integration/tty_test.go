@@ -367,8 +367,13 @@ func TestAttachDetachKeysLeaveTheAppRunning(t *testing.T) {
 		t.Fatal(err)
 	}
 	slave.Close()
-	go io.Copy(io.Discard, master)
-	time.Sleep(500 * time.Millisecond)
+	// Send the detach keys only once the shell answers: runclet has put the
+	// terminal in raw mode by then. Keys typed earlier meet the cooked
+	// terminal, whose IXON eats ctrl-q (START), and the test hung.
+	seen := &lockedBuffer{}
+	go io.Copy(seen, master)
+	master.Write([]byte("echo up-$((20+3))\r"))
+	waitFor(t, "the shell to answer", 30*time.Second, func() bool { return strings.Contains(seen.String(), "up-23") })
 	master.Write([]byte{16, 17}) // ctrl-p ctrl-q
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("detaching should exit 0: %v", err)
