@@ -201,9 +201,11 @@ func (a *Adapter) GetImage(refOrID string) (image.Image, error) { return a.Image
 // ListImages implements Runtime.
 func (a *Adapter) ListImages() ([]image.Image, error) { return a.Images.List() }
 
-// RemoveImage implements Runtime: by ID, the image goes with all its names.
+// RemoveImage implements Runtime: by ID, the image goes with all its
+// names, also while pods use it (kubelet decides what to remove, as with
+// containerd): image GC keeps the layers those pods stack.
 func (a *Adapter) RemoveImage(id string) error {
-	_, err := a.Images.Remove(id)
+	_, err := a.Images.Remove(id, image.RemoveOptions{Force: true})
 	return err
 }
 

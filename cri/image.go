@@ -186,7 +186,9 @@ func (s *Server) PullImage(ctx context.Context, req *runtimeapi.PullImageRequest
 }
 
 // RemoveImage removes an image, named by a reference or its ID, with all
-// its names; an image that is not stored is success.
+// its names; an image that is not stored is success. An image that
+// containers use is removed too, as containerd does (kubelet decides what
+// goes): image GC keeps the layers they stack until they are removed.
 func (s *Server) RemoveImage(ctx context.Context, req *runtimeapi.RemoveImageRequest) (*runtimeapi.RemoveImageResponse, error) {
 	ref := req.GetImage().GetImage()
 	if err := validateImageName(ref); err != nil {

@@ -432,7 +432,11 @@ func TestAttachDetachKeysLeaveTheAppRunning(t *testing.T) {
 	before := term.termios()
 	cmd := exec.Command(runcletBin, "--config", pi.config, "--root", pi.root, "--run-root", pi.runRoot, "run", "--name", "detachme", "-i", "-t", img, "--", "sh")
 	term.start(cmd)
-	term.waitFor("# ")
+	// Send the detach keys only once the shell answers: runclet has put the
+	// terminal in raw mode by then. Keys typed earlier meet the cooked
+	// terminal, whose IXON eats ctrl-q (START).
+	term.master.Write([]byte("echo up-$((20+3))\r"))
+	term.waitFor("up-23")
 	term.master.Write([]byte{16, 17}) // ctrl-p ctrl-q
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("detaching should exit 0: %v; terminal showed %q", err, term.out.String())

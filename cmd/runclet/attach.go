@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -58,10 +59,15 @@ func newLocalTerminal(tty bool) (*localTerminal, error) {
 			}
 		}
 	}()
+	// restore runs at most once: attachSession restores before printing
+	// the detach message and again in its deferred cleanup.
+	var once sync.Once
 	lt.restore = func() {
-		signal.Stop(winch)
-		close(done)
-		term.Restore(fd, old)
+		once.Do(func() {
+			signal.Stop(winch)
+			close(done)
+			term.Restore(fd, old)
+		})
 	}
 	return lt, nil
 }

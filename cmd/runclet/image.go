@@ -15,13 +15,22 @@ import (
 
 	"github.com/runclet/runclet/runtime/errdefs"
 	"github.com/runclet/runclet/runtime/image"
+	"github.com/runclet/runclet/runtime/pod"
 )
 
+// imageStore opens the image store with the pods' in-use hook: it reads
+// every pod directory on the data root, so removal, prune and GC from the
+// CLI keep what any pod uses, also pods a running daemon made.
 func (g *globals) imageStore() (*image.Store, error) {
-	return image.Open(g.cfg.Root, image.Options{
+	s, err := image.Open(g.cfg.Root, image.Options{
 		Registries:             g.cfg.Registries,
 		MaxConcurrentDownloads: g.cfg.Image.MaxConcurrentDownloads,
 	})
+	if err != nil {
+		return nil, err
+	}
+	s.InUse = pod.Layout{Root: g.cfg.Root, RunRoot: g.cfg.RunRoot}.ImageUses
+	return s, nil
 }
 
 func imageCommand(g *globals) *cobra.Command {
@@ -56,9 +65,13 @@ func imagePull(g *globals) *cobra.Command {
 				opts.Progress = p.event
 				defer p.finish()
 			}
-			img, err := s.Pull(cmd.Context(), args[0], opts)
+			// Ctrl-C cancels the pull, which removes its partial downloads
+			// and layers; a second Ctrl-C ends runclet at once.
+			ctx, stop := interruptible(cmd.Context())
+			defer stop()
+			img, err := s.Pull(ctx, args[0], opts)
 			if err != nil {
-				return err
+				return interruptedErr(ctx, "pull of "+args[0], err)
 			}
 			fmt.Fprintf(out, "%s\n", img.ID)
 			return nil
@@ -88,9 +101,11 @@ func imageImport(g *globals) *cobra.Command {
 				defer f.Close()
 				r = f
 			}
-			imgs, err := s.Import(cmd.Context(), r, nil)
+			ctx, stop := interruptible(cmd.Context())
+			defer stop()
+			imgs, err := s.Import(ctx, r, nil)
 			if err != nil {
-				return err
+				return interruptedErr(ctx, "import of "+args[0], err)
 			}
 			for _, img := range imgs {
 				name := "<none>"
@@ -274,18 +289,24 @@ func imageInspect(g *globals) *cobra.Command {
 }
 
 func imageRemove(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var force bool
+	c := &cobra.Command{
 		Use:     "rm REF|ID|DIGEST...",
 		Aliases: []string{"remove", "rmi"},
 		Short:   "Remove a tag, or an image with all its tags (by ID or digest)",
-		Args:    cobra.MinimumNArgs(1),
+		Long: `Remove a tag, or an image with all its tags (by ID or digest).
+
+An image that a pod uses (running or stopped) is not removed unless
+--force is given; with --force its names go and the pods keep its layers
+until they are removed themselves. Removing one of several tags always works.`,
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, err := g.imageStore()
 			if err != nil {
 				return err
 			}
 			for _, a := range args {
-				img, err := s.Remove(a)
+				img, err := s.Remove(a, image.RemoveOptions{Force: force})
 				if err != nil {
 					return err
 				}
@@ -294,6 +315,8 @@ func imageRemove(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+	c.Flags().BoolVarP(&force, "force", "f", false, "remove an image even if pods use it (they keep its layers)")
+	return c
 }
 
 func imageTag(g *globals) *cobra.Command {
@@ -336,14 +359,14 @@ func imagePrune(g *globals) *cobra.Command {
 	var all bool
 	c := &cobra.Command{
 		Use:   "prune",
-		Short: "Remove untagged images (with --all, every image no pod uses)",
+		Short: "Remove untagged images (with --all, every image); images any pod uses are kept",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			s, err := g.imageStore()
 			if err != nil {
 				return err
 			}
-			removed, st, err := s.Prune(cmd.Context(), all, nil)
+			removed, st, err := s.Prune(cmd.Context(), all)
 			for _, img := range removed {
 				fmt.Fprintf(cmd.OutOrStdout(), "removed %s\n", img.ID)
 			}

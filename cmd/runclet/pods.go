@@ -176,7 +176,10 @@ func ensureImage(ctx context.Context, images *image.Store, ref string, out io.Wr
 		opts.Progress = p.event
 		defer p.finish()
 	}
-	return images.Pull(ctx, ref, opts)
+	ctx, stop := interruptible(ctx)
+	defer stop()
+	img, err = images.Pull(ctx, ref, opts)
+	return img, interruptedErr(ctx, "pull of "+ref, err)
 }
 
 func runCommand(g *globals) *cobra.Command {
@@ -287,7 +290,8 @@ func (e exitError) Error() string { return fmt.Sprintf("app exited with code %d"
 
 // followApp copies the app's log to stdout/stderr as it is written and
 // returns its exit code once it has exited and its log is drained. A
-// first SIGINT or SIGTERM stops the app (its stop signal, then SIGKILL).
+// first SIGINT or SIGTERM stops the app (its stop signal, then SIGKILL
+// after 10s) and says so on stderr; a second one kills it at once.
 func followApp(ctx context.Context, m *pod.Manager, a *pod.App, stdout, stderr io.Writer) (int, error) {
 	finished := make(chan struct{})
 	exitFile := m.Layout().ExitFile(a.PodID, a.ID)
@@ -297,6 +301,7 @@ func followApp(ctx context.Context, m *pod.Manager, a *pod.App, stdout, stderr i
 	go func() {
 		tick := time.NewTicker(20 * time.Millisecond)
 		defer tick.Stop()
+		signals := 0
 		for n := 1; ; n++ {
 			select {
 			case <-tick.C:
@@ -315,7 +320,16 @@ func followApp(ctx context.Context, m *pod.Manager, a *pod.App, stdout, stderr i
 					return
 				}
 			case <-sigs:
-				go m.StopApp(context.Background(), a.PodID, a.ID, 10*time.Second)
+				signals++
+				if signals == 1 {
+					fmt.Fprintf(stderr, "stopping pod %s (ctrl-c again to kill)\n", a.PodID)
+					go m.StopApp(context.Background(), a.PodID, a.ID, 10*time.Second)
+				} else {
+					// StopApp holds the pod's lock while it waits: the kill
+					// goes to the supervisor directly.
+					fmt.Fprintf(stderr, "killing pod %s\n", a.PodID)
+					go m.KillApp(context.Background(), a.PodID, a.ID, syscall.SIGKILL)
+				}
 			case <-ctx.Done():
 				return
 			}

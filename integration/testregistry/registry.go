@@ -1,7 +1,7 @@
 // Package testregistry runs an in-process OCI distribution registry (ggcr's
 // pkg/registry, in memory) on 127.0.0.1, so image tests never leave the
 // machine. It counts requests and can inject faults: corrupted blobs and
-// blanket 503s.
+// blanket 503s, and throttle blob downloads.
 package testregistry
 
 import (
@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
@@ -28,6 +29,7 @@ type Registry struct {
 	requests []request
 	corrupt  map[string]bool // digest -> corrupt GETs of that blob
 	failAll  bool
+	throttle int // bytes per second of blob GET bodies; 0: unlimited
 }
 
 type request struct {
@@ -148,6 +150,7 @@ func (r *Registry) ClearFaults() {
 	r.mu.Lock()
 	r.corrupt = map[string]bool{}
 	r.failAll = false
+	r.throttle = 0
 	r.mu.Unlock()
 }
 
@@ -158,6 +161,10 @@ func (r *Registry) middleware(next http.Handler) http.Handler {
 		r.requests = append(r.requests, request{req.Method, req.URL.Path})
 		fail := r.failAll
 		corrupt := req.Method == http.MethodGet && r.isCorrupt(req.URL.Path)
+		rate := 0
+		if req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/blobs/") {
+			rate = r.throttle
+		}
 		r.mu.Unlock()
 
 		if fail {
@@ -168,6 +175,9 @@ func (r *Registry) middleware(next http.Handler) http.Handler {
 		}
 		if corrupt {
 			w = &flipWriter{ResponseWriter: w}
+		}
+		if rate > 0 {
+			w = &slowWriter{ResponseWriter: w, rate: rate}
 		}
 		next.ServeHTTP(w, req)
 	})
@@ -234,4 +244,37 @@ func (r *Registry) parse(repoRef string) (name.Reference, error) {
 		return nil, fmt.Errorf("test registry reference %q: %w", repoRef, err)
 	}
 	return ref, nil
+}
+
+// Throttle limits the body of every later blob GET to about bytesPerSecond
+// (0 lifts the limit), so a test can act in the middle of a pull.
+func (r *Registry) Throttle(bytesPerSecond int) {
+	r.mu.Lock()
+	r.throttle = bytesPerSecond
+	r.mu.Unlock()
+}
+
+// slowWriter sends a body in small flushed pieces at about rate bytes per
+// second. A client that went away makes Write fail and the handler stop.
+type slowWriter struct {
+	http.ResponseWriter
+	rate int
+}
+
+func (s *slowWriter) Write(p []byte) (int, error) {
+	chunk := max(s.rate/20, 1) // 20 pieces a second
+	n := 0
+	for n < len(p) {
+		m := min(chunk, len(p)-n)
+		k, err := s.ResponseWriter.Write(p[n : n+m])
+		n += k
+		if err != nil {
+			return n, err
+		}
+		if f, ok := s.ResponseWriter.(http.Flusher); ok {
+			f.Flush()
+		}
+		time.Sleep(time.Duration(m) * time.Second / time.Duration(s.rate))
+	}
+	return n, nil
 }

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/runtime/fsutil"
 )
 
 // Media types runclet accepts. Docker's schema2 types and OCI's share one
@@ -173,13 +174,35 @@ func (s *Store) Tag(src, dst string) (Image, error) {
 	return s.record(&img, []Reference{ref}, nil)
 }
 
+// RemoveOptions tunes Remove.
+type RemoveOptions struct {
+	// Force removes an image that pods use: its names and record go, and
+	// GC keeps the layers those pods stack for as long as the pods exist
+	// (containerd's CRI does the same). Without it such a removal is
+	// refused with an error naming the pods.
+	Force bool
+}
+
 // Remove removes a name or an image. Given a tag, it removes that tag; the
 // image goes with its last tag. Given an image ID or digest, it removes
-// the image with all its names. The space is freed by the GC that
-// follows, which also keeps what pods still use.
-func (s *Store) Remove(refOrID string) (Image, error) {
+// the image with all its names. Removing one of several tags always
+// works; removing an image that an existing pod uses (in any state) needs
+// opts.Force. The space is freed by the GC that follows, which keeps what
+// pods still use.
+func (s *Store) Remove(refOrID string, opts RemoveOptions) (Image, error) {
+	// gc.lock held exclusive from the in-use check through the GC: no pod
+	// can start using the image in between (pod creation holds it shared).
+	lock, err := fsutil.LockFile(s.lockPath("gc.lock"), false)
+	if err != nil {
+		return Image{}, err
+	}
+	defer lock.Unlock()
+	uses, err := s.uses()
+	if err != nil {
+		return Image{}, err
+	}
 	var removed Image
-	err := s.update(func(d *db) error {
+	err = s.update(func(d *db) error {
 		img, err := d.resolve(refOrID)
 		if err != nil {
 			return err
@@ -196,13 +219,16 @@ func (s *Store) Remove(refOrID string) (Image, error) {
 				return nil
 			}
 		}
+		if users := usersOf(uses, img.ID); len(users) > 0 && !opts.Force {
+			return errdefs.FailedPrecondition("image %s (%s) is in use by pod(s) %s: remove the pods first, or force the removal (the pods keep its layers)", refOrID, img.ID.Encoded()[:12], strings.Join(users, ", "))
+		}
 		d.Images = slices.DeleteFunc(d.Images, func(x *Image) bool { return x.ID == img.ID })
 		return nil
 	})
 	if err != nil {
 		return Image{}, err
 	}
-	if _, err := s.GC(context.Background()); err != nil {
+	if _, err := s.gcLocked(context.Background(), uses); err != nil {
 		return removed, fmt.Errorf("image removed, but freeing its space failed: %w", err)
 	}
 	return removed, nil

@@ -22,15 +22,49 @@ type GCStats struct {
 }
 
 // GC removes blobs and unpacked layers that no image references and that
-// no live pod uses, and the debris of crashed pulls. It waits for pulls
+// no existing pod uses, and the debris of crashed pulls. It waits for pulls
 // and imports in flight to finish and holds new ones back while it runs.
 func (s *Store) GC(ctx context.Context) (GCStats, error) {
-	var st GCStats
 	lock, err := fsutil.LockFile(s.lockPath("gc.lock"), false)
 	if err != nil {
-		return st, err
+		return GCStats{}, err
 	}
 	defer lock.Unlock()
+	uses, err := s.uses()
+	if err != nil {
+		return GCStats{}, err
+	}
+	return s.gcLocked(ctx, uses)
+}
+
+// uses asks the InUse hook what pods use. An error stops the caller: a
+// GC that cannot tell what is in use must not remove anything.
+func (s *Store) uses() ([]Use, error) {
+	if s.InUse == nil {
+		return nil, nil
+	}
+	u, err := s.InUse()
+	if err != nil {
+		return nil, fmt.Errorf("image store: listing what pods use: %w", err)
+	}
+	return u, nil
+}
+
+// usersOf names the pods that use image id, sorted, once each.
+func usersOf(uses []Use, id digest.Digest) []string {
+	var out []string
+	for _, u := range uses {
+		if u.Image == id && !slices.Contains(out, u.Pod) {
+			out = append(out, u.Pod)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// gcLocked is GC with gc.lock held exclusive and uses read under it.
+func (s *Store) gcLocked(ctx context.Context, uses []Use) (GCStats, error) {
+	var st GCStats
 	d, err := s.load()
 	if err != nil {
 		return st, err
@@ -47,12 +81,8 @@ func (s *Store) GC(ctx context.Context) (GCStats, error) {
 			keepChains[l.ChainID.Encoded()] = true
 		}
 	}
-	if s.InUse != nil {
-		chains, err := s.InUse()
-		if err != nil {
-			return st, fmt.Errorf("image gc: listing layers in use: %w", err)
-		}
-		for _, c := range chains {
+	for _, u := range uses {
+		for _, c := range u.Chains {
 			keepChains[c.Encoded()] = true
 		}
 	}
@@ -105,12 +135,23 @@ func (s *Store) sweep(dir string, keep map[string]bool, count *int, freed *int64
 }
 
 // Prune removes images that have no tag; with all, every image. Images
-// that pods use are kept (inUse returns their IDs; nil means none).
-func (s *Store) Prune(ctx context.Context, all bool, inUse []digest.Digest) ([]Image, GCStats, error) {
+// that any existing pod uses (running or stopped, as the InUse hook reads
+// them from disk) are kept, and so are the layers they stack.
+func (s *Store) Prune(ctx context.Context, all bool) ([]Image, GCStats, error) {
+	lock, err := fsutil.LockFile(s.lockPath("gc.lock"), false)
+	if err != nil {
+		return nil, GCStats{}, err
+	}
+	defer lock.Unlock()
+	uses, err := s.uses()
+	if err != nil {
+		return nil, GCStats{}, err
+	}
 	var removed []Image
-	err := s.update(func(d *db) error {
+	err = s.update(func(d *db) error {
+		removed = nil
 		d.Images = slices.DeleteFunc(d.Images, func(img *Image) bool {
-			drop := (all || len(img.RepoTags) == 0) && !slices.Contains(inUse, img.ID)
+			drop := (all || len(img.RepoTags) == 0) && len(usersOf(uses, img.ID)) == 0
 			if drop {
 				removed = append(removed, *img)
 			}
@@ -121,7 +162,7 @@ func (s *Store) Prune(ctx context.Context, all bool, inUse []digest.Digest) ([]I
 	if err != nil {
 		return nil, GCStats{}, err
 	}
-	st, err := s.GC(ctx)
+	st, err := s.gcLocked(ctx, uses)
 	return removed, st, err
 }
 

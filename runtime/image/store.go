@@ -77,6 +77,15 @@ type db struct {
 
 const dbVersion = 1
 
+// Use is one app's (or image volume's) use of the store: the image it
+// was made from and the layer chains it stacks.
+type Use struct {
+	Pod    string // the pod's name, or its ID, for messages
+	PodID  string
+	Image  digest.Digest
+	Chains []digest.Digest
+}
+
 // Options configures a Store.
 type Options struct {
 	Registries             map[string]config.Registry
@@ -93,9 +102,11 @@ type Store struct {
 	dir  string
 	opts Options
 
-	// InUse, when set, returns the chain IDs that live pods stack; GC
-	// keeps those layers even when no image references them any more.
-	InUse func() ([]digest.Digest, error)
+	// InUse, when set, returns what every existing pod uses, read from
+	// disk so that it covers pods of other processes sharing the root.
+	// GC keeps the layers in it even when no image references them any
+	// more; Remove and Prune keep the images in it.
+	InUse func() ([]Use, error)
 
 	mu        sync.Mutex
 	cache     *db

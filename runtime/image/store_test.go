@@ -275,7 +275,7 @@ func TestTagAndRemoveSemantics(t *testing.T) {
 	must[Image](t)(s.Tag(a, "example.com/other:b"))
 	must[Image](t)(s.Tag(a, "example.com/third:c"))
 
-	must[Image](t)(s.Remove(a))
+	must[Image](t)(s.Remove(a, RemoveOptions{}))
 	left := must[Image](t)(s.Get(img.ID.String()))
 	if len(left.RepoTags) != 2 || left.RepoTags[0] != "example.com/other:b" {
 		t.Fatalf("removing one tag: left %v", left.RepoTags)
@@ -287,14 +287,14 @@ func TestTagAndRemoveSemantics(t *testing.T) {
 		t.Fatalf("removed tag still resolves: %v", err)
 	}
 	// By ID: the image goes with all its names, and GC frees everything.
-	must[Image](t)(s.Remove(img.ID.Encoded()[:12]))
+	must[Image](t)(s.Remove(img.ID.Encoded()[:12], RemoveOptions{}))
 	if imgs := must[[]Image](t)(s.List()); len(imgs) != 0 {
 		t.Fatalf("images left: %v", imgs)
 	}
 	if b, l := entries(t, s, "blobs/sha256"), entries(t, s, "layers/sha256"); len(b)+len(l) != 0 {
 		t.Fatalf("left after removal: blobs %v layers %v", b, l)
 	}
-	if _, err := s.Remove("example.com/other:b"); !errdefs.IsNotFound(err) {
+	if _, err := s.Remove("example.com/other:b", RemoveOptions{}); !errdefs.IsNotFound(err) {
 		t.Fatalf("removing a gone image: %v", err)
 	}
 }
@@ -312,9 +312,9 @@ func TestGCKeepsReferencedAndInUseAndRemovesDebris(t *testing.T) {
 
 	// A pod still stacks the multilayer image's top layer.
 	top := mimg.Layers[2].ChainID
-	s.InUse = func() ([]digest.Digest, error) { return []digest.Digest{top}, nil }
+	s.InUse = func() ([]Use, error) { return []Use{{Pod: "p", Chains: []digest.Digest{top}}}, nil }
 	before := len(entries(t, s, "blobs/sha256"))
-	if _, err := s.Remove(mimg.ID.String()); err != nil { // runs GC
+	if _, err := s.Remove(mimg.ID.String(), RemoveOptions{}); err != nil { // runs GC
 		t.Fatal(err)
 	}
 	// Debris as a crash mid-pull leaves it.

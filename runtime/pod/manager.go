@@ -15,8 +15,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/opencontainers/go-digest"
-
 	"github.com/runclet/runclet/runtime/errdefs"
 	"github.com/runclet/runclet/runtime/image"
 	"github.com/runclet/runclet/runtime/network"
@@ -70,7 +68,7 @@ func New(opts Options) (*Manager, error) {
 	}
 	m := &Manager{opts: opts, l: opts.Layout}
 	if opts.Images != nil {
-		opts.Images.InUse = m.layersInUse
+		opts.Images.InUse = m.l.ImageUses
 	}
 	return m, nil
 }
@@ -847,28 +845,6 @@ func (m *Manager) FindPod(idOrName string) (*Pod, error) {
 
 // ListPods lists every pod.
 func (m *Manager) ListPods() ([]*Pod, error) { return m.l.ListPods() }
-
-// layersInUse tells image GC which layers pods stack.
-func (m *Manager) layersInUse() ([]digest.Digest, error) {
-	pods, err := m.l.ListPods()
-	if err != nil {
-		return nil, err
-	}
-	var out []digest.Digest
-	for _, p := range pods {
-		apps, err := m.l.ListApps(p.ID)
-		if err != nil {
-			return nil, err
-		}
-		for _, a := range apps {
-			out = append(out, a.Layers...)
-			for _, v := range a.ImageVolumes {
-				out = append(out, v.Layers...)
-			}
-		}
-	}
-	return out, nil
-}
 
 // GCPreparing removes only the pods whose creation a crash interrupted
 // (state preparing, or no readable record), and the apps whose creation
