@@ -21,6 +21,7 @@ func (g *globals) imageStore() (*image.Store, error) {
 	return image.Open(g.cfg.Root, image.Options{
 		Registries:             g.cfg.Registries,
 		MaxConcurrentDownloads: g.cfg.Image.MaxConcurrentDownloads,
+		Unpack:                 g.cfg.Image.Unpack,
 	})
 }
 
