@@ -25,6 +25,7 @@ func (g *globals) imageStore() (*image.Store, error) {
 	s, err := image.Open(g.cfg.Root, image.Options{
 		Registries:             g.cfg.Registries,
 		MaxConcurrentDownloads: g.cfg.Image.MaxConcurrentDownloads,
+		Unpack:                 g.cfg.Image.Unpack,
 	})
 	if err != nil {
 		return nil, err

@@ -1,7 +1,8 @@
 // Package testregistry runs an in-process OCI distribution registry (ggcr's
 // pkg/registry, in memory) on 127.0.0.1, so image tests never leave the
-// machine. It counts requests and can inject faults: corrupted blobs and
-// blanket 503s, and throttle blob downloads.
+// machine. It counts requests, records the Authorization headers it is
+// sent, can demand HTTP Basic credentials, throttle blob downloads, and
+// inject faults: corrupted blobs and blanket 503s.
 package testregistry
 
 import (
@@ -29,11 +30,13 @@ type Registry struct {
 	requests []request
 	corrupt  map[string]bool // digest -> corrupt GETs of that blob
 	failAll  bool
-	throttle int // bytes per second of blob GET bodies; 0: unlimited
+	throttle int    // bytes per second of blob GET bodies; 0: unlimited
+	basic    string // "user:password" RequireBasicAuth demands; "" for none
 }
 
 type request struct {
 	method, path string
+	auth         string // the Authorization header, "" if none
 }
 
 // Start starts a registry listening on 127.0.0.1 on a free port. It is
@@ -145,6 +148,29 @@ func (r *Registry) FailAll(fail bool) {
 	r.mu.Unlock()
 }
 
+// RequireBasicAuth makes every later request without the HTTP Basic
+// credentials user:password fail with 401 and a Basic challenge, as a
+// private registry does. Push before calling it: Push sends none.
+func (r *Registry) RequireBasicAuth(user, password string) {
+	r.mu.Lock()
+	r.basic = user + ":" + password
+	r.mu.Unlock()
+}
+
+// AuthHeaders returns the Authorization headers of every request so far
+// that carried one, in order: what a client disclosed to this registry.
+func (r *Registry) AuthHeaders() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, q := range r.requests {
+		if q.auth != "" {
+			out = append(out, q.auth)
+		}
+	}
+	return out
+}
+
 // ClearFaults undoes CorruptBlob and FailAll.
 func (r *Registry) ClearFaults() {
 	r.mu.Lock()
@@ -158,15 +184,26 @@ func (r *Registry) ClearFaults() {
 func (r *Registry) middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		r.mu.Lock()
-		r.requests = append(r.requests, request{req.Method, req.URL.Path})
+		r.requests = append(r.requests, request{req.Method, req.URL.Path, req.Header.Get("Authorization")})
 		fail := r.failAll
 		corrupt := req.Method == http.MethodGet && r.isCorrupt(req.URL.Path)
 		rate := 0
 		if req.Method == http.MethodGet && strings.Contains(req.URL.Path, "/blobs/") {
 			rate = r.throttle
 		}
+		basic := r.basic
 		r.mu.Unlock()
 
+		if basic != "" {
+			user, pass, ok := req.BasicAuth()
+			if !ok || user+":"+pass != basic {
+				w.Header().Set("WWW-Authenticate", `Basic realm="testregistry"`)
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(http.StatusUnauthorized)
+				io.WriteString(w, `{"errors":[{"code":"UNAUTHORIZED","message":"testregistry: credentials required"}]}`)
+				return
+			}
+		}
 		if fail {
 			w.Header().Set("Content-Type", "application/json")
 			w.WriteHeader(http.StatusServiceUnavailable)

@@ -68,7 +68,32 @@ type Network struct {
 
 // Image tunes the image store.
 type Image struct {
-	MaxConcurrentDownloads int `toml:"max_concurrent_downloads"`
+	MaxConcurrentDownloads int         `toml:"max_concurrent_downloads"`
+	Unpack                 ImageUnpack `toml:"unpack"`
+}
+
+// ImageUnpack bounds what one layer may cost to unpack; a layer over a
+// limit is refused and what was unpacked of it removed.
+type ImageUnpack struct {
+	// MaxLayerSize caps a layer's uncompressed size in bytes: the tar
+	// stream and the sum of its files' sizes (sparse files count in full).
+	MaxLayerSize int64 `toml:"max_layer_size"`
+	// MaxLayerEntries caps the number of entries (files, directories,
+	// links, whiteouts) in one layer.
+	MaxLayerEntries int64 `toml:"max_layer_entries"`
+	// ZstdMaxWindow caps the window, in bytes, a zstd layer may declare:
+	// the decoder allocates about that much memory per layer.
+	ZstdMaxWindow int64 `toml:"zstd_max_window"`
+}
+
+func (u ImageUnpack) validate() error {
+	if u.MaxLayerSize < 1 || u.MaxLayerEntries < 1 {
+		return fmt.Errorf("image.unpack.max_layer_size and image.unpack.max_layer_entries must be positive")
+	}
+	if u.ZstdMaxWindow < 1<<20 {
+		return fmt.Errorf("image.unpack.zstd_max_window must be at least 1048576 (1 MiB)")
+	}
+	return nil
 }
 
 // CRI configures `runclet daemon`, the CRI server.
@@ -135,6 +160,9 @@ type Registry struct {
 	Mirrors []string `toml:"mirrors"`
 	// Insecure allows plain HTTP and unverified TLS for this host.
 	Insecure bool `toml:"insecure"`
+	// AllowPlainHTTPCredentials lets credentials for this host go over
+	// plain HTTP (loopback included); without it they are withheld there.
+	AllowPlainHTTPCredentials bool `toml:"allow_plain_http_credentials"`
 }
 
 // DefaultTOML is the commented default configuration.
@@ -197,6 +225,9 @@ func (c *Config) validate(source string) error {
 	}
 	if c.Image.MaxConcurrentDownloads < 1 {
 		return errdefs.InvalidArgument("config %s: image.max_concurrent_downloads must be at least 1", source)
+	}
+	if err := c.Image.Unpack.validate(); err != nil {
+		return errdefs.InvalidArgument("config %s: %w", source, err)
 	}
 	if c.Cgroup.Driver != "cgroupfs" && c.Cgroup.Driver != "systemd" {
 		return errdefs.InvalidArgument("config %s: cgroup.driver %q: want cgroupfs or systemd", source, c.Cgroup.Driver)

@@ -150,3 +150,36 @@ func TestNRIDefaultsAndValidation(t *testing.T) {
 		}
 	}
 }
+
+func TestImageUnpackLimitsAndPlainHTTPCredentials(t *testing.T) {
+	d := Default().Image.Unpack
+	if d.MaxLayerSize != 128<<30 || d.MaxLayerEntries != 2_000_000 || d.ZstdMaxWindow != 128<<20 {
+		t.Fatalf("unpack defaults: %+v", d)
+	}
+	if Default().Registries["x"].AllowPlainHTTPCredentials {
+		t.Fatal("plain-HTTP credentials allowed by default")
+	}
+	p := filepath.Join(t.TempDir(), "c.toml")
+	os.WriteFile(p, []byte(`
+[image.unpack]
+max_layer_entries = 10
+[registries."127.0.0.1:5000"]
+allow_plain_http_credentials = true
+`), 0o644)
+	c, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := c.Image.Unpack; u.MaxLayerEntries != 10 || u.MaxLayerSize != d.MaxLayerSize || u.ZstdMaxWindow != d.ZstdMaxWindow {
+		t.Fatalf("override lost defaults: %+v", u)
+	}
+	if !c.Registries["127.0.0.1:5000"].AllowPlainHTTPCredentials {
+		t.Fatal("allow_plain_http_credentials lost")
+	}
+	for _, bad := range []string{"max_layer_size = 0", "max_layer_entries = -1", "zstd_max_window = 1024"} {
+		os.WriteFile(p, []byte("[image.unpack]\n"+bad+"\n"), 0o644)
+		if _, err := Load(p); !errdefs.IsInvalidArgument(err) {
+			t.Errorf("%s: want InvalidArgument, got %v", bad, err)
+		}
+	}
+}

@@ -61,7 +61,7 @@ func (s *Store) Import(ctx context.Context, r io.Reader, progress ProgressFunc) 
 	}
 	defer gcLock.Unlock()
 
-	plain, err := decompressArchive(r)
+	plain, err := decompressArchive(r, s.unpackLimits().ZstdMaxWindow)
 	if err != nil {
 		return nil, err
 	}
@@ -83,7 +83,7 @@ func (s *Store) Import(ctx context.Context, r io.Reader, progress ProgressFunc) 
 // decompressArchive returns the tar stream of an archive that may be
 // gzip, zstd or bzip2 compressed (`docker save | gzip`, `podman save`
 // piped through zstd), told by its magic bytes.
-func decompressArchive(r io.Reader) (io.ReadCloser, error) {
+func decompressArchive(r io.Reader, zstdMaxWindow int64) (io.ReadCloser, error) {
 	br := bufio.NewReaderSize(r, 1<<20)
 	magic, err := br.Peek(4)
 	if err != nil && !errors.Is(err, io.EOF) {
@@ -95,7 +95,7 @@ func decompressArchive(r io.Reader) (io.ReadCloser, error) {
 	case bytes.HasPrefix(magic, []byte{0xfd, '7', 'z', 'X'}):
 		return nil, errdefs.InvalidArgument("import: xz-compressed archives are not supported: decompress it first (xz -d)")
 	}
-	rc, err := decompress(br)
+	rc, err := decompress(br, zstdMaxWindow)
 	if err != nil {
 		return nil, errdefs.InvalidArgument("import: %w", err)
 	}

@@ -13,6 +13,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/klauspost/compress/gzip"
@@ -20,6 +21,7 @@ import (
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
+	"github.com/runclet/runclet/runtime/config"
 	"github.com/runclet/runclet/runtime/errdefs"
 	"github.com/runclet/runclet/runtime/fsutil"
 	"github.com/runclet/runclet/runtime/image/unpack"
@@ -142,13 +144,26 @@ func (s *Store) unpackLayer(ctx context.Context, l Layer, r io.Reader) (retErr e
 	if err := os.Mkdir(diff, 0o755); err != nil {
 		return err
 	}
-	dec, err := decompress(r)
+	lim := s.unpackLimits()
+	dec, err := decompress(r, lim.ZstdMaxWindow)
 	if err != nil {
 		return fmt.Errorf("layer %s: %w", l.Digest, err)
 	}
 	defer dec.Close()
 	dg := digest.Canonical.Digester()
-	if _, err := unpack.Apply(ctx, diff, io.TeeReader(dec, dg.Hash()), unpack.Options{NoChown: os.Geteuid() != 0}); err != nil {
+	uopts := unpack.Options{NoChown: os.Geteuid() != 0, MaxSize: lim.MaxLayerSize, MaxEntries: lim.MaxLayerEntries}
+	if _, err := unpack.Apply(ctx, diff, io.TeeReader(dec, dg.Hash()), uopts); err != nil {
+		var lerr *unpack.LimitError
+		if errors.As(err, &lerr) {
+			key := "image.unpack.max_layer_size"
+			if lerr.What == "entries" {
+				key = "image.unpack.max_layer_entries"
+			}
+			return fmt.Errorf("layer %s refused: %w (limit %s = %d)", l.Digest, lerr, key, lerr.Limit)
+		}
+		if errors.Is(err, zstd.ErrWindowSizeExceeded) || errors.Is(err, zstd.ErrDecoderSizeExceeded) {
+			return errdefs.InvalidArgument("layer %s refused: its zstd window is larger than image.unpack.zstd_max_window = %d: %w", l.Digest, lim.ZstdMaxWindow, err)
+		}
 		return fmt.Errorf("unpack layer %s: %w", l.Digest, err)
 	}
 	// A gzip stream ends with a trailer after the tar; read it so the
@@ -176,9 +191,29 @@ func (s *Store) unpackLayer(ctx context.Context, l Layer, r io.Reader) (retErr e
 	return fsutil.SyncDir(filepath.Dir(s.layerPath(l.ChainID)))
 }
 
+var defaultUnpackLimits = sync.OnceValue(func() config.ImageUnpack { return config.Default().Image.Unpack })
+
+// unpackLimits is Options.Unpack with the config defaults for zero fields.
+func (s *Store) unpackLimits() config.ImageUnpack {
+	l, d := s.opts.Unpack, defaultUnpackLimits()
+	if l.MaxLayerSize <= 0 {
+		l.MaxLayerSize = d.MaxLayerSize
+	}
+	if l.MaxLayerEntries <= 0 {
+		l.MaxLayerEntries = d.MaxLayerEntries
+	}
+	if l.ZstdMaxWindow <= 0 {
+		l.ZstdMaxWindow = d.ZstdMaxWindow
+	}
+	return l
+}
+
 // decompress sniffs the stream rather than trusting the media type:
-// registries and `docker save` mislabel layers often enough.
-func decompress(r io.Reader) (io.ReadCloser, error) {
+// registries and `docker save` mislabel layers often enough. A zstd frame
+// declaring a window over zstdMaxWindow is refused before the decoder
+// allocates it. (gzip needs no such bound: its window is 32 KiB, and a
+// gzip bomb is stopped by the unpacker's size limit.)
+func decompress(r io.Reader, zstdMaxWindow int64) (io.ReadCloser, error) {
 	br := bufio.NewReaderSize(r, 64<<10)
 	magic, err := br.Peek(4)
 	if err != nil && !errors.Is(err, io.EOF) {
@@ -192,7 +227,9 @@ func decompress(r io.Reader) (io.ReadCloser, error) {
 		}
 		return zr, nil
 	case bytes.HasPrefix(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}):
-		zr, err := zstd.NewReader(br)
+		zr, err := zstd.NewReader(br,
+			zstd.WithDecoderMaxWindow(uint64(zstdMaxWindow)),
+			zstd.WithDecoderMaxMemory(uint64(zstdMaxWindow)))
 		if err != nil {
 			return nil, fmt.Errorf("zstd: %w", err)
 		}

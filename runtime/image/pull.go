@@ -113,7 +113,7 @@ func allNotFound(errs []error) bool {
 	return len(errs) > 0
 }
 
-func (s *Store) pullFrom(ctx context.Context, ref Reference, ep endpoint, opts PullOptions) (Image, error) {
+func (s *Store) pullFrom(ctx context.Context, ref Reference, ep endpoint, opts PullOptions) (_ Image, retErr error) {
 	var nopts []name.Option
 	if ep.insecure {
 		nopts = append(nopts, name.Insecure)
@@ -128,22 +128,30 @@ func (s *Store) pullFrom(ctx context.Context, ref Reference, ep endpoint, opts P
 	if err != nil {
 		return Image{}, errdefs.InvalidArgument("reference %s at %s: %w", ref, ep.host, err)
 	}
+	auth, withheld, err := s.endpointAuth(ctx, ref, ep, nref.Context().Registry, opts)
+	if err != nil {
+		return Image{}, err
+	}
+	if withheld {
+		defer func() {
+			var terr *transport.Error
+			if errors.As(retErr, &terr) && (terr.StatusCode == http.StatusUnauthorized || terr.StatusCode == http.StatusForbidden) {
+				retErr = fmt.Errorf("%w (credentials for %s were not sent: it speaks plain HTTP; set registries.%q.allow_plain_http_credentials = true to send them)", retErr, ep.host, ep.host)
+			}
+		}()
+	}
 	ropts := []remote.Option{
 		remote.WithContext(ctx),
-		remote.WithTransport(registryTransport(ep)),
+		remote.WithTransport(registryTransport(ep, auth != authn.Anonymous && !s.opts.Registries[ep.host].AllowPlainHTTPCredentials)),
 		remote.WithPlatform(s.opts.Platform),
 		remote.WithUserAgent(UserAgent),
+		remote.WithAuth(auth),
 	}
 	if ep.mirror {
 		// A failing mirror should cost little before the next endpoint is
 		// tried; the registry itself gets go-containerregistry's full
 		// patience (three tries over several seconds).
 		ropts = append(ropts, remote.WithRetryBackoff(remote.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Steps: 2}))
-	}
-	if opts.Auth != nil {
-		ropts = append(ropts, remote.WithAuth(authn.FromConfig(*opts.Auth)))
-	} else {
-		ropts = append(ropts, remote.WithAuthFromKeychain(s.opts.Keychain))
 	}
 	desc, err := remote.Get(nref, ropts...)
 	if err != nil {
@@ -214,26 +222,68 @@ func (s *Store) pullFrom(ctx context.Context, ref Reference, ep endpoint, opts P
 	return s.record(img, tags, []Reference{ref.WithDigest(top)})
 }
 
+// endpointAuth picks the credentials for one endpoint. Credentials belong
+// to the host they were given for: the pull's own (kubelet's pull secret,
+// --creds) are for the image's registry and go to it only; a mirror gets
+// only what the keychain holds for the mirror's own host. Credentials never
+// go over plain HTTP (loopback included) unless the endpoint's host is
+// configured with allow_plain_http_credentials: when the endpoint may speak
+// plain HTTP, it is pinged first, and if it does, it is spoken to
+// anonymously (withheld reports that).
+func (s *Store) endpointAuth(ctx context.Context, ref Reference, ep endpoint, reg name.Registry, opts PullOptions) (auth authn.Authenticator, withheld bool, err error) {
+	if opts.Auth != nil && !ep.mirror && ep.host == ref.Host() {
+		auth = authn.FromConfig(*opts.Auth)
+	} else if auth, err = s.opts.Keychain.Resolve(reg); err != nil {
+		return nil, false, fmt.Errorf("credentials for %s: %w", ep.host, err)
+	}
+	if auth == authn.Anonymous || s.opts.Registries[ep.host].AllowPlainHTTPCredentials || reg.Scheme() != "http" {
+		return auth, false, nil
+	}
+	pr, err := transport.Ping(ctx, reg, registryTransport(ep, false))
+	if err != nil {
+		return nil, false, err
+	}
+	if !pr.Insecure {
+		return auth, false, nil
+	}
+	slog.WarnContext(ctx, "not sending registry credentials over plain HTTP", "endpoint", ep.host, "mirror", ep.mirror,
+		"hint", fmt.Sprintf("set registries.%q.allow_plain_http_credentials = true to send them", ep.host))
+	return authn.Anonymous, true, nil
+}
+
 // registryTransport is http.DefaultTransport with this endpoint's TLS
 // policy, refusing plain HTTP unless the endpoint is insecure or on
 // loopback. (go-containerregistry would also fall back to HTTP for private
-// address ranges; runclet only does where configured.)
-func registryTransport(ep endpoint) http.RoundTripper {
+// address ranges; runclet only does where configured.) With noPlainCreds
+// it also refuses any plain-HTTP request that carries credentials: the
+// ping in endpointAuth saw TLS, so this only trips on a later redirect or
+// token realm that downgrades.
+func registryTransport(ep endpoint, noPlainCreds bool) http.RoundTripper {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	if ep.insecure {
 		t.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // configured by the operator for this host
 	}
-	return &plainHTTPGuard{next: t, allow: ep.insecure || isLoopbackHost(ep.host)}
+	return &plainHTTPGuard{next: t, host: ep.host, allow: ep.insecure || isLoopbackHost(ep.host), noCreds: noPlainCreds}
 }
 
 type plainHTTPGuard struct {
-	next  http.RoundTripper
-	allow bool
+	next    http.RoundTripper
+	host    string // the endpoint, as configured
+	allow   bool
+	noCreds bool
 }
 
 func (g *plainHTTPGuard) RoundTrip(r *http.Request) (*http.Response, error) {
-	if r.URL.Scheme == "http" && !g.allow && !isLoopbackHost(r.URL.Host) {
+	if r.URL.Scheme != "http" {
+		return g.next.RoundTrip(r)
+	}
+	if !g.allow && !isLoopbackHost(r.URL.Host) {
 		return nil, errdefs.FailedPrecondition("refusing plain HTTP to %s: configure the registry as insecure to allow it", r.URL.Host)
+	}
+	// An Authorization header, or an OAuth token request (its form carries
+	// a refresh token or password).
+	if g.noCreds && (r.Header.Get("Authorization") != "" || r.Method == http.MethodPost) {
+		return nil, errdefs.FailedPrecondition("refusing to send registry credentials for %s over plain HTTP to %s: set registries.%q.allow_plain_http_credentials = true to allow it", g.host, r.URL.Host, g.host)
 	}
 	return g.next.RoundTrip(r)
 }

@@ -94,6 +94,8 @@ type Options struct {
 	Keychain authn.Keychain
 	// Platform images are resolved to; zero means this machine's.
 	Platform v1.Platform
+	// Unpack bounds each layer; zero fields take the config defaults.
+	Unpack config.ImageUnpack
 }
 
 // Store is an image store rooted in one directory. It is safe for

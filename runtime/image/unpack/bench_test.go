@@ -18,6 +18,25 @@ import (
 var benchTars = map[string]func() []byte{
 	"small-files": sync.OnceValue(func() []byte { return smallFilesTar(5000, 4<<10) }),
 	"large-files": sync.OnceValue(func() []byte { return largeFilesTar(4, 16<<20) }),
+	"zero-files":  sync.OnceValue(func() []byte { return zeroFilesTar(4, 16<<20) }),
+}
+
+// zeroFilesTar has a few big files that are zeros but for 4 KiB every MiB,
+// like preallocated databases and disk images: what hole detection is for.
+func zeroFilesTar(n, size int) []byte {
+	var buf bytes.Buffer
+	tw := tar.NewWriter(&buf)
+	body := make([]byte, size)
+	for off := 0; off+4096 <= size; off += 1 << 20 {
+		fillRandom(body[off:off+4096], uint64(off))
+	}
+	for i := range n {
+		must(tw.WriteHeader(&tar.Header{Name: "var/db" + strconv.Itoa(i), Typeflag: tar.TypeReg, Mode: 0o644, Size: int64(size), ModTime: defaultMtime}))
+		_, err := tw.Write(body)
+		must(err)
+	}
+	must(tw.Close())
+	return buf.Bytes()
 }
 
 // smallFilesTar is a layer shaped like a distro's /usr: many small files in
@@ -75,7 +94,7 @@ func must(err error) {
 }
 
 func BenchmarkApply(b *testing.B) {
-	for _, name := range []string{"small-files", "large-files"} {
+	for _, name := range []string{"small-files", "large-files", "zero-files"} {
 		b.Run(name, func(b *testing.B) {
 			data := benchTars[name]()
 			base := b.TempDir()
@@ -99,6 +118,30 @@ func BenchmarkApply(b *testing.B) {
 					b.Fatal(err)
 				}
 				b.StartTimer()
+			}
+		})
+	}
+}
+
+// BenchmarkZeroScan is the cost of hole detection alone, per byte scanned:
+// on data (the first word differs), and at worst, blocks that are zeros up
+// to their last byte, so every byte is compared.
+func BenchmarkZeroScan(b *testing.B) {
+	random := make([]byte, copyBufSize)
+	fillRandom(random, 7)
+	late := make([]byte, copyBufSize)
+	for i := holeBlock - 1; i < len(late); i += holeBlock {
+		late[i] = 1
+	}
+	for name, buf := range map[string][]byte{"data": random, "late-nonzero": late} {
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(int64(len(buf)))
+			for i := 0; i < b.N; i++ {
+				for off := 0; off < len(buf); off += holeBlock {
+					if isZeroBlock(buf[off : off+holeBlock]) {
+						b.Fatal("zero block found")
+					}
+				}
 			}
 		})
 	}

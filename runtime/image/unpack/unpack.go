@@ -3,6 +3,7 @@ package unpack
 import (
 	"archive/tar"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -18,7 +19,39 @@ type Options struct {
 	// NoChown skips lchown (for callers that are not root); ownership is
 	// otherwise applied from the tar headers.
 	NoChown bool
+	// MaxSize caps both the bytes read from r (the uncompressed tar
+	// stream, so a decompression bomb stops here) and the sum of the
+	// regular files' sizes (a sparse entry counts its full size, which the
+	// stream does not show). 0 means no cap.
+	MaxSize int64
+	// MaxEntries caps the number of tar entries. 0 means no cap.
+	MaxEntries int64
 }
+
+// LimitError reports a layer over one of Options' limits. Apply stops at
+// the first entry past the limit; the caller removes what was extracted.
+type LimitError struct {
+	What  string // "size" (Options.MaxSize) or "entries" (Options.MaxEntries)
+	Limit int64
+	Entry string // the tar entry that crossed the limit; "" past the last one
+}
+
+func (e *LimitError) Error() string {
+	var s string
+	if e.What == "entries" {
+		s = fmt.Sprintf("layer has more than %d entries", e.Limit)
+	} else {
+		s = fmt.Sprintf("layer is larger than %d bytes uncompressed", e.Limit)
+	}
+	if e.Entry != "" {
+		s += fmt.Sprintf(" (at entry %q)", e.Entry)
+	}
+	return s
+}
+
+// Unwrap puts limits in the invalid-argument class: the same layer will
+// cross the same limit on every retry.
+func (e *LimitError) Unwrap() error { return errdefs.ErrInvalidArgument }
 
 // EscapeError reports a tar entry that would write, link or resolve outside
 // the layer root.
@@ -64,7 +97,7 @@ func Apply(ctx context.Context, dir string, r io.Reader, opts Options) (int64, e
 	x.cache.fd = -1
 	defer x.close()
 
-	cr := &countingReader{r: r}
+	cr := &countingReader{r: r, max: opts.MaxSize}
 	if err := x.run(tar.NewReader(cr)); err != nil {
 		return cr.n, err
 	}
@@ -111,6 +144,9 @@ type extractor struct {
 
 	// dirs get their times at the end: creating children would bump them.
 	dirs []dirTimes
+
+	entries   int64 // tar headers seen
+	fileBytes int64 // sum of regular files' sizes
 }
 
 type dirTimes struct {
@@ -135,7 +171,14 @@ func (x *extractor) run(tr *tar.Reader) error {
 			break
 		}
 		if err != nil {
+			var lerr *LimitError
+			if errors.As(err, &lerr) {
+				return lerr
+			}
 			return fmt.Errorf("unpack layer: read tar header: %w", err)
+		}
+		if err := x.count(hdr); err != nil {
+			return err
 		}
 		if err := x.entry(hdr, tr); err != nil {
 			return err
@@ -158,14 +201,37 @@ func (x *extractor) drain(r io.Reader) error {
 	}
 }
 
+// count enforces MaxEntries and the file-size half of MaxSize before an
+// entry is extracted.
+func (x *extractor) count(hdr *tar.Header) error {
+	x.entries++
+	if x.opts.MaxEntries > 0 && x.entries > x.opts.MaxEntries {
+		return &LimitError{What: "entries", Limit: x.opts.MaxEntries, Entry: hdr.Name}
+	}
+	switch hdr.Typeflag {
+	case tar.TypeReg, tar.TypeGNUSparse, tar.TypeCont:
+		x.fileBytes += max(hdr.Size, 0)
+		if x.opts.MaxSize > 0 && (hdr.Size > x.opts.MaxSize || x.fileBytes > x.opts.MaxSize) {
+			return &LimitError{What: "size", Limit: x.opts.MaxSize, Entry: hdr.Name}
+		}
+	}
+	return nil
+}
+
+// countingReader counts the bytes of the tar stream and stops at max (0:
+// no cap) with a *LimitError.
 type countingReader struct {
-	r io.Reader
-	n int64
+	r   io.Reader
+	n   int64
+	max int64
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
+	if c.max > 0 && c.n > c.max {
+		return n, &LimitError{What: "size", Limit: c.max}
+	}
 	return n, err
 }
 
