@@ -23,9 +23,11 @@ import (
 type Scope struct {
 	Root, RunRoot string // data and run roots
 	Bridge        string // the pod bridge; veths still on it are leaks
-	// CgroupParents are cgroup paths (relative to each hierarchy's mount)
-	// below which every new cgroup counts, e.g. "/runclet".
-	CgroupParents []string
+	// Pods, when set, names every pod the instance made (a PodWatcher);
+	// their cgroups below PodCgroupParent (e.g. "/runclet") count.
+	// Cgroups of other runclet instances on the same host do not.
+	Pods            *PodWatcher
+	PodCgroupParent string
 	// CgroupProcRoots are cgroup paths below which a cgroup counts only
 	// while it holds processes (a kubelet's own QoS cgroups stay there).
 	CgroupProcRoots []string
@@ -66,7 +68,14 @@ func objects(s Scope) []string {
 	for _, d := range s.IPAMDirs {
 		out = append(out, addresses(d)...)
 	}
-	out = append(out, cgroups(s.CgroupParents, s.CgroupProcRoots)...)
+	var pods []string
+	if s.Pods != nil {
+		var overflow bool
+		if pods, overflow = s.Pods.IDs(); overflow {
+			out = append(out, "pod watch overflowed: some pods' cgroups were not checked")
+		}
+	}
+	out = append(out, cgroups(s.PodCgroupParent, pods, s.CgroupProcRoots)...)
 	out = append(out, processes(s.Root, s.RunRoot)...)
 	return out
 }
@@ -123,19 +132,17 @@ func entries(kind, dir string) []string {
 	return out
 }
 
-// links lists the interfaces enslaved to bridge and every veth of the
-// host's network namespace (a veth whose bridge is gone is a leak too).
+// links lists the interfaces still enslaved to bridge: the host ends of
+// pods' veths.
 func links(bridge string) []string {
+	if bridge == "" {
+		return nil
+	}
 	es, _ := os.ReadDir("/sys/class/net")
 	var out []string
 	for _, e := range es {
-		name := e.Name()
-		master, _ := os.Readlink(filepath.Join("/sys/class/net", name, "master"))
-		switch {
-		case bridge != "" && filepath.Base(master) == bridge:
-			out = append(out, "link "+name+" on "+bridge)
-		case strings.HasPrefix(name, "veth"):
-			out = append(out, "link "+name)
+		if master, _ := os.Readlink(filepath.Join("/sys/class/net", e.Name(), "master")); filepath.Base(master) == bridge {
+			out = append(out, "link "+e.Name()+" on "+bridge)
 		}
 	}
 	return out
@@ -153,14 +160,14 @@ func addresses(dir string) []string {
 	return out
 }
 
-// cgroups lists every cgroup below parents and every cgroup with
-// processes below procRoots, in each mounted hierarchy.
-func cgroups(parents, procRoots []string) []string {
+// cgroups lists every cgroup of the pods below parent and every cgroup
+// with processes below procRoots, in each mounted hierarchy.
+func cgroups(parent string, pods, procRoots []string) []string {
 	var out []string
 	for _, mp := range hostcgroup.Mounts() {
-		for _, p := range parents {
-			filepath.WalkDir(filepath.Join(mp, p), func(d string, e fs.DirEntry, err error) error {
-				if err == nil && e.IsDir() && d != filepath.Join(mp, p) {
+		for _, id := range pods {
+			filepath.WalkDir(filepath.Join(mp, parent, id), func(d string, e fs.DirEntry, err error) error {
+				if err == nil && e.IsDir() {
 					out = append(out, "cgroup "+d)
 				}
 				return nil

@@ -150,7 +150,12 @@ func run(o options) (retErr error) {
 			return err
 		}
 		defer daemonLog.Close()
-		scope := leakcheck.Scope{Root: root, RunRoot: runRoot, Bridge: bridge, CgroupParents: []string{"/runclet"},
+		pods, err := leakcheck.WatchPods(root)
+		if err != nil {
+			return err
+		}
+		defer pods.Close()
+		scope := leakcheck.Scope{Root: root, RunRoot: runRoot, Bridge: bridge, Pods: pods, PodCgroupParent: "/runclet",
 			IPAMDirs: []string{filepath.Join(root, "cni", "networks")}}
 		before := leakcheck.Take(scope)
 		daemon := rc("daemon", "--listen", endpoint)

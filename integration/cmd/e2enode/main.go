@@ -175,7 +175,12 @@ func run(o options) (failed int, err error) {
 	// counted before anything is cleaned up by hand.
 	census := func() []string { return nil }
 	if r, ok := c.rt.(*runcletRuntime); ok {
-		scope := r.leakScope(c.cgroupRoot)
+		scope, err := r.leakScope(c.cgroupRoot)
+		if err != nil {
+			host.restore()
+			return 0, err
+		}
+		defer scope.Pods.Close()
 		before := leakcheck.Take(scope)
 		census = func() []string { return before.Leaks(scope) }
 	}

@@ -98,9 +98,13 @@ func newRuncletRuntime(bin, dir, registryURL string) (*runcletRuntime, error) {
 
 // leakScope is where the daemon keeps what it makes; cgroupRoot is
 // kubelet's, in which no process may be left once every pod is gone.
-func (r *runcletRuntime) leakScope(cgroupRoot string) leakcheck.Scope {
-	return leakcheck.Scope{Root: r.root, RunRoot: r.runRoot, Bridge: bridgeName, CgroupParents: []string{"/runclet"},
-		CgroupProcRoots: []string{cgroupRoot}, IPAMDirs: []string{filepath.Join(r.root, "cni", "networks"), "/var/lib/cni/networks"}}
+func (r *runcletRuntime) leakScope(cgroupRoot string) (leakcheck.Scope, error) {
+	pods, err := leakcheck.WatchPods(r.root)
+	if err != nil {
+		return leakcheck.Scope{}, err
+	}
+	return leakcheck.Scope{Root: r.root, RunRoot: r.runRoot, Bridge: bridgeName, Pods: pods, PodCgroupParent: "/runclet",
+		CgroupProcRoots: []string{cgroupRoot}, IPAMDirs: []string{filepath.Join(r.root, "cni", "networks"), "/var/lib/cni/networks"}}, nil
 }
 
 func (r *runcletRuntime) name() string       { return "runclet" }
