@@ -105,3 +105,25 @@ func ACLGroups(dir string) (map[uint32]uint16, error) {
 	}
 	return out, nil
 }
+
+// ChmodNoFollow sets the mode of the file at path itself: a symlink
+// there is an error (ELOOP), never followed to its target.
+func ChmodNoFollow(path string, mode uint32) error {
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("chmod %s: %w", path, err)
+	}
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("chmod %s: %w", path, err)
+	}
+	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		return fmt.Errorf("chmod %s: is a symlink: %w", path, unix.ELOOP)
+	}
+	// An O_PATH fd cannot fchmod; its /proc magic link names the inode.
+	if err := unix.Chmod(fmt.Sprintf("/proc/self/fd/%d", fd), mode); err != nil {
+		return fmt.Errorf("chmod %s: %w", path, err)
+	}
+	return nil
+}
