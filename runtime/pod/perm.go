@@ -167,7 +167,9 @@ func (m *Manager) tightenStore() error {
 	if err != nil {
 		return err
 	}
-	if fi.Mode().Perm()&0o077 == 0 && fi.Mode().Perm() != 0 {
+	// Group bits may be an ACL's mask (user-namespaced pods); what an
+	// older runclet left is o+x.
+	if fi.Mode().Perm()&0o007 == 0 {
 		if st, err := os.Stat(m.l.Root); err == nil && st.Mode().Perm()&0o007 == 0 {
 			return nil // made by this runclet: nothing to tighten
 		}
