@@ -30,7 +30,7 @@ type DaemonOptions struct {
 // Run serves the CRI on a unix socket until ctx ends, then stops
 // gracefully (in-flight RPCs get StopTimeout). Pods keep running.
 func Run(ctx context.Context, o DaemonOptions) error {
-	if err := os.MkdirAll(o.RunRoot, 0o711); err != nil {
+	if err := os.MkdirAll(o.RunRoot, 0o700); err != nil {
 		return err
 	}
 	lock, err := fsutil.TryLockFile(filepath.Join(o.RunRoot, "cri.lock"))
@@ -72,7 +72,8 @@ func Run(ctx context.Context, o DaemonOptions) error {
 // bytes with its terminating NUL).
 const maxSunPath = 107
 
-// ListenUnix listens on a unix socket at path with mode 0600. A socket
+// ListenUnix listens on a unix socket at path with mode 0600 from its
+// first instant (root only: kubelet runs as root). A socket
 // left at path (by a daemon that crashed: the caller holds the daemon
 // lock) is removed first; any other file there is an error. Paths too
 // long for sun_path are bound through /proc/self/fd of their directory.
@@ -81,7 +82,7 @@ func ListenUnix(path string) (net.Listener, error) {
 		return nil, errdefs.InvalidArgument("socket path %q must be absolute", path)
 	}
 	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o711); err != nil {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
 	if st, err := os.Lstat(path); err == nil {
@@ -92,11 +93,18 @@ func ListenUnix(path string) (net.Listener, error) {
 			return nil, fmt.Errorf("remove stale socket: %w", err)
 		}
 	}
+	// Bind in a private directory, set the mode there, then rename into
+	// place: the socket is never reachable with a looser mode, and no
+	// chmod ever goes through a path someone else could swap for a
+	// symlink (rename replaces a link, it does not follow it).
+	tmp, err := os.MkdirTemp(dir, ".runclet-sock-")
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	defer os.RemoveAll(tmp)
+	tmpSock := filepath.Join(tmp, "s")
 	var ln net.Listener
-	err := viaDirFD(path, func(p string) error {
-		// Nobody but root may connect, not even between bind and chmod.
-		old := unix.Umask(0o177)
-		defer unix.Umask(old)
+	err = viaDirFD(tmpSock, func(p string) error {
 		var err error
 		ln, err = net.Listen("unix", p)
 		return err
@@ -108,9 +116,13 @@ func ListenUnix(path string) (net.Listener, error) {
 	if ul, ok := ln.(*net.UnixListener); ok {
 		ul.SetUnlinkOnClose(false)
 	}
-	if err := os.Chmod(path, 0o600); err != nil {
+	if err := os.Chmod(tmpSock, 0o600); err != nil { // in our 0700 dir
 		ln.Close()
 		return nil, err
+	}
+	if err := os.Rename(tmpSock, path); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
 	return ln, nil
 }

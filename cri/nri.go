@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +18,7 @@ import (
 	nrilog "github.com/containerd/nri/pkg/log"
 
 	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/runtime/fsutil"
 	"github.com/runclet/runclet/runtime/pod"
 )
 
@@ -141,13 +143,22 @@ func (n *nriHooks) start() error {
 		}
 	}
 	n.mu.Unlock()
+	// Plugins run as root; so must whatever connects. NRI binds its
+	// socket with the umask's mode (and makes its directory 0700 only when
+	// it creates it): the directory must be root's alone before the
+	// socket exists, and the socket 0600 before that directory is opened.
+	sockDir := filepath.Dir(n.socket)
+	if err := os.MkdirAll(sockDir, 0o700); err != nil {
+		return fmt.Errorf("nri: %w", err)
+	}
+	if err := fsutil.PrivateDir(sockDir, nil); err != nil {
+		return fmt.Errorf("nri: %w", err)
+	}
 	if err := n.nri.Start(); err != nil {
 		n.nri.Stop()
 		return fmt.Errorf("nri: %w", err)
 	}
-	// Plugins run as root; so must whatever connects (NRI leaves the mode
-	// to the umask).
-	if err := os.Chmod(n.socket, 0o600); err != nil {
+	if err := fsutil.ChmodNoFollow(n.socket, 0o600); err != nil {
 		n.nri.Stop()
 		return fmt.Errorf("nri: %w", err)
 	}

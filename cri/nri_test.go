@@ -16,6 +16,7 @@ import (
 	"github.com/containerd/nri/pkg/api"
 	"github.com/containerd/nri/pkg/stub"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -560,5 +561,27 @@ func TestAdjustAppConfigRemovals(t *testing.T) {
 	err = adjustAppConfig(&ac, &api.ContainerAdjustment{Mounts: []*api.Mount{{Destination: "/t", Type: "tmpfs", Source: "tmpfs"}}}, nriRemoved{}, nil, false)
 	if Code(err) != codes.Unimplemented || !strings.Contains(err.Error(), "tmpfs") {
 		t.Fatalf("tmpfs mount: %v", err)
+	}
+}
+
+// NRI binds its socket with the umask's mode: the socket's directory is
+// made root's alone before (even one that existed 0755) and the socket
+// ends up 0600.
+func TestNRISocketPrivate(t *testing.T) {
+	old := unix.Umask(0)
+	defer unix.Umask(old)
+	dir := filepath.Join(t.TempDir(), "nri")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "nri.sock")
+	startServer(t, newFake(t), func(o *Options) {
+		o.NRI = &NRIOptions{SocketPath: sock, PluginPath: filepath.Join(t.TempDir(), "none"), RequestTimeout: 5 * time.Second}
+	})
+	for path, want := range map[string]os.FileMode{dir: 0o700, sock: 0o600} {
+		st, err := os.Lstat(path)
+		if err != nil || st.Mode().Perm() != want {
+			t.Errorf("%s: mode %v, want %v (%v)", path, st.Mode().Perm(), want, err)
+		}
 	}
 }

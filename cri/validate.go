@@ -56,8 +56,11 @@ func validateSandboxConfig(c *runtimeapi.PodSandboxConfig) error {
 	if err := spec.CheckName("sandbox namespace", md.Namespace); err != nil {
 		return err
 	}
-	if len(md.Uid) > 128 || hasControl(md.Uid) || strings.Contains(md.Uid, "/") {
-		return invalid("sandbox uid %.140q is not valid", md.Uid)
+	// The uid, name and namespace reach CNI plugins in CNI_ARGS, which is
+	// "K=V;K=V": a ';' or '=' would add arguments of the client's choosing
+	// (IP=, the pod's address). Name and namespace are DNS-like already.
+	if len(md.Uid) > 128 || hasControl(md.Uid) || strings.ContainsAny(md.Uid, "/;=") {
+		return invalid("sandbox uid %.140q is not valid (no '/', ';', '=' or control characters, at most 128 bytes)", md.Uid)
 	}
 	if c.Hostname != "" && (len(c.Hostname) > 64 || hasControl(c.Hostname) || strings.ContainsAny(c.Hostname, " /")) {
 		return invalid("hostname %.70q is not valid", c.Hostname)

@@ -3,6 +3,7 @@ package cri
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -182,6 +183,12 @@ func fuzzSeeds(f *testing.F) {
 		}
 		f.Add(b)
 	}
+	// A uid that would add IP= to CNI_ARGS (issue 11).
+	inject := sandboxConfig("web")
+	inject.Metadata.Uid = "u;IP=10.1.2.3"
+	if b, err := proto.Marshal(inject); err == nil {
+		f.Add(b)
+	}
 	f.Add([]byte{})
 	f.Add([]byte{0x0a, 0x00})
 }
@@ -229,6 +236,10 @@ func FuzzValidateSandboxConfig(f *testing.F) {
 		pc, err := podConfig(&c, "runc")
 		if err == nil && (pc.Name == "" || pc.Namespace == "" || pc.UID == "") {
 			t.Fatalf("valid config lost its identity: %+v", pc)
+		}
+		// What goes into CNI_ARGS ("K=V;K=V") cannot carry arguments of its own.
+		if err == nil && strings.ContainsAny(pc.Name+pc.Namespace+pc.UID, ";=") {
+			t.Fatalf("accepted a pod identity that would inject CNI_ARGS: %q %q %q", pc.Name, pc.Namespace, pc.UID)
 		}
 		for _, pm := range pc.Ports {
 			if pm.HostPort <= 0 {
@@ -296,5 +307,61 @@ func TestRunDaemon(t *testing.T) {
 	}
 	if _, err := os.Stat(opts.Socket); !os.IsNotExist(err) {
 		t.Fatalf("socket left: %v", err)
+	}
+}
+
+// The CRI socket is 0600 from the instant it appears at its path, and no
+// chmod goes through that path: an attacker who swaps the fresh socket
+// for a symlink (a writable socket directory) must not get another file
+// chmod-ed, and a symlink planted before start is refused, not followed.
+func TestListenUnixNoWindowNoSymlinkChmod(t *testing.T) {
+	dir := t.TempDir()
+	os.Chmod(dir, 0o1777) // as a shared directory would be
+	victim := filepath.Join(dir, "victim")
+	if err := os.WriteFile(victim, []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(dir, "runclet.sock")
+	if err := os.Symlink(victim, sock); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ListenUnix(sock); err == nil {
+		t.Fatal("listened over a planted symlink")
+	}
+	os.Remove(sock)
+
+	for i := range 300 {
+		stop := make(chan struct{})
+		seen := make(chan os.FileMode, 1)
+		go func() { // the attacker: swap the socket for a symlink as soon as it shows
+			defer close(seen)
+			link := filepath.Join(dir, fmt.Sprintf("link%d", i))
+			os.Symlink(victim, link)
+			for {
+				select {
+				case <-stop:
+					os.Remove(link)
+					return
+				default:
+				}
+				if st, err := os.Lstat(sock); err == nil && st.Mode().Type() == os.ModeSocket {
+					seen <- st.Mode().Perm()
+					os.Rename(link, sock)
+					return
+				}
+			}
+		}()
+		ln, err := ListenUnix(sock)
+		close(stop)
+		if mode, ok := <-seen; ok && mode != 0o600 {
+			t.Fatalf("socket seen with mode %v", mode)
+		}
+		if err == nil {
+			ln.Close()
+		}
+		os.Remove(sock)
+		if st, _ := os.Stat(victim); st.Mode().Perm() != 0o644 {
+			t.Fatalf("iteration %d: the symlink's target was chmod-ed to %v", i, st.Mode().Perm())
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package fsutil
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -58,4 +59,32 @@ func TestLockExcludesWithinOneProcess(t *testing.T) {
 		t.Fatal("lock not free after unlock")
 	}
 	l3.Unlock()
+}
+
+func TestPrivateDirGrantsSearchToGroupsOnly(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "d")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := PrivateDir(dir, []uint32{300000, 200000, 300000}); err != nil {
+		if errors.Is(err, ErrNoACL) {
+			t.Skip(err)
+		}
+		t.Fatal(err)
+	}
+	fi, _ := os.Stat(dir)
+	if fi.Mode().Perm() != 0o710 { // the group bits show the ACL mask
+		t.Fatalf("mode %v, want 0710", fi.Mode())
+	}
+	g, err := ACLGroups(dir)
+	if err != nil || len(g) != 2 || g[200000] != 1 || g[300000] != 1 {
+		t.Fatalf("ACL groups %v %v", g, err)
+	}
+	if err := PrivateDir(dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	fi, _ = os.Stat(dir)
+	if g, err := ACLGroups(dir); fi.Mode().Perm() != 0o700 || err != nil || len(g) != 0 {
+		t.Fatalf("after dropping: mode %v, groups %v %v", fi.Mode(), g, err)
+	}
 }

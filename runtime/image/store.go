@@ -135,6 +135,13 @@ func Open(dataRoot string, opts Options) (*Store, error) {
 			return nil, fmt.Errorf("open image store: %w", err)
 		}
 	}
+	// Unpacked layers keep their setuid files: no host user may reach
+	// them. An older store may have been made with open modes.
+	for _, d := range []string{"", "blobs", "blobs/sha256", "ingest", "layers", "layers/sha256", "layers/tmp", "locks"} {
+		if err := fsutil.PrivateDir(filepath.Join(s.dir, d), nil); err != nil {
+			return nil, fmt.Errorf("open image store: %w", err)
+		}
+	}
 	return s, nil
 }
 

@@ -111,6 +111,13 @@ func (m *Manager) Setup(ctx context.Context, podID, netnsPath string, ports []Po
 	for _, opt := range opts {
 		opt(&o)
 	}
+	// libcni joins the arguments as "K=V;K=V": a ';' or '=' in a value
+	// would smuggle in arguments of its own (IP=, MAC=).
+	for _, kv := range o.args {
+		if strings.ContainsAny(kv[0], ";=") || strings.ContainsAny(kv[1], ";=") || kv[0] == "" {
+			return nil, errdefs.InvalidArgument("network setup of pod %s: CNI argument %q=%q must not contain ';' or '='", podID, kv[0], kv[1])
+		}
+	}
 	nc := m.current()
 	if err := m.checkPlugins(nc); err != nil {
 		return nil, fmt.Errorf("network setup of pod %s: %w", podID, err)

@@ -481,3 +481,29 @@ func TestConcurrentSetupTeardown(t *testing.T) {
 		t.Fatalf("bridge ports left: %v", ports)
 	}
 }
+
+// CNI_ARGS is "K=V;K=V": a pod identity with ';' or '=' would add
+// arguments of its own, such as IP= (which host-local honours).
+func TestSetupRefusesCNIArgsInjection(t *testing.T) {
+	requireRoot(t)
+	requirePlugins(t, "bridge", "host-local", "loopback")
+	e := newTestEnv(t, 24)
+	m := e.manager(t)
+	id, ns := e.newPod(t, m, "inject")
+	chosen := e.subnet.Addr().Next().Next().Next().Next().Next()
+	for _, opt := range []SetupOption{
+		WithKubernetesPod("default", "pod", "u;IP="+chosen.String()),
+		WithKubernetesPod("default;IP="+chosen.String(), "pod", "u"),
+		WithKubernetesPod("default", "pod=x", "u"),
+	} {
+		att, err := m.Setup(context.Background(), id, ns, nil, opt)
+		if err == nil {
+			t.Errorf("setup with injected CNI_ARGS succeeded, pod IPs %v (injected %s)", att.PodIPs(), chosen)
+			m.Teardown(context.Background(), id, ns, nil)
+			continue
+		}
+		if !errdefs.IsInvalidArgument(err) {
+			t.Errorf("want InvalidArgument, got %v", err)
+		}
+	}
+}

@@ -46,13 +46,19 @@ func (l Layout) imageVolumesDir(podID, appID string) string {
 // mountImageVolumes mounts each volume's image layers read-only under the
 // app's directory and returns the bind mounts for the spec. On error
 // nothing stays mounted.
-func (m *Manager) mountImageVolumes(podID, appID string, vols []ImageVolumeConfig) (rec []ImageVolume, mounts []spec.Mount, retErr error) {
+// The imagevols dir is restricted like the app dir (gid: the host gid of
+// a user-namespaced pod's root, else -1), as libcontainer's init may
+// resolve the bind sources as the pod's root.
+func (m *Manager) mountImageVolumes(podID, appID string, gid int, vols []ImageVolumeConfig) (rec []ImageVolume, mounts []spec.Mount, retErr error) {
 	dir := m.l.imageVolumesDir(podID, appID)
 	defer func() {
 		if retErr != nil {
 			unmountImageVolumes(dir)
 		}
 	}()
+	if err := mkdirRestricted(dir, gid); err != nil {
+		return nil, nil, err
+	}
 	for i, v := range vols {
 		sub := path.Clean(v.SubPath)
 		if v.SubPath != "" && (path.IsAbs(v.SubPath) || sub == ".." || strings.HasPrefix(sub, "../")) {

@@ -54,19 +54,11 @@ func New(opts Options) (*Manager, error) {
 	if opts.MaxLogLine <= 0 {
 		opts.MaxLogLine = 16 << 10
 	}
-	for _, d := range []string{filepath.Join(opts.Root, "pods"), filepath.Join(opts.RunRoot, "pods"), opts.Layout.StateRoot()} {
-		if err := os.MkdirAll(d, 0o711); err != nil {
-			return nil, err
-		}
-	}
-	// Apps in a user namespace are not host root: the path to their
-	// bundles must be searchable by anyone (as containerd's 0711 root).
-	if fi, err := os.Stat(opts.Root); err == nil && fi.Mode().Perm()&0o011 != 0o011 {
-		if err := os.Chmod(opts.Root, fi.Mode().Perm()|0o011); err != nil {
-			return nil, err
-		}
-	}
 	m := &Manager{opts: opts, l: opts.Layout}
+	// Private to root all the way down (perm.go); an older store is tightened.
+	if err := m.tightenStore(); err != nil {
+		return nil, err
+	}
 	if opts.Images != nil {
 		opts.Images.InUse = m.l.ImageUses
 	}
@@ -194,13 +186,11 @@ func (m *Manager) CreatePod(ctx context.Context, cfg PodConfig) (_ *Pod, retErr 
 			u.run("create pod " + p.ID)
 		}
 	}()
-	for _, d := range []string{m.l.EtcDir(p.ID), filepath.Join(m.l.PodDir(p.ID), "apps"), filepath.Join(m.l.RunDir(p.ID), "ns")} {
-		if err := os.MkdirAll(d, 0o711); err != nil {
-			return nil, err
-		}
-	}
 	u.add(func() error { return os.RemoveAll(m.l.RunDir(p.ID)) })
 	u.add(func() error { return os.RemoveAll(m.l.PodDir(p.ID)) })
+	if err := m.makePodDirs(p); err != nil {
+		return nil, err
+	}
 	lock, err := m.l.lock(p.ID)
 	if err != nil {
 		return nil, err
@@ -208,6 +198,12 @@ func (m *Manager) CreatePod(ctx context.Context, cfg PodConfig) (_ *Pod, retErr 
 	defer lock.Unlock()
 	if err := m.l.savePod(p); err != nil {
 		return nil, err
+	}
+	if p.IDMap != nil { // the pod's root may now search the data root
+		u.add(func() error { os.Remove(m.l.podFile(p.ID)); return m.syncTraverse() })
+		if err := m.syncTraverse(); err != nil {
+			return nil, err
+		}
 	}
 
 	if p.IDMap != nil {
@@ -417,10 +413,10 @@ func (m *Manager) AddApp(ctx context.Context, podID string, cfg AppConfig) (_ *A
 			u.run("add app " + a.ID)
 		}
 	}()
-	if err := os.MkdirAll(appDir, 0o711); err != nil {
+	u.add(func() error { return os.RemoveAll(appDir) })
+	if err := m.makeAppDirs(p, a.ID); err != nil {
 		return nil, err
 	}
-	u.add(func() error { return os.RemoveAll(appDir) })
 	if err := m.l.saveApp(a); err != nil {
 		return nil, err
 	}
@@ -438,7 +434,7 @@ func (m *Manager) AddApp(ctx context.Context, podID string, cfg AppConfig) (_ *A
 	req := cfg.Spec
 	if len(cfg.ImageVolumes) > 0 {
 		u.add(func() error { return unmountImageVolumes(m.l.imageVolumesDir(podID, a.ID)) })
-		vols, mounts, err := m.mountImageVolumes(podID, a.ID, cfg.ImageVolumes)
+		vols, mounts, err := m.mountImageVolumes(podID, a.ID, podGID(p), cfg.ImageVolumes)
 		if err != nil {
 			return nil, err
 		}
@@ -795,7 +791,10 @@ func (m *Manager) removePod(ctx context.Context, p *Pod) error {
 	if err := os.RemoveAll(m.l.RunDir(p.ID)); err != nil {
 		return err
 	}
-	return os.RemoveAll(m.l.PodDir(p.ID))
+	if err := os.RemoveAll(m.l.PodDir(p.ID)); err != nil {
+		return err
+	}
+	return m.forgetPodGroup(p)
 }
 
 // PodStatus returns a pod and its apps as on disk. An app whose

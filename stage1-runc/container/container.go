@@ -80,7 +80,7 @@ func Create(opts Options, id, bundle string, stdio Stdio) (_ *App, retErr error)
 	}
 	clampOOMScoreAdj(spec)
 	clampCapabilities(spec.Process)
-	if err := os.MkdirAll(opts.StateRoot, 0o711); err != nil {
+	if err := os.MkdirAll(opts.StateRoot, 0o700); err != nil {
 		return nil, err
 	}
 	cfg, err := libcontainerConfig(id, spec, opts.SystemdCgroup)

@@ -116,13 +116,18 @@ func (s *supervisor) listen() (net.Listener, error) {
 	if err := os.MkdirAll(s.opts.RunDir, 0o700); err != nil {
 		return nil, err
 	}
+	// The socket is born with the umask's mode: the dir it is born in must
+	// already be root's alone (an older stage0 made run dirs 0711).
+	if err := fsutil.PrivateDir(s.opts.RunDir, nil); err != nil {
+		return nil, err
+	}
 	sock := SocketPath(s.opts.RunDir)
 	os.Remove(sock) // a stale socket of a dead supervisor
 	ln, err := proto.Listen(sock)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", sock, err)
 	}
-	if err := os.Chmod(sock, 0o600); err != nil {
+	if err := fsutil.ChmodNoFollow(sock, 0o600); err != nil {
 		ln.Close()
 		return nil, err
 	}

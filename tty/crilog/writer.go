@@ -13,13 +13,17 @@ package crilog
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/runclet/runclet/runtime/errdefs"
 )
@@ -52,6 +56,7 @@ const maxBatch = 64 << 10
 // call NewWriter.
 type Writer struct {
 	path    string
+	dir     *os.File // the log's directory, where Reopen opens the new file
 	maxLine int
 
 	mu      sync.Mutex
@@ -82,27 +87,55 @@ const keepTail = 1 << 10
 // lowered to it so that every record stays within what the reader buffers.
 const MaxMaxLine = 512 << 10
 
-// NewWriter opens path for appending (O_APPEND|O_CREATE, mode 0640); its
-// parent directory must exist. maxLine <= 0 means DefaultMaxLine, and
+// NewWriter opens path for appending (O_APPEND|O_CREATE, mode 0640,
+// never through a symlink: see openLog); its parent directory must exist. maxLine <= 0 means DefaultMaxLine, and
 // values above MaxMaxLine mean MaxMaxLine.
 func NewWriter(path string, maxLine int) (*Writer, error) {
 	if maxLine <= 0 {
 		maxLine = DefaultMaxLine
 	}
 	maxLine = min(maxLine, MaxMaxLine)
-	f, err := openLog(path)
+	dir, err := os.OpenFile(filepath.Dir(path), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
+		return nil, fmt.Errorf("open container log directory: %w", err)
+	}
+	f, err := openLog(dir, path)
+	if err != nil {
+		dir.Close()
 		return nil, err
 	}
-	return &Writer{path: path, maxLine: maxLine, f: f, now: time.Now}, nil
+	return &Writer{path: path, dir: dir, maxLine: maxLine, f: f, now: time.Now}, nil
 }
 
-func openLog(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+// openLog opens the log file in dir (held open since NewWriter, so a
+// directory swapped for a symlink later does not move the log) and never
+// follows a symlink there: whoever can write the pod's log directory must
+// not redirect the container's output into another file. Only a regular
+// file with a single link is accepted (no FIFO, no hard link to a file
+// elsewhere).
+func openLog(dir *os.File, path string) (*os.File, error) {
+	base := filepath.Base(path)
+	fd, err := unix.Openat(int(dir.Fd()), base, unix.O_WRONLY|unix.O_APPEND|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY|unix.O_CLOEXEC, 0o640)
 	if err != nil {
+		if errors.Is(err, unix.ELOOP) {
+			return nil, fmt.Errorf("open container log %s: it is a symlink: %w", path, errdefs.InvalidArgument("refusing to follow %s", path))
+		}
 		return nil, fmt.Errorf("open container log %s: %w", path, err)
 	}
-	return f, nil
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("open container log %s: %w", path, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Nlink != 1 {
+		unix.Close(fd)
+		return nil, fmt.Errorf("open container log %s: %w", path, errdefs.InvalidArgument("not a regular file with one link (mode %#o, %d links)", st.Mode, st.Nlink))
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_SETFL, unix.O_APPEND); err != nil { // drop O_NONBLOCK
+		unix.Close(fd)
+		return nil, fmt.Errorf("open container log %s: %w", path, err)
+	}
+	return os.NewFile(uintptr(fd), path), nil
 }
 
 // SetLogger sets where write failures are reported (default slog.Default()).
@@ -359,7 +392,7 @@ func (w *Writer) Reopen() error {
 	if w.closed {
 		return fmt.Errorf("reopen crilog %s: %w", w.path, os.ErrClosed)
 	}
-	f, err := openLog(w.path)
+	f, err := openLog(w.dir, w.path)
 	if err != nil {
 		return fmt.Errorf("reopen: %w", err)
 	}
@@ -383,6 +416,9 @@ func (w *Writer) Close() error {
 	}
 	w.flushLocked()
 	w.closed = true
+	if w.dir != nil {
+		w.dir.Close()
+	}
 	if err := w.f.Close(); err != nil {
 		return fmt.Errorf("close crilog %s: %w", w.path, err)
 	}

@@ -450,3 +450,78 @@ func BenchmarkWriterFormatOnly(b *testing.B) {
 		sw.Write(chunk)
 	}
 }
+
+// Whoever can write the pod's log directory plants a symlink where the
+// container's log goes: neither the first open nor a reopen after
+// rotation may write through it, and a directory swapped for a symlink
+// after the start does not move the log either.
+func TestWriterRefusesSymlinkedLogFile(t *testing.T) {
+	base := t.TempDir()
+	logDir := filepath.Join(base, "app")
+	if err := os.Mkdir(logDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	victim := filepath.Join(base, "victim")
+	if err := os.WriteFile(victim, []byte("precious\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logPath := filepath.Join(logDir, "0.log")
+	if err := os.Symlink(victim, logPath); err != nil {
+		t.Fatal(err)
+	}
+	if w, err := NewWriter(logPath, 0); err == nil {
+		w.StreamWriter(Stdout).Write([]byte("redirected\n"))
+		w.Close()
+		t.Fatal("NewWriter opened a symlinked log file")
+	}
+	os.Remove(logPath)
+	// A hard link to a file elsewhere is refused too.
+	if err := os.Link(victim, logPath); err != nil {
+		t.Fatal(err)
+	}
+	if w, err := NewWriter(logPath, 0); err == nil {
+		w.Close()
+		t.Fatal("NewWriter opened a hard-linked log file")
+	}
+	os.Remove(logPath)
+
+	w, err := NewWriter(logPath, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	out := w.StreamWriter(Stdout)
+	out.Write([]byte("one\n"))
+	// Rotation: the file is moved away and a symlink takes its place.
+	if err := os.Rename(logPath, logPath+".1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, logPath); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Reopen(); err == nil {
+		t.Fatal("Reopen followed a symlink")
+	}
+	out.Write([]byte("two\n")) // still to the old (rotated) file
+	os.Remove(logPath)
+	// The log directory itself becomes a symlink to elsewhere.
+	if err := os.Rename(logDir, logDir+".old"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(base, logDir); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Reopen(); err != nil {
+		t.Fatal(err)
+	}
+	out.Write([]byte("three\n"))
+	if got, _ := os.ReadFile(victim); string(got) != "precious\n" {
+		t.Fatalf("victim file now holds %q", got)
+	}
+	if _, err := os.Stat(filepath.Join(base, "0.log")); err == nil {
+		t.Fatal("reopen followed the swapped log directory")
+	}
+	if got, _ := os.ReadFile(filepath.Join(logDir+".old", "0.log")); !bytes.Contains(got, []byte("three")) {
+		t.Fatalf("new log in the original directory holds %q", got)
+	}
+}
