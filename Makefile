@@ -7,7 +7,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # packages at a time matches the 2-core CI machine.
 TESTFLAGS ?= -count=1 -timeout 30m -p 2
 
-.PHONY: help build test test-unit lint install clean bench bench-images bench-pods critest e2e-node
+.PHONY: help build test test-unit lint fuzz install clean bench bench-images bench-pods critest e2e-node
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -25,6 +25,19 @@ test: lint ## run every test (as root nothing is skipped; in CI a skip not in sk
 
 test-unit: ## run the tests without lint; as a non-root user the root-only tests skip
 	$(GO) test -count=1 -short ./...
+
+# Each fuzz target for a bounded time (CI runs this after the tests): the
+# CRI request validators, the stage1 protocol decoder, the layer unpacker
+# and the user parser. -fuzzminimizetime bounds input shrinking, which
+# otherwise takes a minute per new input.
+FUZZTIME ?= 15s
+FUZZ_TARGETS := cri:FuzzValidateSandboxConfig cri:FuzzValidateContainerConfig \
+	runtime/image/unpack:FuzzApply spec:FuzzParseUser
+fuzz: ## run every fuzz target for FUZZTIME (default 15s) each
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  pkg=$${t%%:*}; fn=$${t#*:}; echo "fuzz $$fn ($$pkg, $(FUZZTIME))"; \
+	  $(GO) test -run '^$$' -fuzz "^$$fn\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 50x ./$$pkg; \
+	done
 
 lint: ## gofmt and go vet
 	@out=$$(gofmt -l cmd runtime spec tty cri integration stage1-runc 2>/dev/null); \
