@@ -31,7 +31,7 @@ func main() {
 	case "supervise":
 		os.Exit(supervise(os.Args[2:]))
 	case "pidns-init":
-		supervisor.PidnsInit()
+		os.Exit(supervisor.PidnsInit())
 	case "ns-holder":
 		os.Exit(supervisor.NSHolder(os.Args[2:]))
 	default:
