@@ -800,8 +800,8 @@ func (m *Manager) removePod(ctx context.Context, p *Pod) error {
 	return os.RemoveAll(m.l.PodDir(p.ID))
 }
 
-// PodStatus returns a pod and its apps as on disk. An app whose
-// supervisor died without recording its exit is reported exited.
+// PodStatus returns a pod and its apps as on disk, and whether the
+// processes holding a ready pod still run (Pod.Broken, see checkAlive).
 func (m *Manager) PodStatus(ctx context.Context, podID string) (*Pod, []*App, error) {
 	p, err := m.l.LoadPod(podID)
 	if err != nil {
@@ -811,13 +811,7 @@ func (m *Manager) PodStatus(ctx context.Context, podID string) (*Pod, []*App, er
 	if err != nil {
 		return nil, nil, err
 	}
-	if p.State == PodReady && !m.SupervisorAlive(ctx, p.ID) {
-		for _, a := range apps {
-			if a.State != AppExited {
-				a.State, a.Reason, a.Message = AppUnknown, "Unknown", "the pod supervisor is not running"
-			}
-		}
-	}
+	m.checkAlive(ctx, p, apps) // liveness.go
 	return p, apps, nil
 }
 
