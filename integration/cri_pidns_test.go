@@ -306,3 +306,31 @@ func TestCRIPodProcessesKilled(t *testing.T) {
 		remove(t, run.PodSandboxId)
 	})
 }
+
+// `runclet list` and `status` say so when a CLI pod's supervisor and
+// holder were killed, and rm still cleans up (the instance's cleanup
+// checks mounts, cgroups and veths).
+func TestCLIPodSupervisorKilled(t *testing.T) {
+	pi := newPodInstance(t)
+	img := pi.busybox()
+	podID := lastLine(pi.run("run", "--detach", "--share-pid", img, "--", "sleep", "300"))
+	dir := filepath.Join(pi.runRoot, "pods", podID)
+	for _, f := range []string{"supervisor.pid", "pidns-init.pid"} {
+		b, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatalf("kill %s %d: %v", f, pid, err)
+		}
+	}
+	time.Sleep(200 * time.Millisecond)
+	if out := pi.run("list"); !strings.Contains(out, "broken") || strings.Contains(out, ":running") {
+		t.Errorf("list after the kill:\n%s", out)
+	}
+	if out := pi.run("status", podID); !strings.Contains(out, "broken: the pod supervisor is not running") || !strings.Contains(out, " exited ") {
+		t.Errorf("status after the kill:\n%s", out)
+	}
+	pi.run("rm", podID)
+}

@@ -82,8 +82,17 @@ func (m *Manager) holderAlive(podID string) bool {
 }
 
 // appProcessAlive says whether an app's recorded init process still runs
-// in the app's cgroup (a reused pid is somebody else's).
+// (a zombie does not) in the app's cgroup (a reused pid is somebody
+// else's).
 func appProcessAlive(a *App) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(a.Pid) + "/cgroup")
+	proc := "/proc/" + strconv.Itoa(a.Pid)
+	stat, err := os.ReadFile(proc + "/stat")
+	if err != nil {
+		return false
+	}
+	if i := strings.LastIndexByte(string(stat), ')'); i < 0 || i+2 >= len(stat) || stat[i+2] == 'Z' || stat[i+2] == 'X' {
+		return false
+	}
+	b, err := os.ReadFile(proc + "/cgroup")
 	return err == nil && strings.Contains(string(b), a.ID)
 }
