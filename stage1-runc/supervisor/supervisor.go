@@ -184,13 +184,11 @@ func (s *supervisor) serve(ln net.Listener) {
 func (s *supervisor) handle(conn net.Conn) {
 	defer conn.Close() // streaming handlers close it themselves too; twice is harmless
 	r := bufio.NewReader(conn)
-	line, err := r.ReadBytes('\n')
+	req, err := proto.ReadRequest(r) // a line past proto.MaxRequestLine is refused, not read
 	if err != nil {
-		return
-	}
-	var req proto.Request
-	if err := json.Unmarshal(line, &req); err != nil {
-		reply(conn, nil, errdefs.InvalidArgument("bad request: %w", err))
+		if errdefs.IsInvalidArgument(err) {
+			reply(conn, nil, err)
+		}
 		return
 	}
 	if req.Version != proto.Version {
