@@ -29,6 +29,7 @@ func main() {
 	case "version", "--version":
 		fmt.Println("stage1-runc", version)
 	case "supervise":
+		closeInheritedOnExec() // the ready pipe stays usable here
 		os.Exit(supervise(os.Args[2:]))
 	case "pidns-init":
 		os.Exit(supervisor.PidnsInit())
