@@ -190,6 +190,13 @@ func TestCRISharedPidHolderIsolated(t *testing.T) {
 			if out, code := ci.execIn(ctx, app, "echo alive"); code != 0 || out != "alive\n" {
 				t.Errorf("exec after the signals: %q %d", out, code)
 			}
+			// Orphans reparented to the holder are reaped (by the kernel:
+			// it ignores SIGCHLD).
+			ci.execIn(ctx, app, "for i in 1 2 3 4 5; do (sleep 0.1 &); done")
+			time.Sleep(500 * time.Millisecond)
+			if out, _ := ci.execIn(ctx, app, "ps -o pid,stat,args"); strings.Contains(out, " Z ") || strings.Contains(out, "[sleep]") {
+				t.Errorf("orphans are left as zombies:\n%s", out)
+			}
 			if _, err := ci.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: podID}); err != nil {
 				t.Fatal(err)
 			}
