@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -297,6 +298,29 @@ func TestCRIPodProcessesKilled(t *testing.T) {
 		waitNotReady(t, podID, killed)
 		waitExited(t, debug, app)
 		remove(t, podID)
+	})
+	// The supervisor alone: its apps run on, unmanaged, and are reported
+	// unknown; stopping the pod kills them.
+	t.Run("supervisor-only", func(t *testing.T) {
+		podID, debug, app := ci.sharedPidPod(ctx, "supalone", img, false)
+		pids := []int{appPid(t, ci, podID, debug), appPid(t, ci, podID, app), ci.podPid(podID, "pidns-init.pid")}
+		killed := time.Now()
+		if err := syscall.Kill(ci.podPid(podID, "supervisor.pid"), syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		waitNotReady(t, podID, killed)
+		if st := ci.containerStatus(ctx, app).State; st != runtimeapi.ContainerState_CONTAINER_UNKNOWN {
+			t.Errorf("a running app without its supervisor is %s, want unknown", st)
+		}
+		remove(t, podID)
+		// Nothing of the pod is left when RemovePodSandbox returns: not
+		// the apps, not the holder that outlived its supervisor.
+		for _, pid := range pids {
+			if b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && !strings.Contains(string(b), ") Z ") {
+				t.Errorf("pid %d of the pod lives after its removal: %s", pid, b)
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
 	})
 	// A pod without apps (nothing live to resync) whose supervisor dies.
 	t.Run("empty", func(t *testing.T) {

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // A ready pod is only as alive as the processes that hold it: its
@@ -95,4 +97,29 @@ func appProcessAlive(a *App) bool {
 	}
 	b, err := os.ReadFile(proc + "/cgroup")
 	return err == nil && strings.Contains(string(b), a.ID)
+}
+
+// killHolder ends a pid namespace holder that outlived its supervisor and
+// waits (at most 5 s) until it is gone, so that nothing of the pod is
+// left when its removal returns. The pidfd is opened before the identity
+// check, so the signal cannot reach a process that reused the pid.
+func killHolder(pid int) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return // gone
+	}
+	defer unix.Close(fd)
+	if !isPidnsHolder(pid) {
+		return
+	}
+	if unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0) != nil {
+		return
+	}
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if n, err := unix.Poll(fds, int(time.Until(deadline).Milliseconds())+1); n > 0 || (err != nil && err != unix.EINTR) {
+			return
+		}
+	}
 }
