@@ -139,6 +139,6 @@ func TestSupervisorRefusesHugeRequestLine(t *testing.T) {
 		t.Fatalf("answer to a huge request line: %q %v", line, err)
 	}
 	conn.Close()
-	pi.run("stop", podID)
+	pi.run("stop", "--timeout", "0s", podID)
 	pi.run("rm", podID)
 }
