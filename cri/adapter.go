@@ -58,6 +58,9 @@ func (a *Adapter) PodStatus(ctx context.Context, podID string) (*pod.Pod, []*pod
 	return a.Pods.PodStatus(ctx, podID)
 }
 
+// PodPids implements Runtime.
+func (a *Adapter) PodPids(podID string) (int, int) { return a.Pods.PodPids(podID) }
+
 // ListPods implements Runtime.
 func (a *Adapter) ListPods(context.Context) ([]*pod.Pod, error) { return a.Pods.ListPods() }
 

@@ -319,10 +319,11 @@ func nanos(t time.Time) int64 {
 	return t.UnixNano()
 }
 
-// sandboxState is READY for a ready pod whose supervisor still serves
-// (an app in state unknown says it does not).
+// sandboxState is READY for a ready pod whose supervisor and pid
+// namespace holder still run (Broken says they do not; so does an app in
+// state unknown).
 func sandboxState(p *pod.Pod, ctrs []*containerEntry) runtimeapi.PodSandboxState {
-	if p.State != pod.PodReady {
+	if p.State != pod.PodReady || p.Broken != "" {
 		return runtimeapi.PodSandboxState_SANDBOX_NOTREADY
 	}
 	for _, c := range ctrs {

@@ -172,6 +172,8 @@ func (f *fakeRuntime) RemovePod(ctx context.Context, podID string) error {
 	return os.RemoveAll(filepath.Join(f.dir, podID))
 }
 
+func (f *fakeRuntime) PodPids(string) (int, int) { return 0, 0 }
+
 func (f *fakeRuntime) PodStatus(ctx context.Context, podID string) (*pod.Pod, []*pod.App, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -106,6 +106,13 @@ func (x *index) updatePod(p *pod.Pod) bool {
 		return false
 	}
 	if podRank(p.State) >= podRank(old.pod.State) {
+		if p.State == old.pod.State && p.Broken == "" && old.pod.Broken != "" {
+			// Broken is forward-only too: a refresh that read the disk
+			// before the supervisor or holder died must not undo it.
+			cp := *p
+			cp.Broken = old.pod.Broken
+			p = &cp
+		}
 		x.pods[p.ID] = &sandboxEntry{pod: p, apps: old.apps}
 		if p.State == pod.PodStopped && old.pod.State != pod.PodStopped {
 			x.emit(runtimeapi.ContainerEventType_CONTAINER_STOPPED_EVENT, p.ID, p.ID)

@@ -44,6 +44,9 @@ type Runtime interface {
 	PodStatus(ctx context.Context, podID string) (*pod.Pod, []*pod.App, error)
 	// ListPods reads every pod record.
 	ListPods(ctx context.Context) ([]*pod.Pod, error)
+	// PodPids are the host pids of a pod's supervisor and pid namespace
+	// holder, 0 when none is recorded (pod.Manager.PodPids).
+	PodPids(podID string) (supervisor, holder int)
 	// RemoveInterrupted removes what a crash left half made: pods still
 	// "preparing" and, in the other pods, apps whose creation was cut
 	// short. It returns their IDs. Stopped pods are kept: kubelet removes

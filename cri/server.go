@@ -282,6 +282,9 @@ func (s *Server) rebuild(ctx context.Context) error {
 			continue
 		}
 		s.idx.addPod(fresh)
+		if fresh.State == pod.PodReady && fresh.Broken == "" {
+			s.watchPod(fresh.ID)
+		}
 		npods++
 		for _, a := range apps {
 			s.track(a)

@@ -43,6 +43,9 @@ type criInstance struct {
 	img    runtimeapi.ImageServiceClient
 	// env is added to the daemon's environment (RUNCLET_FAILPOINT).
 	env []string
+	// extraFiles are inherited by the daemon as fds 3... (without
+	// close-on-exec, as a careless parent would leave them).
+	extraFiles []*os.File
 }
 
 func newCRIInstance(t *testing.T) *criInstance {
@@ -75,6 +78,7 @@ func (ci *criInstance) startDaemon() {
 	cmd := exec.Command(runcletBin, "--config", ci.config, "--root", ci.root, "--run-root", ci.runRoot,
 		"daemon", "--listen", "unix://"+ci.sock, "--log-level", "debug")
 	cmd.Stdout, cmd.Stderr = ci.out, ci.out
+	cmd.ExtraFiles = ci.extraFiles
 	if len(ci.env) > 0 {
 		cmd.Env = append(os.Environ(), ci.env...)
 	}

@@ -29,6 +29,7 @@ type globals struct {
 }
 
 func main() {
+	closeInheritedOnExec()
 	g := &globals{}
 	root := &cobra.Command{
 		Use:           "runclet",

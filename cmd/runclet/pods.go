@@ -527,11 +527,11 @@ func podCommands(g *globals) []*cobra.Command {
 			}
 			views := make([]podView, 0, len(pods))
 			for _, p := range pods {
-				_, apps, err := m.PodStatus(cmd.Context(), p.ID)
+				fresh, apps, err := m.PodStatus(cmd.Context(), p.ID)
 				if err != nil {
 					continue // removed meanwhile
 				}
-				views = append(views, podView{p, apps})
+				views = append(views, podView{fresh, apps})
 			}
 			if asJSON {
 				return printJSON(cmd.OutOrStdout(), views)
@@ -547,7 +547,11 @@ func podCommands(g *globals) []*cobra.Command {
 				if v.Attachment != nil && len(v.Attachment.PodIPs()) > 0 {
 					ip = v.Attachment.PodIPs()[0]
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.ID[:12], v.Name, v.State, v.Flavor, strings.Join(names, ","), ip, v.CreatedAt.Local().Format(time.DateTime))
+				state := string(v.State)
+				if v.Broken != "" {
+					state = "broken"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.ID[:12], v.Name, state, v.Flavor, strings.Join(names, ","), ip, v.CreatedAt.Local().Format(time.DateTime))
 			}
 			return tw.Flush()
 		},
@@ -573,6 +577,9 @@ func podCommands(g *globals) []*cobra.Command {
 			}
 			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "pod %s (%s): %s, flavor %s\n", p.ID, p.Name, p.State, p.Flavor)
+			if p.Broken != "" {
+				fmt.Fprintf(w, "broken: %s; it can only be stopped and removed\n", p.Broken)
+			}
 			if p.Attachment != nil {
 				fmt.Fprintf(w, "network %s: %s\n", p.Attachment.Network, strings.Join(p.Attachment.PodIPs(), ", "))
 			}

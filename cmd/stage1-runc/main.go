@@ -29,9 +29,10 @@ func main() {
 	case "version", "--version":
 		fmt.Println("stage1-runc", version)
 	case "supervise":
+		closeInheritedOnExec() // the ready pipe stays usable here
 		os.Exit(supervise(os.Args[2:]))
 	case "pidns-init":
-		supervisor.PidnsInit()
+		os.Exit(supervisor.PidnsInit())
 	case "ns-holder":
 		os.Exit(supervisor.NSHolder(os.Args[2:]))
 	default:

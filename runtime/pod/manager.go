@@ -716,8 +716,8 @@ func (m *Manager) stopPod(ctx context.Context, p *Pod, timeout time.Duration) er
 // its supervisor died before doing so, and unpins the namespace.
 func (m *Manager) endPidnsHolder(p *Pod) error {
 	if b, err := os.ReadFile(filepath.Join(m.l.RunDir(p.ID), "pidns-init.pid")); err == nil {
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 && isPidnsHolder(pid) {
-			syscall.Kill(pid, syscall.SIGKILL)
+		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 {
+			killHolder(pid) // liveness.go
 		}
 	}
 	return unpinNS(p.PIDNS)
@@ -797,8 +797,8 @@ func (m *Manager) removePod(ctx context.Context, p *Pod) error {
 	return m.forgetPodGroup(p)
 }
 
-// PodStatus returns a pod and its apps as on disk. An app whose
-// supervisor died without recording its exit is reported exited.
+// PodStatus returns a pod and its apps as on disk, and whether the
+// processes holding a ready pod still run (Pod.Broken, see checkAlive).
 func (m *Manager) PodStatus(ctx context.Context, podID string) (*Pod, []*App, error) {
 	p, err := m.l.LoadPod(podID)
 	if err != nil {
@@ -808,13 +808,7 @@ func (m *Manager) PodStatus(ctx context.Context, podID string) (*Pod, []*App, er
 	if err != nil {
 		return nil, nil, err
 	}
-	if p.State == PodReady && !m.SupervisorAlive(ctx, p.ID) {
-		for _, a := range apps {
-			if a.State != AppExited {
-				a.State, a.Reason, a.Message = AppUnknown, "Unknown", "the pod supervisor is not running"
-			}
-		}
-	}
+	m.checkAlive(ctx, p, apps) // liveness.go
 	return p, apps, nil
 }
 

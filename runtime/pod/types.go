@@ -74,6 +74,11 @@ type Pod struct {
 	// IDMap its mappings; "" and nil for the host's.
 	UserNS string        `json:"userns,omitempty"`
 	IDMap  *UserNSConfig `json:"idMap,omitempty"`
+
+	// Broken, set by PodStatus (never stored), says why a pod that is
+	// ready on disk lost its supervisor or pid namespace holder: it can
+	// only be stopped and removed.
+	Broken string `json:"broken,omitempty"`
 }
 
 // NamespaceRequest is which host namespaces a pod's config asked for.

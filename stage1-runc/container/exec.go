@@ -27,6 +27,7 @@ type ExecSpec struct {
 // Proc is a process running inside an app's container.
 type Proc struct {
 	p        *libcontainer.Process
+	group    *pgroup
 	waitOnce sync.Once
 	state    *os.ProcessState
 	waitErr  error
@@ -56,7 +57,9 @@ func (a *App) Exec(es ExecSpec, stdio Stdio) (*Proc, error) {
 	if err := a.c.Run(p); err != nil {
 		return nil, explainStartError(a.c.ID(), &execArgs{es.Args}, err)
 	}
-	return &Proc{p: p}, nil
+	// Nobody has waited for it yet, so the pid still names it.
+	pid, _ := p.Pid()
+	return &Proc{p: p, group: openPgroup(pid)}, nil
 }
 
 // execArgs lets explainStartError name the exec's command.
@@ -76,13 +79,13 @@ func (pr *Proc) Wait() (*os.ProcessState, error) {
 
 // Kill sends SIGKILL to the process and to its process group, which its
 // non-daemonized children share: a timed-out exec must not leave a
-// background child behind holding its output open.
-func (pr *Proc) Kill() {
-	if pid := pr.Pid(); pid > 0 {
-		syscall.Kill(-pid, syscall.SIGKILL)
-	}
-	pr.p.Signal(syscall.SIGKILL)
-}
+// background child behind holding its output open. It goes through a
+// pidfd, so a Kill after the process was reaped (the client leaving after
+// the exit) signals nobody else, whatever reused its pid.
+func (pr *Proc) Kill() { pr.group.kill() }
+
+// Close releases the process's pidfd; Kill does nothing after it.
+func (pr *Proc) Close() { pr.group.close() }
 
 // ExitCode turns a wait result into a shell-style exit code.
 func ExitCode(st *os.ProcessState, err error) (code, signal int, errMsg string) {

@@ -398,7 +398,10 @@ func Dial(ctx context.Context, socket, method string, params any) (net.Conn, *bu
 
 // ReadResponse reads one response line into result (which may be nil).
 func ReadResponse(r *bufio.Reader, result any) error {
-	line, err := r.ReadBytes('\n')
+	line, err := ReadLine(r, MaxResponseLine)
+	if errdefs.IsInvalidArgument(err) {
+		return fmt.Errorf("pod supervisor answered a line longer than %d bytes", MaxResponseLine)
+	}
 	if err != nil {
 		return errdefs.Unavailable("pod supervisor closed the connection: %w", err)
 	}
@@ -431,4 +434,53 @@ func Call(ctx context.Context, socket, method string, params, result any) error 
 		return fmt.Errorf("%s: %w", method, err)
 	}
 	return nil
+}
+
+// MaxRequestLine bounds one request line (newline included): the largest
+// legitimate one, an Exec of a long command line and environment, stays
+// far below it. A longer line is refused without being read into memory.
+const MaxRequestLine = 4 << 20
+
+// MaxResponseLine bounds one response line (a StateResult or StatsResult
+// of a pod with many apps is the largest).
+const MaxResponseLine = 64 << 20
+
+// ReadLine reads one '\n'-terminated line of at most max bytes, newline
+// included; a longer one is an InvalidArgument error after reading no
+// more than max bytes of it.
+func ReadLine(r *bufio.Reader, max int) ([]byte, error) {
+	var line []byte
+	for {
+		chunk, err := r.ReadSlice('\n')
+		if len(line)+len(chunk) > max {
+			return nil, errdefs.InvalidArgument("line longer than %d bytes", max)
+		}
+		line = append(line, chunk...)
+		switch {
+		case err == nil:
+			return line, nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		default:
+			return line, err
+		}
+	}
+}
+
+// ReadRequest reads and decodes one request line, as the supervisor
+// does for every connection. A read error is returned as is; a line too
+// long or not a request is InvalidArgument.
+func ReadRequest(r *bufio.Reader) (Request, error) {
+	var req Request
+	line, err := ReadLine(r, MaxRequestLine)
+	if err != nil {
+		if errdefs.IsInvalidArgument(err) {
+			return req, fmt.Errorf("bad request: %w", err)
+		}
+		return req, err
+	}
+	if err := json.Unmarshal(line, &req); err != nil {
+		return req, errdefs.InvalidArgument("bad request: %w", err)
+	}
+	return req, nil
 }

@@ -17,8 +17,9 @@ import (
 // outlive it.
 //
 // With --pid-ns it was also made the init of a new pid namespace for a
-// pod whose apps share one: it then stays, detached, reaping orphans like
-// pidns-init, until stage0 kills it when the pod goes.
+// pod whose apps share one: it then becomes the holder program of
+// holder.go, as pidns-init does (saying "ready" once its empty root is in
+// place), and stays until stage0 kills it when the pod goes.
 func NSHolder(args []string) int {
 	holdPidNS := len(args) == 2 && args[0] == "--pid-ns"
 	if holdPidNS {
@@ -32,12 +33,24 @@ func NSHolder(args []string) int {
 		fmt.Fprintf(os.Stderr, "ns-holder: sethostname %q: %v\n", args[0], err)
 		return 1
 	}
-	if _, err := os.Stdout.WriteString("ready\n"); err != nil {
-		return 1
+	sayReady := func() error {
+		_, err := os.Stdout.WriteString("ready\n")
+		return err
 	}
 	if holdPidNS {
-		os.Stdout.Close()
-		PidnsInit()
+		if holderCode == nil {
+			if sayReady() != nil {
+				return 1
+			}
+			os.Stdout.Close()
+			goHolder()
+		}
+		err := becomeHolder(os.Args, sayReady)
+		fmt.Fprintf(os.Stderr, "ns-holder: %v\n", err)
+		return holderExitCode
+	}
+	if sayReady() != nil {
+		return 1
 	}
 	io.Copy(io.Discard, os.Stdin)
 	return 0

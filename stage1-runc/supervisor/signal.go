@@ -6,6 +6,13 @@ import (
 	"syscall"
 )
 
-// signalNotify delivers SIGCHLD; as pid 1 of a namespace the holder
-// ignores every other signal it has no handler for, as the kernel wants.
-func signalNotify(c chan os.Signal) { signal.Notify(c, syscall.SIGCHLD) }
+// signalNotify delivers SIGCHLD and ignores every other signal the Go
+// runtime lets a program ignore (the Go holder only).
+func signalNotify(c chan os.Signal) {
+	for sig := syscall.Signal(1); sig <= 64; sig++ {
+		if sig != syscall.SIGCHLD {
+			signal.Ignore(sig)
+		}
+	}
+	signal.Notify(c, syscall.SIGCHLD)
+}

@@ -157,6 +157,7 @@ func (s *supervisor) exec(conn net.Conn, r *bufio.Reader, req proto.Request) {
 		reply(conn, nil, err)
 		return
 	}
+	defer proc.Close() // after which a late Kill (client gone) does nothing
 	if err := eio.recvConsole(); err != nil {
 		proc.Kill()
 		proc.Wait()

@@ -60,6 +60,9 @@ type supervisor struct {
 	shutdown chan struct{}
 	once     sync.Once
 	pidns    *exec.Cmd // holder of the pod's shared pid namespace, if any
+	// pidnsGone is closed when that holder exits (nil without one): the
+	// kernel then refuses new members of the namespace.
+	pidnsGone chan struct{}
 }
 
 // Run serves until Shutdown or SIGTERM, then kills what is left and
@@ -87,6 +90,16 @@ func Run(opts Options) error {
 			s.ready(err)
 			return err
 		}
+		s.pidnsGone = make(chan struct{})
+		go func() {
+			s.pidns.Wait()
+			close(s.pidnsGone)
+			select {
+			case <-s.shutdown:
+			default:
+				slog.Error("the pod's pid namespace holder exited; its apps are gone and no new one can start")
+			}
+		}()
 	}
 	// stage0 may exit or restart at any time; its terminal's hangup and a
 	// closed log pipe must not take the pod down.
@@ -106,7 +119,7 @@ func Run(opts Options) error {
 	<-s.shutdown
 	ln.Close()
 	s.killAll()
-	stopPidnsHolder(s.pidns, opts.RunDir, opts.PidNS)
+	stopPidnsHolder(s.pidns, s.pidnsGone, opts.RunDir, opts.PidNS)
 	os.Remove(SocketPath(opts.RunDir))
 	os.Remove(PidPath(opts.RunDir))
 	return nil
@@ -176,13 +189,11 @@ func (s *supervisor) serve(ln net.Listener) {
 func (s *supervisor) handle(conn net.Conn) {
 	defer conn.Close() // streaming handlers close it themselves too; twice is harmless
 	r := bufio.NewReader(conn)
-	line, err := r.ReadBytes('\n')
+	req, err := proto.ReadRequest(r) // a line past proto.MaxRequestLine is refused, not read
 	if err != nil {
-		return
-	}
-	var req proto.Request
-	if err := json.Unmarshal(line, &req); err != nil {
-		reply(conn, nil, errdefs.InvalidArgument("bad request: %w", err))
+		if errdefs.IsInvalidArgument(err) {
+			reply(conn, nil, err)
+		}
 		return
 	}
 	if req.Version != proto.Version {
@@ -349,6 +360,9 @@ func (s *supervisor) addApp(p proto.AddAppParams) (any, error) {
 	if p.Name == "" || p.ContainerID == "" || p.Bundle == "" || p.ExitFile == "" {
 		return nil, errdefs.InvalidArgument("AddApp: name, containerID, bundle and exitFile are required")
 	}
+	if s.holderGone() {
+		return nil, errdefs.FailedPrecondition("pod %s lost its pid namespace holder: no app can join it", s.opts.PodID)
+	}
 	s.mu.Lock()
 	if _, ok := s.apps[p.Name]; ok {
 		s.mu.Unlock()
@@ -365,6 +379,20 @@ func (s *supervisor) addApp(p proto.AddAppParams) (any, error) {
 	}
 	s.apps[p.Name] = a
 	return a.snapshot(), nil
+}
+
+// holderGone says whether the pod's pid namespace holder started by this
+// supervisor has exited.
+func (s *supervisor) holderGone() bool {
+	if s.pidnsGone == nil {
+		return false
+	}
+	select {
+	case <-s.pidnsGone:
+		return true
+	default:
+		return false
+	}
 }
 
 func (s *supervisor) removeApp(name string) error {
