@@ -32,7 +32,7 @@ test-unit: ## run the tests without lint; as a non-root user the root-only tests
 # otherwise takes a minute per new input.
 FUZZTIME ?= 15s
 FUZZ_TARGETS := cri:FuzzValidateSandboxConfig cri:FuzzValidateContainerConfig \
-	runtime/image/unpack:FuzzApply spec:FuzzParseUser
+	runtime/image/unpack:FuzzApply stage1-runc/proto:FuzzReadRequest spec:FuzzParseUser
 fuzz: ## run every fuzz target for FUZZTIME (default 15s) each
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	  pkg=$${t%%:*}; fn=$${t#*:}; echo "fuzz $$fn ($$pkg, $(FUZZTIME))"; \
