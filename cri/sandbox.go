@@ -50,7 +50,7 @@ func (s *Server) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandbo
 		s.removeUnusedPod(detached, p.ID)
 		return nil, err
 	}
-	s.idx.addPod(p)
+	s.indexPod(p)
 	logger(ctx).Info("pod sandbox ready", "pod", p.ID, "name", p.Namespace+"/"+p.Name, "flavor", p.Flavor)
 	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: p.ID}, nil
 }

@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"math"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -264,7 +266,7 @@ func (s *Server) rebuild(ctx context.Context) error {
 			s.log.Error("reading pod; it is not shown", "pod", p.ID, "err", err)
 			continue
 		}
-		s.idx.addPod(fresh)
+		s.indexPod(fresh)
 		npods++
 		for _, a := range apps {
 			s.track(a)
@@ -273,6 +275,18 @@ func (s *Server) rebuild(ctx context.Context) error {
 	}
 	s.log.Info("index built from disk", "pods", npods, "containers", nctrs)
 	return nil
+}
+
+// indexPod watches a pod's directory (for another process stopping or
+// removing it) and puts the pod in the index.
+func (s *Server) indexPod(p *pod.Pod) {
+	if err := s.watch.addPod(p.ID, s.rt.PodDir(p.ID)); err != nil {
+		s.log.Warn("watching a pod for changes made by others", "pod", p.ID, "err", err)
+	}
+	s.idx.addPod(p)
+	if _, err := os.Stat(s.rt.PodDir(p.ID)); errors.Is(err, fs.ErrNotExist) {
+		s.forgetPod(p.ID) // removed before the watch could see it
+	}
 }
 
 // track watches an app's directory and puts the app in the index, read
@@ -303,8 +317,13 @@ func (s *Server) containerEntry(a *pod.App) *containerEntry {
 	return c
 }
 
-// refreshApp re-reads one app after inotify reported a change.
+// refreshApp re-reads one app after inotify reported a change, or its
+// pod when the key names no app (pod.json changed or the pod is gone).
 func (s *Server) refreshApp(k appKey) {
+	if k.appID == "" {
+		s.refreshPod(context.Background(), k.podID)
+		return
+	}
 	a, err := s.rt.LoadApp(k.podID, k.appID)
 	if err != nil {
 		return // removed meanwhile
@@ -335,6 +354,7 @@ func (s *Server) refreshPod(ctx context.Context, id string) {
 }
 
 func (s *Server) forgetPod(id string) {
+	s.watch.removePod(id)
 	for _, c := range s.idx.removePod(id) {
 		s.watch.remove(c)
 		s.stats.forget(c)

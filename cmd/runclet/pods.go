@@ -205,6 +205,8 @@ func runCommand(g *globals) *cobra.Command {
 				return err
 			}
 			acfg.Tty, acfg.Stdin, acfg.StdinOnce = tty, interactive, interactive
+			// rkt's run: the pod exits when its app has (detached too).
+			pcfg.ExitWithApps = true
 			p, err := m.CreatePod(ctx, pcfg)
 			if err != nil {
 				return err
@@ -241,7 +243,7 @@ func runCommand(g *globals) *cobra.Command {
 			if rm {
 				err = m.RemovePod(context.Background(), p.ID)
 			} else {
-				err = m.StopPod(context.Background(), p.ID, 0)
+				err = m.ExitPod(context.Background(), p.ID)
 			}
 			if err != nil {
 				return err
@@ -568,37 +570,50 @@ func podCommands(g *globals) []*cobra.Command {
 	statusOut.add(status)
 
 	var timeout time.Duration
+	var stopForce, rmForce bool
 	stop := &cobra.Command{
 		Use:   "stop POD...",
 		Short: "Stop pods: their apps, supervisor and network",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return eachPod(g, cmd, args, func(ctx context.Context, m *pod.Manager, p *pod.Pod) error {
+				if err := notCRIPod(p, "stop", stopForce); err != nil {
+					return err
+				}
 				return m.StopPod(ctx, p.ID, timeout)
 			})
 		},
 	}
 	stop.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "grace period before SIGKILL")
+	stop.Flags().BoolVar(&stopForce, "force", false, "also stop a pod the CRI daemon (kubelet) manages")
 	rm := &cobra.Command{
 		Use:   "rm POD...",
 		Short: "Remove pods (stopping them first)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return eachPod(g, cmd, args, func(ctx context.Context, m *pod.Manager, p *pod.Pod) error {
+				if err := notCRIPod(p, "remove", rmForce); err != nil {
+					return err
+				}
 				return m.RemovePod(ctx, p.ID)
 			})
 		},
 	}
+	rm.Flags().BoolVarP(&rmForce, "force", "f", false, "also remove a pod the CRI daemon (kubelet) manages; the daemon drops it from its view")
+	var gcOpts pod.GCOptions
 	gc := &cobra.Command{
 		Use:   "gc",
-		Short: "Remove stopped and crashed pods with everything they leaked, then unused image content",
+		Short: "Remove exited and stopped pods past the grace period, crashed pods with everything they leaked, then unused image content",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if gcOpts.Grace < 0 {
+				return errdefs.InvalidArgument("--grace %s: want 0 or more", gcOpts.Grace)
+			}
 			m, images, err := g.podManager()
 			if err != nil {
 				return err
 			}
-			res, err := m.GC(cmd.Context())
+			res, err := m.GC(cmd.Context(), gcOpts)
 			for _, id := range res.Pods {
 				fmt.Fprintf(cmd.OutOrStdout(), "removed pod %s\n", id)
 			}
@@ -613,8 +628,35 @@ func podCommands(g *globals) []*cobra.Command {
 			return nil
 		},
 	}
+	gc.Flags().DurationVar(&gcOpts.Grace, "grace", pod.DefaultGCGrace, "keep exited and stopped pods this long after they finished (0: collect them now)")
+	gc.Flags().BoolVar(&gcOpts.IncludeCRI, "include-cri", false, "also collect the CRI daemon's (kubelet's) stopped pods and those whose supervisor died")
+	// The exit command a `runclet run` pod's supervisor runs when its
+	// apps have exited; not for people.
+	exited := &cobra.Command{
+		Use:    "pod-exited POD",
+		Short:  "End a pod whose apps have all exited (run by its supervisor)",
+		Hidden: true,
+		Args:   cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, _, err := g.podManager()
+			if err != nil {
+				return err
+			}
+			return m.ExitPod(cmd.Context(), args[0])
+		},
+	}
 	logs := logsCommand(g)
-	return []*cobra.Command{list, status, stop, rm, gc, logs}
+	return []*cobra.Command{list, status, stop, rm, gc, logs, exited}
+}
+
+// notCRIPod refuses to act on a pod kubelet made through the daemon
+// unless forced: kubelet stops and removes its own pods, and the daemon
+// must not be left with a view the CLI changed under it.
+func notCRIPod(p *pod.Pod, what string, force bool) error {
+	if !p.OwnedByCRI() || force {
+		return nil
+	}
+	return errdefs.FailedPrecondition("pod %s (%s/%s) belongs to the CRI: kubelet manages it through the runclet daemon; %s it with crictl, or pass --force", p.ID, p.Namespace, p.Name, what)
 }
 
 // podStatus resolves a pod by ID, prefix or name and reads it with its apps.

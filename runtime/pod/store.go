@@ -21,6 +21,8 @@ import (
 // its directory in the data root; what must vanish at reboot (sockets,
 // pinned namespaces, libcontainer state) lives under the run root.
 //
+//	<root>/pods.lock                               held while a pod is named and put in place
+//	<root>/pods/.new-<pod>/                        a pod being put in place (see CreatePod)
 //	<root>/pods/<pod>/pod.json
 //	<root>/pods/<pod>/lock
 //	<root>/pods/<pod>/etc/{resolv.conf,hosts,hostname}
@@ -40,6 +42,8 @@ type Layout struct {
 
 func (l Layout) podsDir() string                { return filepath.Join(l.Root, "pods") }
 func (l Layout) PodDir(id string) string        { return filepath.Join(l.Root, "pods", id) }
+func (l Layout) stagingDir(id string) string    { return filepath.Join(l.Root, "pods", stagingPrefix+id) }
+func (l Layout) namesLockFile() string          { return filepath.Join(l.Root, "pods.lock") }
 func (l Layout) podFile(id string) string       { return filepath.Join(l.PodDir(id), "pod.json") }
 func (l Layout) lockFile(id string) string      { return filepath.Join(l.PodDir(id), "lock") }
 func (l Layout) EtcDir(id string) string        { return filepath.Join(l.PodDir(id), "etc") }
@@ -51,6 +55,10 @@ func (l Layout) ExitFile(pod, app string) string {
 func (l Layout) Bundle(pod, app string) string { return filepath.Join(l.AppDir(pod, app), "bundle") }
 func (l Layout) RunDir(id string) string       { return filepath.Join(l.RunRoot, "pods", id) }
 func (l Layout) StateRoot() string             { return filepath.Join(l.RunRoot, "runc") }
+
+// stagingPrefix names a pod directory that is being put in place: it is
+// renamed to the pod's ID once locked and recorded.
+const stagingPrefix = ".new-"
 
 func newID() string {
 	b := make([]byte, 16)
