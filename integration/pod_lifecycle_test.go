@@ -314,16 +314,18 @@ func TestPodCreationRacesGCAndDaemonStart(t *testing.T) {
 	for i := range n {
 		out, err := pi.command(nil, "app", "sandbox", "--name", fmt.Sprintf("beside-gc-%d", i)).CombinedOutput()
 		if err != nil {
-			t.Fatalf("creation %d beside a gc loop: %v: %s", i, err, out)
+			t.Errorf("creation %d beside a gc loop: %v: %s", i, err, out)
+			continue
 		}
 		made = append(made, lastLine(string(out)))
 	}
 	// Paused with its directory in place: gc runs meanwhile (the loop).
 	out, err := pi.command([]string{"RUNCLET_PAUSEPOINT=after-pod-dir"}, "app", "sandbox", "--name", "paused-beside-gc").CombinedOutput()
 	if err != nil {
-		t.Fatalf("a paused creation beside a gc loop: %v: %s", err, out)
+		t.Errorf("a paused creation beside a gc loop: %v: %s", err, out)
+	} else {
+		made = append(made, lastLine(string(out)))
 	}
-	made = append(made, lastLine(string(out)))
 	stopGC()
 	t.Logf("%d gc runs beside %d creations", gcRuns, n+1)
 
@@ -347,15 +349,19 @@ func TestPodCreationRacesGCAndDaemonStart(t *testing.T) {
 	ci.startDaemon()
 	t.Logf("the daemon started %v after the pod directory appeared", time.Since(t0).Round(time.Millisecond))
 	if err := create.Wait(); err != nil {
-		t.Fatalf("a creation while a daemon started: %v: %s%s", err, cout.String(), cerr.String())
+		t.Errorf("a creation while a daemon started: %v: %s%s", err, cout.String(), cerr.String())
+	} else {
+		made = append(made, lastLine(cout.String()))
 	}
-	made = append(made, lastLine(cout.String()))
 	if strings.Contains(ci.out.String(), "removed a pod sandbox whose creation was interrupted") {
-		t.Fatalf("the starting daemon removed a pod being made:\n%s", ci.out.String())
+		t.Errorf("the starting daemon removed a pod being made")
+	}
+	if len(made) != n+2 {
+		t.Fatalf("%d of %d creations succeeded", len(made), n+2)
 	}
 	for _, id := range made {
 		if p := pi.status(id); p.State != "ready" {
-			t.Fatalf("pod %s is %s, want ready", id, p.State)
+			t.Errorf("pod %s is %s, want ready", id, p.State)
 		}
 	}
 }
