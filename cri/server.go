@@ -325,8 +325,16 @@ func (s *Server) refreshApp(k appKey) {
 		return
 	}
 	a, err := s.rt.LoadApp(k.podID, k.appID)
+	if errdefs.IsNotFound(err) {
+		// Removed: by the daemon's own RemoveContainer (then this is a
+		// no-op) or behind its back (runclet app rm --force).
+		s.watch.remove(k.appID)
+		s.idx.removeContainer(k.appID)
+		s.stats.forget(k.appID)
+		return
+	}
 	if err != nil {
-		return // removed meanwhile
+		return
 	}
 	if s.idx.updateApp(a) && a.State == pod.AppExited {
 		s.nri.containerExited(a.ID)

@@ -164,12 +164,11 @@ func (w *watcher) parse(b []byte) []appKey {
 			}
 		case ev.Mask&unix.IN_IGNORED != 0:
 			// The directory went away (app or pod removed): forget the
-			// watch. A pod's removal is news (an app's is not: its pod's
-			// removal or the daemon's own call says it).
+			// watch, and tell (the removal may be another process's).
 			if k, ok := w.byWD[ev.Wd]; ok {
 				delete(w.byWD, ev.Wd)
 				delete(w.byApp, k.name())
-				if k.appID == "" && !seen[k.name()] {
+				if !seen[k.name()] {
 					seen[k.name()] = true
 					out = append(out, k)
 				}

@@ -212,7 +212,7 @@ func TestCLILeavesCRIPodsAlone(t *testing.T) {
 	if _, err := ci.img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ref}}); err != nil {
 		t.Fatal(err)
 	}
-	run := func(name string) string {
+	run := func(name string) (string, string) {
 		cfg := ci.sandboxConfig(name)
 		sb, err := ci.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: cfg})
 		if err != nil {
@@ -227,17 +227,18 @@ func TestCLILeavesCRIPodsAlone(t *testing.T) {
 			t.Fatal(err)
 		}
 		ci.waitState(ctx, c.ContainerId, runtimeapi.ContainerState_CONTAINER_EXITED)
-		return sb.PodSandboxId
+		return sb.PodSandboxId, c.ContainerId
 	}
 	// Pods whose apps have all exited: what the resync skips.
-	ready, stopped := run("ready"), run("stopped")
+	ready, readyCtr := run("ready")
+	stopped, _ := run("stopped")
 	if _, err := ci.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: stopped}); err != nil {
 		t.Fatal(err)
 	}
 
-	for _, args := range [][]string{{"rm", ready}, {"stop", ready}, {"rm", stopped}} {
+	for _, args := range [][]string{{"rm", ready}, {"stop", ready}, {"rm", stopped}, {"app", "rm", ready, readyCtr}, {"app", "stop", ready, readyCtr}, {"app", "add", ready, ref}} {
 		_, stderr, err := ci.try(args...)
-		if err == nil || !strings.Contains(stderr, "belongs to the CRI") || !strings.Contains(stderr, "--force") {
+		if err == nil || !strings.Contains(stderr, "belongs to the CRI") {
 			t.Fatalf("runclet %v of a CRI pod: %v: %s", args, err, stderr)
 		}
 	}
@@ -277,6 +278,27 @@ func TestCLILeavesCRIPodsAlone(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
+	within := func(what string, done func() bool) {
+		t.Helper()
+		t0 := time.Now()
+		for !done() {
+			if time.Since(t0) > time.Second {
+				t.Fatalf("%s: the daemon did not see it within 1s", what)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Logf("%s: the daemon saw it after %v", what, time.Since(t0).Round(time.Millisecond))
+	}
+	ci.run("app", "rm", "--force", ready, readyCtr)
+	within("app rm --force", func() bool {
+		_, err := ci.rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: readyCtr})
+		return status.Code(err) == codes.NotFound
+	})
+	ci.run("stop", "--force", ready)
+	within("stop --force", func() bool {
+		st, err := ci.rt.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: ready})
+		return err == nil && st.Status.State == runtimeapi.PodSandboxState_SANDBOX_NOTREADY
+	})
 	ci.run("rm", "--force", ready)
 	t.Logf("rm --force: the daemon dropped the pod after %v", gone(ready, time.Now()).Round(time.Millisecond))
 	out := ci.run("gc", "--grace=0", "--include-cri")

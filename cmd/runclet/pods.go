@@ -379,6 +379,11 @@ func appCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if p.OwnedByCRI() {
+				// The daemon learns of containers from CreateContainer
+				// only: an app added here would be invisible to kubelet.
+				return errdefs.FailedPrecondition("pod %s (%s/%s) belongs to the CRI: kubelet manages it through the runclet daemon, which would not see an app added here; use crictl create", p.ID, p.Namespace, p.Name)
+			}
 			if _, err := ensureImage(cmd.Context(), images, args[1], cmd.ErrOrStderr()); err != nil {
 				return err
 			}
@@ -397,8 +402,11 @@ func appCommand(g *globals) *cobra.Command {
 	af.add(add)
 	add.Flags().StringVar(&af.name, "name", "", "app name (default: from the image name)")
 
-	podApp := func(use, short string, fn func(context.Context, *pod.Manager, *pod.Pod, string) error) *cobra.Command {
-		return &cobra.Command{
+	// podApp makes an app command; one that changes the app (verb set)
+	// refuses a CRI pod's app without --force.
+	podApp := func(use, short, verb string, fn func(context.Context, *pod.Manager, *pod.Pod, string) error) *cobra.Command {
+		var force bool
+		c := &cobra.Command{
 			Use:   use + " POD APP",
 			Short: short,
 			Args:  cobra.ExactArgs(2),
@@ -411,28 +419,37 @@ func appCommand(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
+				if verb != "" {
+					if err := notCRIPod(p, verb+" an app of", force); err != nil {
+						return err
+					}
+				}
 				return fn(cmd.Context(), m, p, args[1])
 			},
 		}
+		if verb != "" {
+			c.Flags().BoolVar(&force, "force", false, "also when the pod is the CRI daemon's (kubelet's)")
+		}
+		return c
 	}
-	start := podApp("start", "Start a created app", func(ctx context.Context, m *pod.Manager, p *pod.Pod, app string) error {
+	start := podApp("start", "Start a created app", "start", func(ctx context.Context, m *pod.Manager, p *pod.Pod, app string) error {
 		_, err := m.StartApp(ctx, p.ID, app)
 		return err
 	})
 	var timeout time.Duration
-	stop := podApp("stop", "Stop an app: its stop signal, then SIGKILL after --timeout", func(ctx context.Context, m *pod.Manager, p *pod.Pod, app string) error {
+	stop := podApp("stop", "Stop an app: its stop signal, then SIGKILL after --timeout", "stop", func(ctx context.Context, m *pod.Manager, p *pod.Pod, app string) error {
 		_, err := m.StopApp(ctx, p.ID, app, timeout)
 		return err
 	})
 	stop.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "grace period before SIGKILL")
-	rmApp := podApp("rm", "Remove an app (killing it if it runs)", func(ctx context.Context, m *pod.Manager, p *pod.Pod, app string) error {
+	rmApp := podApp("rm", "Remove an app (killing it if it runs)", "remove", func(ctx context.Context, m *pod.Manager, p *pod.Pod, app string) error {
 		return m.RemoveApp(ctx, p.ID, app)
 	})
-	reopen := podApp("reopen-log", "Reopen an app's log file after it was renamed (log rotation)", func(ctx context.Context, m *pod.Manager, p *pod.Pod, app string) error {
+	reopen := podApp("reopen-log", "Reopen an app's log file after it was renamed (log rotation)", "", func(ctx context.Context, m *pod.Manager, p *pod.Pod, app string) error {
 		return m.ReopenLog(ctx, p.ID, app)
 	})
 	var out outputFlag
-	status := podApp("status", "Show one app", func(ctx context.Context, m *pod.Manager, p *pod.Pod, app string) error {
+	status := podApp("status", "Show one app", "", func(ctx context.Context, m *pod.Manager, p *pod.Pod, app string) error {
 		asJSON, err := out.json()
 		if err != nil {
 			return err
