@@ -368,7 +368,20 @@ func TestAttachDetachKeysLeaveTheAppRunning(t *testing.T) {
 	}
 	slave.Close()
 	go io.Copy(io.Discard, master)
-	time.Sleep(500 * time.Millisecond)
+	// The keys must come once runclet has the terminal raw: before, the
+	// line discipline takes ctrl-q (START) for itself. A fixed sleep lost
+	// that race on a busy machine.
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		tio, err := unix.IoctlGetTermios(int(master.Fd()), unix.TCGETS)
+		if err == nil && tio.Lflag&unix.ICANON == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("runclet run -it did not put the terminal in raw mode within 30s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond)
 	master.Write([]byte{16, 17}) // ctrl-p ctrl-q
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("detaching should exit 0: %v", err)
