@@ -659,7 +659,11 @@ func podCommands(g *globals) []*cobra.Command {
 			if err != nil {
 				return err
 			}
-			return m.ExitPod(cmd.Context(), args[0])
+			p, err := m.Layout().LoadPod(args[0]) // an ID, checked before it names a path
+			if err != nil {
+				return err
+			}
+			return m.ExitPod(cmd.Context(), p.ID)
 		},
 	}
 	logs := logsCommand(g)
