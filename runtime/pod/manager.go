@@ -898,7 +898,15 @@ func (m *Manager) removePod(ctx context.Context, p *Pod) error {
 	if err := os.RemoveAll(m.l.RunDir(p.ID)); err != nil {
 		return err
 	}
-	return os.RemoveAll(m.l.PodDir(p.ID))
+	// Out of sight first, then removed: a process that would open the
+	// pod's lock file now (the exit command, a gc) fails to find the pod
+	// instead of making a new lock file that keeps its directory from
+	// being removed, and no reader sees half a pod.
+	tomb := filepath.Join(m.l.podsDir(), removingPrefix+p.ID)
+	if err := os.Rename(m.l.PodDir(p.ID), tomb); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return os.RemoveAll(tomb)
 }
 
 // PodStatus returns a pod and its apps as on disk. An app whose
@@ -1079,15 +1087,20 @@ func (m *Manager) gc(ctx context.Context, collect func(*Pod) bool) (GCResult, er
 	return res, errors.Join(errs...)
 }
 
-// gcStaging removes the staging directories crashed creations left. A
-// creator holds the names lock for as long as its staging directory
-// exists, so with that lock taken every one left is debris; if it is
-// busy, they wait for the next gc.
+// gcStaging removes the staging directories crashed creations left, and
+// what crashed removals left. A creator holds the names lock for as long
+// as its staging directory exists, so with that lock taken every one left
+// is debris; if it is busy, they wait for the next gc. A removed pod's
+// directory is only ever deleted (a remover at work does the same).
 func (m *Manager) gcStaging(ents []os.DirEntry) error {
 	var stale []string
 	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), stagingPrefix) {
+		switch {
+		case strings.HasPrefix(e.Name(), stagingPrefix):
 			stale = append(stale, e.Name())
+		case strings.HasPrefix(e.Name(), removingPrefix):
+			// Best effort: a remover may be at it at the same time.
+			os.RemoveAll(filepath.Join(m.l.podsDir(), e.Name()))
 		}
 	}
 	if len(stale) == 0 {

@@ -23,6 +23,7 @@ import (
 //
 //	<root>/pods.lock                               held while a pod is named and put in place
 //	<root>/pods/.new-<pod>/                        a pod being put in place (see CreatePod)
+//	<root>/pods/.del-<pod>/                        a pod being removed
 //	<root>/pods/<pod>/pod.json
 //	<root>/pods/<pod>/lock
 //	<root>/pods/<pod>/etc/{resolv.conf,hosts,hostname}
@@ -59,6 +60,10 @@ func (l Layout) StateRoot() string             { return filepath.Join(l.RunRoot,
 // stagingPrefix names a pod directory that is being put in place: it is
 // renamed to the pod's ID once locked and recorded.
 const stagingPrefix = ".new-"
+
+// removingPrefix names a pod directory being removed: renamed out of
+// sight, then deleted.
+const removingPrefix = ".del-"
 
 func newID() string {
 	b := make([]byte, 16)
