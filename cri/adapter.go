@@ -113,6 +113,9 @@ func (a *Adapter) LoadApp(podID, appID string) (*pod.App, error) {
 // AppDir implements Runtime.
 func (a *Adapter) AppDir(podID, appID string) string { return a.Pods.Layout().AppDir(podID, appID) }
 
+// PodDir implements Runtime.
+func (a *Adapter) PodDir(podID string) string { return a.Pods.Layout().PodDir(podID) }
+
 // AppSpec implements Runtime from the app's bundle.
 func (a *Adapter) AppSpec(podID, appID string) (*specs.Spec, error) {
 	return spec.ReadBundle(a.Pods.Layout().Bundle(podID, appID))

@@ -8,6 +8,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -23,6 +25,9 @@ type DaemonOptions struct {
 	Socket string
 	// RunRoot holds the daemon's lock (cri.lock): one daemon per run root.
 	RunRoot string
+	// DataRoot holds its other lock (daemon.lock): one daemon per data
+	// root too, whatever its run root.
+	DataRoot string
 	// StopTimeout bounds the graceful stop.
 	StopTimeout time.Duration
 }
@@ -33,14 +38,18 @@ func Run(ctx context.Context, o DaemonOptions) error {
 	if err := os.MkdirAll(o.RunRoot, 0o700); err != nil {
 		return err
 	}
-	lock, err := fsutil.TryLockFile(filepath.Join(o.RunRoot, "cri.lock"))
+	lock, err := daemonLock(filepath.Join(o.RunRoot, "cri.lock"), "run root "+o.RunRoot)
 	if err != nil {
 		return err
 	}
-	if lock == nil {
-		return errdefs.FailedPrecondition("another runclet daemon serves run root %s", o.RunRoot)
-	}
 	defer lock.Unlock()
+	if o.DataRoot != "" {
+		dataLock, err := daemonLock(filepath.Join(o.DataRoot, "daemon.lock"), "data root "+o.DataRoot)
+		if err != nil {
+			return err
+		}
+		defer dataLock.Unlock()
+	}
 
 	s, err := New(ctx, o.Options)
 	if err != nil {
@@ -66,6 +75,31 @@ func Run(ctx context.Context, o DaemonOptions) error {
 		s.Stop(0)
 		return fmt.Errorf("serving CRI: %w", err)
 	}
+}
+
+// daemonLock takes a daemon lock file and writes this process's pid in
+// it; when another process holds it, the error names that pid.
+func daemonLock(path, what string) (*fsutil.Lock, error) {
+	lock, err := fsutil.TryLockFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if lock == nil {
+		holder := "unknown pid"
+		if b, err := os.ReadFile(path); err == nil {
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 0 {
+				holder = "pid " + strconv.Itoa(pid)
+			}
+		}
+		return nil, errdefs.FailedPrecondition("another runclet daemon (%s) serves %s (its lock %s is held)", holder, what, path)
+	}
+	// The pid is written through another descriptor: the lock is on the
+	// open file description, which truncation does not touch.
+	if err := os.WriteFile(path, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
+		lock.Unlock()
+		return nil, err
+	}
+	return lock, nil
 }
 
 // maxSunPath is the usable length of a unix socket path (sun_path is 108

@@ -134,6 +134,11 @@ func (f *fakeRuntime) CreatePod(ctx context.Context, cfg pod.PodConfig) (*pod.Po
 		p.NetNS = "/run/netns/" + p.ID
 		p.Attachment = &network.Attachment{IPs: []netip.Prefix{netip.MustParsePrefix("10.1.2.3/24"), netip.MustParsePrefix("fd00::3/64")}}
 	}
+	// The daemon watches the pod's directory, and forgets a pod whose
+	// directory is gone.
+	if err := os.MkdirAll(f.PodDir(p.ID), 0o755); err != nil {
+		return nil, err
+	}
 	f.pods[p.ID] = p
 	cp := *p
 	return &cp, nil
@@ -341,6 +346,7 @@ func (f *fakeRuntime) LoadApp(podID, appID string) (*pod.App, error) {
 }
 
 func (f *fakeRuntime) AppDir(podID, appID string) string { return filepath.Join(f.dir, podID, appID) }
+func (f *fakeRuntime) PodDir(podID string) string        { return filepath.Join(f.dir, podID) }
 
 func (f *fakeRuntime) AppSpec(podID, appID string) (*specs.Spec, error) {
 	f.mu.Lock()

@@ -16,7 +16,9 @@ import (
 // calls kubelet makes every second (List*, *Status) never touch the disk.
 // The disk stays the truth: the index is built from it at start, updated
 // after each mutation from what the runtime returned, and refreshed when
-// inotify reports an app's exit.json or app.json changed.
+// inotify reports an app's exit.json or app.json, or a pod's pod.json,
+// changed, or an app's or pod's directory went away (another process,
+// the CLI forced, removed it).
 //
 // Entries are immutable once stored: an update stores a new value, so a
 // reader holding an entry sees a consistent snapshot without locking.
@@ -24,8 +26,9 @@ import (
 // States only move forward (created → running → unknown → exited for
 // apps, preparing → ready → stopped for pods), so a refresh that read the
 // disk before a concurrent mutation cannot roll the index back; and only
-// handlers add or delete entries, so a late refresh cannot resurrect a
-// removed pod or container.
+// handlers add entries (a refresh only deletes those whose records are
+// gone from disk), so a late refresh cannot resurrect a removed pod or
+// container.
 type index struct {
 	mu   sync.RWMutex
 	pods map[string]*sandboxEntry

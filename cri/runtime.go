@@ -69,6 +69,8 @@ type Runtime interface {
 	LoadApp(podID, appID string) (*pod.App, error)
 	// AppDir is the app's directory, where the supervisor writes exit.json.
 	AppDir(podID, appID string) string
+	// PodDir is the pod's directory, where its record (pod.json) is.
+	PodDir(podID string) string
 	// AppSpec reads the app's OCI spec from its bundle (its user and
 	// resources are what ContainerStatus shows).
 	AppSpec(podID, appID string) (*specs.Spec, error)

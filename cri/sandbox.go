@@ -53,7 +53,7 @@ func (s *Server) RunPodSandbox(ctx context.Context, req *runtimeapi.RunPodSandbo
 		s.removeUnusedPod(detached, p.ID)
 		return nil, err
 	}
-	s.idx.addPod(p)
+	s.indexPod(p)
 	s.watchPod(p.ID)
 	logger(ctx).Info("pod sandbox ready", "pod", p.ID, "name", p.Namespace+"/"+p.Name, "flavor", p.Flavor)
 	return &runtimeapi.RunPodSandboxResponse{PodSandboxId: p.ID}, nil

@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"maps"
 	"math"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -281,7 +283,7 @@ func (s *Server) rebuild(ctx context.Context) error {
 			s.log.Error("reading pod; it is not shown", "pod", p.ID, "err", err)
 			continue
 		}
-		s.idx.addPod(fresh)
+		s.indexPod(fresh)
 		if fresh.State == pod.PodReady && fresh.Broken == "" {
 			s.watchPod(fresh.ID)
 		}
@@ -293,6 +295,18 @@ func (s *Server) rebuild(ctx context.Context) error {
 	}
 	s.log.Info("index built from disk", "pods", npods, "containers", nctrs)
 	return nil
+}
+
+// indexPod watches a pod's directory (for another process stopping or
+// removing it) and puts the pod in the index.
+func (s *Server) indexPod(p *pod.Pod) {
+	if err := s.watch.addPod(p.ID, s.rt.PodDir(p.ID)); err != nil {
+		s.log.Warn("watching a pod for changes made by others", "pod", p.ID, "err", err)
+	}
+	s.idx.addPod(p)
+	if _, err := os.Stat(s.rt.PodDir(p.ID)); errors.Is(err, fs.ErrNotExist) {
+		s.forgetPod(p.ID) // removed before the watch could see it
+	}
 }
 
 // track watches an app's directory and puts the app in the index, read
@@ -323,11 +337,24 @@ func (s *Server) containerEntry(a *pod.App) *containerEntry {
 	return c
 }
 
-// refreshApp re-reads one app after inotify reported a change.
+// refreshApp re-reads one app after inotify reported a change, or its
+// pod when the key names no app (pod.json changed or the pod is gone).
 func (s *Server) refreshApp(k appKey) {
+	if k.appID == "" {
+		s.refreshPod(context.Background(), k.podID)
+		return
+	}
 	a, err := s.rt.LoadApp(k.podID, k.appID)
+	if errdefs.IsNotFound(err) {
+		// Removed: by the daemon's own RemoveContainer (then this is a
+		// no-op) or behind its back (runclet app rm --force).
+		s.watch.remove(k.appID)
+		s.idx.removeContainer(k.appID)
+		s.stats.forget(k.appID)
+		return
+	}
 	if err != nil {
-		return // removed meanwhile
+		return
 	}
 	if s.idx.updateApp(a) && a.State == pod.AppExited {
 		s.nri.containerExited(a.ID)
@@ -355,6 +382,7 @@ func (s *Server) refreshPod(ctx context.Context, id string) {
 }
 
 func (s *Server) forgetPod(id string) {
+	s.watch.removePod(id)
 	for _, c := range s.idx.removePod(id) {
 		s.watch.remove(c)
 		s.stats.forget(c)

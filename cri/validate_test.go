@@ -127,8 +127,9 @@ func TestListenUnixLongPath(t *testing.T) {
 	}
 }
 
-// The watcher reports exit.json and app.json written by rename, and
-// forgets a directory that goes away.
+// The watcher reports exit.json and app.json written by rename, pod.json
+// in a pod's directory, and a directory that goes away (which it then
+// forgets).
 func TestWatcher(t *testing.T) {
 	got := make(chan appKey, 10)
 	w, err := newWatcher(func(k appKey) { got <- k })
@@ -153,6 +154,9 @@ func TestWatcher(t *testing.T) {
 		t.Fatalf("got %v", k)
 	}
 	os.RemoveAll(b)
+	if k := <-got; k != (appKey{"p", "b"}) {
+		t.Fatalf("got %v after b's directory went", k)
+	}
 	w.remove("a")
 	os.WriteFile(filepath.Join(a, "exit.json"), nil, 0o644)
 	w.add(appKey{"p", "c"}, dir) // a later event proves the earlier ones were read
@@ -162,6 +166,27 @@ func TestWatcher(t *testing.T) {
 	}
 	if n := w.len(); n != 1 {
 		t.Fatalf("%d watches, want 1 (b's went with its directory)", n)
+	}
+
+	// A pod's directory: pod.json is news, app files are not, and so is
+	// the directory's removal.
+	pd := filepath.Join(dir, "pod")
+	os.Mkdir(pd, 0o755)
+	if err := w.addPod("q", pd); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(pd, "exit.json"), nil, 0o644)
+	os.WriteFile(filepath.Join(pd, ".tmp"), []byte("{}"), 0o644)
+	os.Rename(filepath.Join(pd, ".tmp"), filepath.Join(pd, "pod.json"))
+	if k := <-got; k != (appKey{podID: "q"}) {
+		t.Fatalf("got %v after pod.json", k)
+	}
+	os.RemoveAll(pd)
+	if k := <-got; k != (appKey{podID: "q"}) {
+		t.Fatalf("got %v after the pod's directory went", k)
+	}
+	if n := w.len(); n != 1 {
+		t.Fatalf("%d watches, want 1 (the pod's went with its directory)", n)
 	}
 }
 

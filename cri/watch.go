@@ -15,7 +15,10 @@ import (
 // watcher tells the daemon the moment an app's state files change: it
 // watches each app's directory with inotify for the supervisor's exit.json
 // (written by rename, so IN_MOVED_TO) and for app.json (rewritten by
-// stage0, also by rename). One inotify instance serves every app.
+// stage0, also by rename). It watches each pod's directory likewise for
+// pod.json and for the directory's removal, so a pod stopped or removed
+// by another process (`runclet rm --force`) is seen at once. One inotify
+// instance serves every app and pod; a pod's key has no appID.
 type watcher struct {
 	f  *os.File
 	fd int // f's descriptor; f.Fd() would make it blocking
@@ -29,7 +32,16 @@ type watcher struct {
 	done   chan struct{}
 }
 
+// appKey names an app, or with no appID a pod.
 type appKey struct{ podID, appID string }
+
+// name is the key's name in byApp.
+func (k appKey) name() string {
+	if k.appID == "" {
+		return podWatchName(k.podID)
+	}
+	return k.appID
+}
 
 // watchedFiles are the names in an app directory whose change is news.
 var watchedFiles = map[string]bool{"exit.json": true, "app.json": true}
@@ -53,9 +65,24 @@ func newWatcher(notify func(appKey)) (*watcher, error) {
 
 // add watches an app's directory. Watching an app twice is harmless.
 func (w *watcher) add(k appKey, dir string) error {
+	return w.addKey(k.appID, k, dir)
+}
+
+// addPod watches a pod's directory. Watching a pod twice is harmless.
+func (w *watcher) addPod(podID, dir string) error {
+	return w.addKey(podWatchName(podID), appKey{podID: podID}, dir)
+}
+
+// removePod stops watching a pod's directory.
+func (w *watcher) removePod(podID string) { w.remove(podWatchName(podID)) }
+
+// podWatchName is a pod's name in byApp (app IDs are hex: no clash).
+func podWatchName(podID string) string { return "pod/" + podID }
+
+func (w *watcher) addKey(name string, k appKey, dir string) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if _, ok := w.byApp[k.appID]; ok || w.closed {
+	if _, ok := w.byApp[name]; ok || w.closed {
 		return nil
 	}
 	wd, err := unix.InotifyAddWatch(w.fd, dir, unix.IN_MOVED_TO|unix.IN_CLOSE_WRITE|unix.IN_ONLYDIR)
@@ -63,7 +90,7 @@ func (w *watcher) add(k appKey, dir string) error {
 		return fmt.Errorf("watch %s: %w", dir, err)
 	}
 	w.byWD[int32(wd)] = k
-	w.byApp[k.appID] = int32(wd)
+	w.byApp[name] = int32(wd)
 	return nil
 }
 
@@ -130,20 +157,26 @@ func (w *watcher) parse(b []byte) []appKey {
 		switch {
 		case ev.Mask&unix.IN_Q_OVERFLOW != 0:
 			for _, k := range w.byWD {
-				if !seen[k.appID] {
-					seen[k.appID] = true
+				if !seen[k.name()] {
+					seen[k.name()] = true
 					out = append(out, k)
 				}
 			}
 		case ev.Mask&unix.IN_IGNORED != 0:
-			// The directory went away (app removed): forget the watch.
+			// The directory went away (app or pod removed): forget the
+			// watch, and tell (the removal may be another process's).
 			if k, ok := w.byWD[ev.Wd]; ok {
 				delete(w.byWD, ev.Wd)
-				delete(w.byApp, k.appID)
+				delete(w.byApp, k.name())
+				if !seen[k.name()] {
+					seen[k.name()] = true
+					out = append(out, k)
+				}
 			}
-		case watchedFiles[name]:
-			if k, ok := w.byWD[ev.Wd]; ok && !seen[k.appID] {
-				seen[k.appID] = true
+		default:
+			k, ok := w.byWD[ev.Wd]
+			if ok && !seen[k.name()] && (k.appID == "" && name == "pod.json" || k.appID != "" && watchedFiles[name]) {
+				seen[k.name()] = true
 				out = append(out, k)
 			}
 		}

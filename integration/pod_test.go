@@ -139,7 +139,7 @@ func (pi *podInstance) cleanupAndCheck(t *testing.T) {
 		t.Errorf("list at cleanup: %v: %q", err, out)
 	}
 	for _, p := range pods {
-		if _, stderr, err := pi.try("rm", p.ID); err != nil {
+		if _, stderr, err := pi.try("rm", "--force", p.ID); err != nil {
 			t.Errorf("rm %s: %v: %s", p.ID, err, stderr)
 		}
 		for _, dir := range cgroupDirs(p.CgroupParent) {
@@ -190,13 +190,17 @@ func TestRunEchoAndExitCode(t *testing.T) {
 	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 7 {
 		t.Fatalf("exit: %v, want code 7", err)
 	}
-	// Without --rm the pod stays, stopped, with its exit recorded.
+	// Without --rm the pod stays, exited, with its exit recorded, until
+	// gc's grace has passed.
 	var pods []podJSON
 	json.Unmarshal([]byte(pi.run("list", "-o", "json")), &pods)
-	if len(pods) != 1 || pods[0].State != "stopped" || pods[0].Apps[0].ExitCode != 7 || pods[0].Apps[0].Reason != "Error" {
+	if len(pods) != 1 || pods[0].State != "exited" || pods[0].Apps[0].ExitCode != 7 || pods[0].Apps[0].Reason != "Error" {
 		t.Fatalf("pods after run: %+v", pods)
 	}
-	if got := pi.run("gc"); !strings.Contains(got, "removed pod "+pods[0].ID) {
+	if got := pi.run("gc"); strings.Contains(got, "removed pod") {
+		t.Fatalf("gc within the grace removed a pod: %s", got)
+	}
+	if got := pi.run("gc", "--grace=0"); !strings.Contains(got, "removed pod "+pods[0].ID) {
 		t.Fatalf("gc: %s", got)
 	}
 }

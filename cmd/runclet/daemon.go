@@ -64,6 +64,7 @@ starts again finds them on disk. See docs/cri.md.`,
 				},
 				Socket:      g.cfg.SocketPath(),
 				RunRoot:     g.cfg.RunRoot,
+				DataRoot:    g.cfg.Root,
 				StopTimeout: g.cfg.CRI.StopTimeout,
 			})
 		},

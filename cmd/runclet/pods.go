@@ -208,6 +208,8 @@ func runCommand(g *globals) *cobra.Command {
 				return err
 			}
 			acfg.Tty, acfg.Stdin, acfg.StdinOnce = tty, interactive, interactive
+			// rkt's run: the pod exits when its app has (detached too).
+			pcfg.ExitWithApps = true
 			p, err := m.CreatePod(ctx, pcfg)
 			if err != nil {
 				return err
@@ -244,7 +246,7 @@ func runCommand(g *globals) *cobra.Command {
 			if rm {
 				err = m.RemovePod(context.Background(), p.ID)
 			} else {
-				err = m.StopPod(context.Background(), p.ID, 0)
+				err = m.ExitPod(context.Background(), p.ID)
 			}
 			if err != nil {
 				return err
@@ -391,6 +393,11 @@ func appCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if p.OwnedByCRI() {
+				// The daemon learns of containers from CreateContainer
+				// only: an app added here would be invisible to kubelet.
+				return errdefs.FailedPrecondition("pod %s (%s/%s) belongs to the CRI: kubelet manages it through the runclet daemon, which would not see an app added here; use crictl create", p.ID, p.Namespace, p.Name)
+			}
 			if _, err := ensureImage(cmd.Context(), images, args[1], cmd.ErrOrStderr()); err != nil {
 				return err
 			}
@@ -409,8 +416,11 @@ func appCommand(g *globals) *cobra.Command {
 	af.add(add)
 	add.Flags().StringVar(&af.name, "name", "", "app name (default: from the image name)")
 
-	podApp := func(use, short string, fn func(context.Context, *pod.Manager, *pod.Pod, string) error) *cobra.Command {
-		return &cobra.Command{
+	// podApp makes an app command; one that changes the app (verb set)
+	// refuses a CRI pod's app without --force.
+	podApp := func(use, short, verb string, fn func(context.Context, *pod.Manager, *pod.Pod, string) error) *cobra.Command {
+		var force bool
+		c := &cobra.Command{
 			Use:   use + " POD APP",
 			Short: short,
 			Args:  cobra.ExactArgs(2),
@@ -423,28 +433,37 @@ func appCommand(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
+				if verb != "" {
+					if err := notCRIPod(p, verb+" an app of", force); err != nil {
+						return err
+					}
+				}
 				return fn(cmd.Context(), m, p, args[1])
 			},
 		}
+		if verb != "" {
+			c.Flags().BoolVar(&force, "force", false, "also when the pod is the CRI daemon's (kubelet's)")
+		}
+		return c
 	}
-	start := podApp("start", "Start a created app", func(ctx context.Context, m *pod.Manager, p *pod.Pod, app string) error {
+	start := podApp("start", "Start a created app", "start", func(ctx context.Context, m *pod.Manager, p *pod.Pod, app string) error {
 		_, err := m.StartApp(ctx, p.ID, app)
 		return err
 	})
 	var timeout time.Duration
-	stop := podApp("stop", "Stop an app: its stop signal, then SIGKILL after --timeout", func(ctx context.Context, m *pod.Manager, p *pod.Pod, app string) error {
+	stop := podApp("stop", "Stop an app: its stop signal, then SIGKILL after --timeout", "stop", func(ctx context.Context, m *pod.Manager, p *pod.Pod, app string) error {
 		_, err := m.StopApp(ctx, p.ID, app, timeout)
 		return err
 	})
 	stop.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "grace period before SIGKILL")
-	rmApp := podApp("rm", "Remove an app (killing it if it runs)", func(ctx context.Context, m *pod.Manager, p *pod.Pod, app string) error {
+	rmApp := podApp("rm", "Remove an app (killing it if it runs)", "remove", func(ctx context.Context, m *pod.Manager, p *pod.Pod, app string) error {
 		return m.RemoveApp(ctx, p.ID, app)
 	})
-	reopen := podApp("reopen-log", "Reopen an app's log file after it was renamed (log rotation)", func(ctx context.Context, m *pod.Manager, p *pod.Pod, app string) error {
+	reopen := podApp("reopen-log", "Reopen an app's log file after it was renamed (log rotation)", "", func(ctx context.Context, m *pod.Manager, p *pod.Pod, app string) error {
 		return m.ReopenLog(ctx, p.ID, app)
 	})
 	var out outputFlag
-	status := podApp("status", "Show one app", func(ctx context.Context, m *pod.Manager, p *pod.Pod, app string) error {
+	status := podApp("status", "Show one app", "", func(ctx context.Context, m *pod.Manager, p *pod.Pod, app string) error {
 		asJSON, err := out.json()
 		if err != nil {
 			return err
@@ -589,37 +608,50 @@ func podCommands(g *globals) []*cobra.Command {
 	statusOut.add(status)
 
 	var timeout time.Duration
+	var stopForce, rmForce bool
 	stop := &cobra.Command{
 		Use:   "stop POD...",
 		Short: "Stop pods: their apps, supervisor and network",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return eachPod(g, cmd, args, func(ctx context.Context, m *pod.Manager, p *pod.Pod) error {
+				if err := notCRIPod(p, "stop", stopForce); err != nil {
+					return err
+				}
 				return m.StopPod(ctx, p.ID, timeout)
 			})
 		},
 	}
 	stop.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "grace period before SIGKILL")
+	stop.Flags().BoolVar(&stopForce, "force", false, "also stop a pod the CRI daemon (kubelet) manages")
 	rm := &cobra.Command{
 		Use:   "rm POD...",
 		Short: "Remove pods (stopping them first)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return eachPod(g, cmd, args, func(ctx context.Context, m *pod.Manager, p *pod.Pod) error {
+				if err := notCRIPod(p, "remove", rmForce); err != nil {
+					return err
+				}
 				return m.RemovePod(ctx, p.ID)
 			})
 		},
 	}
+	rm.Flags().BoolVarP(&rmForce, "force", "f", false, "also remove a pod the CRI daemon (kubelet) manages; the daemon drops it from its view")
+	var gcOpts pod.GCOptions
 	gc := &cobra.Command{
 		Use:   "gc",
-		Short: "Remove stopped and crashed pods with everything they leaked, then unused image content",
+		Short: "Remove exited and stopped pods past the grace period, crashed pods with everything they leaked, then unused image content",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if gcOpts.Grace < 0 {
+				return errdefs.InvalidArgument("--grace %s: want 0 or more", gcOpts.Grace)
+			}
 			m, images, err := g.podManager()
 			if err != nil {
 				return err
 			}
-			res, err := m.GC(cmd.Context())
+			res, err := m.GC(cmd.Context(), gcOpts)
 			for _, id := range res.Pods {
 				fmt.Fprintf(cmd.OutOrStdout(), "removed pod %s\n", id)
 			}
@@ -639,8 +671,39 @@ func podCommands(g *globals) []*cobra.Command {
 			return nil
 		},
 	}
+	gc.Flags().DurationVar(&gcOpts.Grace, "grace", pod.DefaultGCGrace, "keep exited and stopped pods this long after they finished (0: collect them now)")
+	gc.Flags().BoolVar(&gcOpts.IncludeCRI, "include-cri", false, "also collect the CRI daemon's (kubelet's) stopped pods and those whose supervisor died")
+	// The exit command a `runclet run` pod's supervisor runs when its
+	// apps have exited; not for people.
+	exited := &cobra.Command{
+		Use:    "pod-exited POD",
+		Short:  "End a pod whose apps have all exited (run by its supervisor)",
+		Hidden: true,
+		Args:   cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, _, err := g.podManager()
+			if err != nil {
+				return err
+			}
+			p, err := m.Layout().LoadPod(args[0]) // an ID, checked before it names a path
+			if err != nil {
+				return err
+			}
+			return m.ExitPod(cmd.Context(), p.ID)
+		},
+	}
 	logs := logsCommand(g)
-	return []*cobra.Command{list, status, stop, rm, gc, logs}
+	return []*cobra.Command{list, status, stop, rm, gc, logs, exited}
+}
+
+// notCRIPod refuses to act on a pod kubelet made through the daemon
+// unless forced: kubelet stops and removes its own pods, and the daemon
+// must not be left with a view the CLI changed under it.
+func notCRIPod(p *pod.Pod, what string, force bool) error {
+	if !p.OwnedByCRI() || force {
+		return nil
+	}
+	return errdefs.FailedPrecondition("pod %s (%s/%s) belongs to the CRI: kubelet manages it through the runclet daemon; %s it with crictl, or pass --force", p.ID, p.Namespace, p.Name, what)
 }
 
 // podStatus resolves a pod by ID, prefix or name and reads it with its apps.

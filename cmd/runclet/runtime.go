@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -38,6 +39,10 @@ func (g *globals) podManager() (*pod.Manager, *image.Store, error) {
 		return nil, nil, err
 	}
 	g.network = net
+	exitCmd, err := g.exitCommand()
+	if err != nil {
+		return nil, nil, err
+	}
 	m, err := pod.New(pod.Options{
 		Layout:        pod.Layout{Root: g.cfg.Root, RunRoot: g.cfg.RunRoot},
 		Images:        images,
@@ -46,8 +51,26 @@ func (g *globals) podManager() (*pod.Manager, *image.Store, error) {
 		DefaultFlavor: g.cfg.Stage1.DefaultFlavor,
 		SystemdCgroup: g.cfg.Cgroup.Driver == "systemd",
 		MaxLogLine:    g.cfg.Log.MaxLineSize,
+		ExitCommand:   exitCmd,
 	})
 	return m, images, err
+}
+
+// exitCommand is what the supervisor of a `runclet run` pod runs when
+// its apps have exited: this binary, with this process's config and
+// roots, ending the pod (the hidden `pod-exited` command).
+func (g *globals) exitCommand() ([]string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("finding runclet's own path for the pod exit command: %w", err)
+	}
+	abs := func(p string) string {
+		if a, err := filepath.Abs(p); err == nil {
+			return a
+		}
+		return p
+	}
+	return []string{self, "--config", abs(g.configPath), "--root", abs(g.cfg.Root), "--run-root", abs(g.cfg.RunRoot), "pod-exited"}, nil
 }
 
 // stage1Path finds the supervisor binary: configured, next to this

@@ -58,8 +58,18 @@ func supervise(args []string) int {
 	fs.IntVar(&o.MaxLogLine, "max-log-line", 16<<10, "CRI log line size before splitting")
 	fs.BoolVar(&debugLog, "debug", false, "debug logging")
 	fs.StringVar(&o.PidNS, "pid-ns", "", "create a pod-wide pid namespace and pin it at this path")
+	var exitCmd string
+	var exitArgs []string
+	fs.StringVar(&exitCmd, "exit-command", "", "program to run once every app has exited")
+	fs.Func("exit-command-arg", "an argument of the exit command (repeatable)", func(a string) error {
+		exitArgs = append(exitArgs, a)
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if exitCmd != "" {
+		o.ExitCommand = append([]string{exitCmd}, exitArgs...)
 	}
 	if o.PodID == "" || o.RunDir == "" || o.StateRoot == "" {
 		fmt.Fprintln(os.Stderr, "stage1-runc supervise: --pod-id, --run-dir and --state-root are required")

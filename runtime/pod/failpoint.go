@@ -3,6 +3,7 @@ package pod
 import (
 	"fmt"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 )
@@ -36,5 +37,31 @@ func failAt(name string) {
 	syscall.Kill(os.Getpid(), syscall.SIGKILL)
 	for {
 		time.Sleep(time.Hour) // the signal may take a moment; never go on
+	}
+}
+
+// RUNCLET_PAUSEPOINT names a point where the process sleeps (2 s, or
+// the duration after a colon: "after-pod-dir:10s"), so a test can run
+// another process (gc, a daemon starting) in that window. Unset (always,
+// outside tests) it does nothing.
+const pausepointEnv = "RUNCLET_PAUSEPOINT"
+
+// PauseAfterPodDir: CreatePod has made the pod's directory under its ID
+// and has not pinned namespaces or attached the network.
+const PauseAfterPodDir = "after-pod-dir"
+
+var pausepoint, pauseFor = func() (string, time.Duration) {
+	name, d, _ := strings.Cut(os.Getenv(pausepointEnv), ":")
+	if dur, err := time.ParseDuration(d); err == nil {
+		return name, dur
+	}
+	return name, 2 * time.Second
+}()
+
+// pauseAt sleeps if the pause point named is armed.
+func pauseAt(name string) {
+	if pausepoint == name {
+		fmt.Fprintf(os.Stderr, "runclet: pausepoint %s: sleeping %s\n", name, pauseFor)
+		time.Sleep(pauseFor)
 	}
 }

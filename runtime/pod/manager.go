@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/runtime/fsutil"
 	"github.com/runclet/runclet/runtime/image"
 	"github.com/runclet/runclet/runtime/network"
 	"github.com/runclet/runclet/spec"
@@ -37,6 +38,10 @@ type Options struct {
 	DefaultFlavor string
 	SystemdCgroup bool
 	MaxLogLine    int
+	// ExitCommand is stage0's command (program and arguments; the pod's ID
+	// is appended) that the supervisor of an ExitWithApps pod runs once
+	// every app has exited. Empty: such pods stay ready.
+	ExitCommand []string
 }
 
 // Manager runs pods. Every method takes the pod's lock for its changes,
@@ -88,6 +93,9 @@ type PodConfig struct {
 	Sysctls      map[string]string
 	// UserNS gives the pod a user namespace of its own (nil: the host's).
 	UserNS *UserNSConfig
+	// ExitWithApps makes the pod exit once every app has exited (rkt's
+	// `run`): supervisor gone, network released, state exited.
+	ExitWithApps bool
 }
 
 var (
@@ -125,7 +133,7 @@ func (m *Manager) CreatePod(ctx context.Context, cfg PodConfig) (_ *Pod, retErr 
 		Hostname: cfg.Hostname, Flavor: cfg.Flavor, Labels: cfg.Labels, Annotations: cfg.Annotations,
 		CreatedAt: time.Now().UTC(), State: PodPreparing, HostNetwork: cfg.HostNetwork, HostPID: cfg.HostPID,
 		HostIPC: cfg.HostIPC, SharePID: cfg.SharePID && !cfg.HostPID, Ports: cfg.Ports, DNS: cfg.DNS, CgroupParent: cfg.CgroupParent,
-		LogDirectory: cfg.LogDirectory, Sysctls: cfg.Sysctls,
+		LogDirectory: cfg.LogDirectory, Sysctls: cfg.Sysctls, ExitWithApps: cfg.ExitWithApps,
 	}
 	if p.Flavor == "" {
 		p.Flavor = m.opts.DefaultFlavor
@@ -180,25 +188,25 @@ func (m *Manager) CreatePod(ctx context.Context, cfg PodConfig) (_ *Pod, retErr 
 		return nil, err
 	}
 
+	// The pod appears under its ID already locked and recorded (state
+	// preparing), and its name taken: see placePod.
+	lock, err := m.placePod(p)
+	if err != nil {
+		return nil, err
+	}
 	var u undo
 	defer func() {
 		if retErr != nil {
-			u.run("create pod " + p.ID)
+			u.run("create pod " + p.ID) // under the pod's lock, so gc waits
 		}
+		lock.Unlock()
 	}()
 	u.add(func() error { return os.RemoveAll(m.l.RunDir(p.ID)) })
 	u.add(func() error { return os.RemoveAll(m.l.PodDir(p.ID)) })
 	if err := m.makePodDirs(p); err != nil {
 		return nil, err
 	}
-	lock, err := m.l.lock(p.ID)
-	if err != nil {
-		return nil, err
-	}
-	defer lock.Unlock()
-	if err := m.l.savePod(p); err != nil {
-		return nil, err
-	}
+	pauseAt(PauseAfterPodDir)
 	if p.IDMap != nil { // the pod's root may now search the data root
 		u.add(func() error { os.Remove(m.l.podFile(p.ID)); return m.syncTraverse() })
 		if err := m.syncTraverse(); err != nil {
@@ -275,6 +283,56 @@ func (m *Manager) CreatePod(ctx context.Context, cfg PodConfig) (_ *Pod, retErr 
 }
 
 func (m *Manager) savePod(p *Pod) error { return m.l.savePod(p) }
+
+// placePod puts a new pod's directory in place: made under a staging
+// name, its lock taken and its first record written there, then renamed
+// to the pod's ID. So no other process (gc, a daemon's crash cleanup)
+// ever sees a pod directory that is unlocked and unrecorded while it is
+// being made. The name check and the rename happen under the data root's
+// names lock, so two processes cannot both take one name; a crashed
+// creator's staging directory is removed by gc under that lock. The
+// caller gets the pod's lock, held.
+func (m *Manager) placePod(p *Pod) (_ *fsutil.Lock, retErr error) {
+	names, err := fsutil.LockFile(m.l.namesLockFile(), false)
+	if err != nil {
+		return nil, err
+	}
+	defer names.Unlock()
+	pods, err := m.l.ListPods()
+	if err != nil {
+		return nil, err
+	}
+	for _, o := range pods {
+		if o.Namespace == p.Namespace && o.Name == p.Name && o.UID == p.UID && o.Attempt == p.Attempt {
+			if p.Namespace != "" {
+				return nil, errdefs.AlreadyExists("pod sandbox %s/%s (uid %s, attempt %d) already exists as %s", p.Namespace, p.Name, p.UID, p.Attempt, o.ID)
+			}
+			return nil, errdefs.AlreadyExists("pod name %q is taken by pod %s (%s); remove it or pick another --name", p.Name, o.ID, o.State)
+		}
+	}
+	stage := m.l.stagingDir(p.ID)
+	if err := os.Mkdir(stage, 0o700); err != nil { // makePodDirs sets its mode and group
+		return nil, fmt.Errorf("pod %s: %w", p.ID, err)
+	}
+	lock, err := fsutil.LockFile(filepath.Join(stage, "lock"), false)
+	if err != nil {
+		os.RemoveAll(stage)
+		return nil, err
+	}
+	defer func() {
+		if retErr != nil {
+			os.RemoveAll(stage)
+			lock.Unlock()
+		}
+	}()
+	if err := writeJSON(filepath.Join(stage, "pod.json"), p); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(stage, m.l.PodDir(p.ID)); err != nil {
+		return nil, fmt.Errorf("pod %s: %w", p.ID, err)
+	}
+	return lock, nil
+}
 
 func (m *Manager) pinNamespaces(p *Pod) error {
 	uts := p.UTSNS
@@ -675,10 +733,50 @@ func (m *Manager) StopPod(ctx context.Context, podID string, timeout time.Durati
 	if err != nil {
 		return err
 	}
-	return m.stopPod(ctx, p, timeout)
+	if p.State == PodExited {
+		return nil // already down: apps, supervisor and network
+	}
+	return m.stopPod(ctx, p, timeout, PodStopped)
 }
 
-func (m *Manager) stopPod(ctx context.Context, p *Pod, timeout time.Duration) error {
+// ExitPod ends an ExitWithApps pod whose apps have all exited: it shuts
+// its supervisor down and releases its network, as StopPod, and records
+// it exited. It does nothing for a pod not ready, or with an app that has
+// not exited or no app at all. The pod's supervisor runs it (through
+// stage0's exit command) when the last app exits; a foreground run calls
+// it too.
+func (m *Manager) ExitPod(ctx context.Context, podID string) error {
+	lock, err := m.l.lock(podID)
+	if err != nil {
+		return err
+	}
+	defer lock.Unlock()
+	p, err := m.l.LoadPod(podID)
+	if err != nil {
+		return err
+	}
+	if p.State != PodReady {
+		return nil
+	}
+	if !p.ExitWithApps {
+		return errdefs.FailedPrecondition("pod %s does not exit with its apps", p.ID)
+	}
+	apps, err := m.l.ListApps(p.ID)
+	if err != nil {
+		return err
+	}
+	if len(apps) == 0 {
+		return nil
+	}
+	for _, a := range apps {
+		if a.State != AppExited {
+			return nil
+		}
+	}
+	return m.stopPod(ctx, p, 0, PodExited)
+}
+
+func (m *Manager) stopPod(ctx context.Context, p *Pod, timeout time.Duration, final PodState) error {
 	apps, err := m.l.ListApps(p.ID)
 	if err != nil {
 		return err
@@ -708,7 +806,10 @@ func (m *Manager) stopPod(ctx context.Context, p *Pod, timeout time.Duration) er
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	p.State = PodStopped
+	p.State = final
+	if p.FinishedAt.IsZero() {
+		p.FinishedAt = time.Now().UTC()
+	}
 	return m.l.savePod(p)
 }
 
@@ -759,8 +860,8 @@ func (m *Manager) RemovePod(ctx context.Context, podID string) error {
 }
 
 func (m *Manager) removePod(ctx context.Context, p *Pod) error {
-	if p.State != PodStopped {
-		if err := m.stopPod(ctx, p, 0); err != nil {
+	if !p.Inactive() {
+		if err := m.stopPod(ctx, p, 0, PodStopped); err != nil {
 			return fmt.Errorf("remove pod %s: %w", p.ID, err)
 		}
 	}
@@ -791,7 +892,15 @@ func (m *Manager) removePod(ctx context.Context, p *Pod) error {
 	if err := os.RemoveAll(m.l.RunDir(p.ID)); err != nil {
 		return err
 	}
-	if err := os.RemoveAll(m.l.PodDir(p.ID)); err != nil {
+	// Out of sight first, then removed: a process that would open the
+	// pod's lock file now (the exit command, a gc) fails to find the pod
+	// instead of making a new lock file that keeps its directory from
+	// being removed, and no reader sees half a pod.
+	tomb := filepath.Join(m.l.podsDir(), removingPrefix+p.ID)
+	if err := os.Rename(m.l.PodDir(p.ID), tomb); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err := os.RemoveAll(tomb); err != nil {
 		return err
 	}
 	return m.forgetPodGroup(p)
@@ -821,19 +930,27 @@ func (m *Manager) FindPod(idOrName string) (*Pod, error) {
 	if err != nil {
 		return nil, err
 	}
-	var found *Pod
+	var found []*Pod
 	for _, p := range pods {
 		if p.Name == idOrName || (len(idOrName) >= 4 && strings.HasPrefix(p.ID, idOrName)) {
-			if found != nil {
-				return nil, errdefs.InvalidArgument("pod %q is ambiguous", idOrName)
-			}
-			found = p
+			found = append(found, p)
 		}
 	}
-	if found == nil {
+	switch len(found) {
+	case 0:
 		return nil, errdefs.NotFound("pod %q not found", idOrName)
+	case 1:
+		return found[0], nil
 	}
-	return found, nil
+	cands := make([]string, 0, len(found))
+	for _, p := range found {
+		c := p.ID + " (" + p.Name
+		if p.Namespace != "" {
+			c += ", CRI pod in namespace " + p.Namespace
+		}
+		cands = append(cands, c+", "+string(p.State)+")")
+	}
+	return nil, errdefs.InvalidArgument("pod %q is ambiguous: it names %d pods: %s; use a pod ID", idOrName, len(found), strings.Join(cands, ", "))
 }
 
 // ListPods lists every pod.
@@ -855,18 +972,47 @@ type GCResult struct {
 	Apps []string `json:"apps,omitempty"`
 }
 
-// GC removes stopped pods, pods whose creation crashed (preparing, with
-// nobody holding their lock) and pods whose supervisor died, with all
-// they leaked. Pods being worked on are skipped.
-func (m *Manager) GC(ctx context.Context) (GCResult, error) {
+// DefaultGCGrace is how long gc keeps exited and stopped pods (rkt's
+// default): their exit statuses and logs stay readable meanwhile.
+const DefaultGCGrace = 30 * time.Minute
+
+// GCOptions say what GC collects.
+type GCOptions struct {
+	// Grace is how long exited and stopped pods are kept after they
+	// finished; 0 collects them at once.
+	Grace time.Duration
+	// IncludeCRI also collects the CRI's (kubelet's) inactive pods and
+	// those whose supervisor died. Without it GC leaves kubelet's pods
+	// alone (kubelet removes its own) except the half-made ones a crash
+	// left, which nobody owns.
+	IncludeCRI bool
+}
+
+// GC removes pods whose creation crashed (preparing, with nobody holding
+// their lock, or without a record), exited and stopped pods older than
+// the grace, pods whose supervisor died, with all they leaked, and the
+// half-made apps of the other pods. Pods being worked on are skipped, and
+// so are the CRI's pods unless asked.
+func (m *Manager) GC(ctx context.Context, o GCOptions) (GCResult, error) {
+	now := time.Now()
 	return m.gc(ctx, func(p *Pod) bool {
-		return p.State == PodStopped || p.State == PodPreparing || p.State == PodReady && !m.SupervisorAlive(ctx, p.ID)
+		switch {
+		case p.State == PodPreparing:
+			return true
+		case p.OwnedByCRI() && !o.IncludeCRI:
+			return false
+		case p.Inactive():
+			return now.Sub(p.FinishedAt) >= o.Grace // a record without the time predates it: old
+		case p.State == PodReady:
+			return !m.SupervisorAlive(ctx, p.ID)
+		}
+		return false
 	})
 }
 
 // gc removes the pods collect picks, plus pods without a readable record,
 // and the half-made apps of the other pods, skipping any pod whose lock
-// is held.
+// is held; and the staging directories of crashed creations.
 func (m *Manager) gc(ctx context.Context, collect func(*Pod) bool) (GCResult, error) {
 	ents, err := os.ReadDir(filepath.Join(m.l.Root, "pods"))
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -874,15 +1020,22 @@ func (m *Manager) gc(ctx context.Context, collect func(*Pod) bool) (GCResult, er
 	}
 	var res GCResult
 	var removed []string
-	var errs []error
+	errs := []error{m.gcStaging(ents)}
 	for _, e := range ents {
 		id := e.Name()
+		if strings.HasPrefix(id, ".") {
+			continue // staging: gcStaging's
+		}
 		lock, err := tryLock(m.l.lockFile(id))
 		if err != nil || lock == nil {
 			continue // busy: someone is creating or changing it
 		}
 		p, err := m.l.LoadPod(id)
 		if err != nil {
+			if _, serr := os.Stat(m.l.PodDir(id)); errors.Is(serr, fs.ErrNotExist) {
+				lock.Unlock() // removed meanwhile by whoever held it
+				continue
+			}
 			p = &Pod{ID: id, State: PodPreparing} // a crash before the first record
 		}
 		if err != nil || collect(p) {
@@ -901,4 +1054,35 @@ func (m *Manager) gc(ctx context.Context, collect func(*Pod) bool) (GCResult, er
 	slices.Sort(removed)
 	res.Pods = removed
 	return res, errors.Join(errs...)
+}
+
+// gcStaging removes the staging directories crashed creations left, and
+// what crashed removals left. A creator holds the names lock for as long
+// as its staging directory exists, so with that lock taken every one left
+// is debris; if it is busy, they wait for the next gc. A removed pod's
+// directory is only ever deleted (a remover at work does the same).
+func (m *Manager) gcStaging(ents []os.DirEntry) error {
+	var stale []string
+	for _, e := range ents {
+		switch {
+		case strings.HasPrefix(e.Name(), stagingPrefix):
+			stale = append(stale, e.Name())
+		case strings.HasPrefix(e.Name(), removingPrefix):
+			// Best effort: a remover may be at it at the same time.
+			os.RemoveAll(filepath.Join(m.l.podsDir(), e.Name()))
+		}
+	}
+	if len(stale) == 0 {
+		return nil
+	}
+	names, err := fsutil.TryLockFile(m.l.namesLockFile())
+	if err != nil || names == nil {
+		return err
+	}
+	defer names.Unlock()
+	var errs []error
+	for _, n := range stale {
+		errs = append(errs, os.RemoveAll(filepath.Join(m.l.podsDir(), n)))
+	}
+	return errors.Join(errs...)
 }

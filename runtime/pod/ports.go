@@ -25,7 +25,7 @@ func (m *Manager) checkPorts(ports []network.PortMapping) error {
 			proto = "tcp"
 		}
 		for _, p := range pods {
-			if p.State == PodStopped {
+			if p.Inactive() {
 				continue
 			}
 			for _, have := range p.Ports {

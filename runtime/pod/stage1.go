@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -47,6 +48,12 @@ func (m *Manager) startSupervisor(ctx context.Context, p *Pod) error {
 	}
 	if p.PIDNS != "" && p.IDMap == nil { // with a user namespace, ns-holder holds it
 		args = append(args, "--pid-ns", p.PIDNS)
+	}
+	if p.ExitWithApps && len(m.opts.ExitCommand) > 0 {
+		args = append(args, "--exit-command", m.opts.ExitCommand[0])
+		for _, a := range append(slices.Clone(m.opts.ExitCommand[1:]), p.ID) {
+			args = append(args, "--exit-command-arg", a)
+		}
 	}
 	cmd := exec.Command(m.opts.Stage1Path, args...)
 	cmd.Dir = "/"

@@ -21,6 +21,9 @@ import (
 // its directory in the data root; what must vanish at reboot (sockets,
 // pinned namespaces, libcontainer state) lives under the run root.
 //
+//	<root>/pods.lock                               held while a pod is named and put in place
+//	<root>/pods/.new-<pod>/                        a pod being put in place (see CreatePod)
+//	<root>/pods/.del-<pod>/                        a pod being removed
 //	<root>/pods/<pod>/pod.json
 //	<root>/pods/<pod>/lock
 //	<root>/pods/<pod>/etc/{resolv.conf,hosts,hostname}
@@ -40,6 +43,8 @@ type Layout struct {
 
 func (l Layout) podsDir() string                { return filepath.Join(l.Root, "pods") }
 func (l Layout) PodDir(id string) string        { return filepath.Join(l.Root, "pods", id) }
+func (l Layout) stagingDir(id string) string    { return filepath.Join(l.Root, "pods", stagingPrefix+id) }
+func (l Layout) namesLockFile() string          { return filepath.Join(l.Root, "pods.lock") }
 func (l Layout) podFile(id string) string       { return filepath.Join(l.PodDir(id), "pod.json") }
 func (l Layout) lockFile(id string) string      { return filepath.Join(l.PodDir(id), "lock") }
 func (l Layout) EtcDir(id string) string        { return filepath.Join(l.PodDir(id), "etc") }
@@ -51,6 +56,14 @@ func (l Layout) ExitFile(pod, app string) string {
 func (l Layout) Bundle(pod, app string) string { return filepath.Join(l.AppDir(pod, app), "bundle") }
 func (l Layout) RunDir(id string) string       { return filepath.Join(l.RunRoot, "pods", id) }
 func (l Layout) StateRoot() string             { return filepath.Join(l.RunRoot, "runc") }
+
+// stagingPrefix names a pod directory that is being put in place: it is
+// renamed to the pod's ID once locked and recorded.
+const stagingPrefix = ".new-"
+
+// removingPrefix names a pod directory being removed: renamed out of
+// sight, then deleted.
+const removingPrefix = ".del-"
 
 func newID() string {
 	b := make([]byte, 16)
@@ -115,6 +128,9 @@ func (l Layout) ListPods() ([]*Pod, error) {
 	}
 	var out []*Pod
 	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), ".") {
+			continue // being put in place or removed (stagingPrefix, removingPrefix)
+		}
 		if p, err := l.LoadPod(e.Name()); err == nil {
 			out = append(out, p)
 		}

@@ -22,6 +22,9 @@ const (
 	PodPreparing PodState = "preparing"
 	PodReady     PodState = "ready"   // supervisor up, network attached
 	PodStopped   PodState = "stopped" // apps killed, network detached, supervisor gone
+	// PodExited is a pod made to exit with its apps (runclet run) whose
+	// apps have all exited: supervisor gone, network detached, as stopped.
+	PodExited PodState = "exited"
 )
 
 // Pod is one pod's record, pod.json in its directory.
@@ -37,6 +40,12 @@ type Pod struct {
 	Annotations map[string]string `json:"annotations,omitempty"`
 	CreatedAt   time.Time         `json:"createdAt"`
 	State       PodState          `json:"state"`
+	// FinishedAt is when the pod stopped or exited (gc's grace counts
+	// from it).
+	FinishedAt time.Time `json:"finishedAt,omitzero"`
+	// ExitWithApps: the pod exits once every app has exited (a pod of
+	// `runclet run`); its supervisor runs stage0's exit command then.
+	ExitWithApps bool `json:"exitWithApps,omitempty"`
 
 	HostNetwork bool `json:"hostNetwork,omitempty"`
 	HostPID     bool `json:"hostPID,omitempty"`
@@ -80,6 +89,15 @@ type Pod struct {
 	// only be stopped and removed.
 	Broken string `json:"broken,omitempty"`
 }
+
+// OwnedByCRI tells the pods kubelet made through the daemon from the
+// CLI's: RunPodSandbox requires a namespace, the CLI never sets one.
+// kubelet stops and removes its own pods; the CLI leaves them alone
+// unless forced.
+func (p *Pod) OwnedByCRI() bool { return p.Namespace != "" }
+
+// Inactive reports a pod that no longer runs: stopped or exited.
+func (p *Pod) Inactive() bool { return p.State == PodStopped || p.State == PodExited }
 
 // NamespaceRequest is which host namespaces a pod's config asked for.
 type NamespaceRequest struct {

@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -43,6 +44,10 @@ type Options struct {
 	MaxLogLine    int
 	// PidNS, when set, asks for a pod-wide pid namespace pinned there.
 	PidNS string
+	// ExitCommand (program and arguments), when set, is run detached each
+	// time an app's exit leaves every app of the pod exited: stage0 then
+	// ends the pod (see the contract).
+	ExitCommand []string
 }
 
 // SocketPath and PidPath are where a supervisor of runDir listens and
@@ -59,7 +64,8 @@ type supervisor struct {
 
 	shutdown chan struct{}
 	once     sync.Once
-	pidns    *exec.Cmd // holder of the pod's shared pid namespace, if any
+	stopping atomic.Bool // apps exit because the pod is shutting down
+	pidns    *exec.Cmd   // holder of the pod's shared pid namespace, if any
 	// pidnsGone is closed when that holder exits (nil without one): the
 	// kernel then refuses new members of the namespace.
 	pidnsGone chan struct{}
@@ -118,6 +124,7 @@ func Run(opts Options) error {
 	go s.serve(ln)
 	<-s.shutdown
 	ln.Close()
+	s.stopping.Store(true)
 	s.killAll()
 	stopPidnsHolder(s.pidns, s.pidnsGone, opts.RunDir, opts.PidNS)
 	os.Remove(SocketPath(opts.RunDir))
@@ -302,6 +309,7 @@ func (s *supervisor) dispatch(ctx context.Context, req proto.Request) (any, erro
 	case proto.MethodShutdown:
 		// Remove every app before answering, so that when stage0 goes on
 		// to clean up the pod nothing of the supervisor's is still moving.
+		s.stopping.Store(true)
 		s.killAll()
 		return nil, nil
 	}
@@ -378,6 +386,9 @@ func (s *supervisor) addApp(p proto.AddAppParams) (any, error) {
 		return nil, err
 	}
 	s.apps[p.Name] = a
+	if len(s.opts.ExitCommand) > 0 {
+		go s.whenExited(a)
+	}
 	return a.snapshot(), nil
 }
 
@@ -393,6 +404,39 @@ func (s *supervisor) holderGone() bool {
 	default:
 		return false
 	}
+}
+
+// whenExited runs the exit command once a has exited, if that leaves
+// every app of the pod exited and the pod is not shutting down anyway.
+func (s *supervisor) whenExited(a *app) {
+	<-a.exited
+	if s.stopping.Load() {
+		return
+	}
+	s.mu.Lock()
+	for _, o := range s.apps {
+		if o == nil {
+			s.mu.Unlock()
+			return // one being added
+		}
+		select {
+		case <-o.exited:
+		default:
+			s.mu.Unlock()
+			return
+		}
+	}
+	s.mu.Unlock()
+	cmd := exec.Command(s.opts.ExitCommand[0], s.opts.ExitCommand[1:]...)
+	cmd.Dir = "/"
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr // stage1.log
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		slog.Error("every app has exited; running the exit command", "err", err)
+		return
+	}
+	slog.Info("every app has exited; ran the exit command", "pid", cmd.Process.Pid)
+	go cmd.Wait()
 }
 
 func (s *supervisor) removeApp(name string) error {
