@@ -325,10 +325,37 @@ func TestWriterReopenDuringRotation(t *testing.T) {
 	}
 }
 
-func TestWriterWriteErrorsCounted(t *testing.T) {
-	w, err := NewWriter("/dev/full", 0)
+// fullDir is a directory on a tmpfs with no free block left: files can
+// be made there, and every write to them fails with ENOSPC. (/dev/full,
+// which did this before, is no regular file, and the writer refuses
+// anything else.)
+func fullDir(t *testing.T) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: mounts a full tmpfs to make log writes fail")
+	}
+	d := t.TempDir()
+	if err := syscall.Mount("tmpfs", d, "tmpfs", 0, "size=64k"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Unmount(d, syscall.MNT_DETACH) })
+	f, err := os.Create(filepath.Join(d, "filler"))
 	if err != nil {
-		t.Skipf("/dev/full not usable: %v", err)
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 4096)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			return d
+		}
+	}
+}
+
+func TestWriterWriteErrorsCounted(t *testing.T) {
+	w, err := NewWriter(filepath.Join(fullDir(t), "ctr.log"), 0)
+	if err != nil {
+		t.Fatal(err)
 	}
 	defer w.Close()
 	var logged bytes.Buffer
