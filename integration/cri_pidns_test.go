@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -364,4 +366,66 @@ func TestCLIPodSupervisorKilled(t *testing.T) {
 		t.Errorf("status after the kill:\n%s", out)
 	}
 	pi.run("rm", podID)
+}
+
+// A foreground `runclet run` whose pod supervisor is killed under it ends
+// with an error that says so instead of waiting for an exit nobody will
+// record, and `gc` then removes the broken pod with everything it held
+// (the instance's cleanup checks that nothing is left).
+func TestForegroundRunAndGCAfterSupervisorDeath(t *testing.T) {
+	pi := newPodInstance(t)
+	img := pi.busybox()
+	var stdout, stderr syncBuffer
+	run := exec.Command(runcletBin, "--config", pi.config, "--root", pi.root, "--run-root", pi.runRoot,
+		"run", "--name", "orphaned", img, "--", "sh", "-c", "echo up; sleep 300")
+	run.Stdout, run.Stderr = &stdout, &stderr
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- run.Wait() }()
+	for i := 0; !strings.Contains(stdout.String(), "up"); i++ {
+		if i == 600 {
+			run.Process.Kill()
+			t.Fatalf("the app never started: %q %q", stdout.String(), stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	podID := pi.status("orphaned").ID
+	b, err := os.ReadFile(filepath.Join(pi.runRoot, "pods", podID, "supervisor.pid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatalf("run exited 0 after its supervisor was killed; stderr %q", stderr.String())
+		}
+		if !strings.Contains(stderr.String(), "supervisor") {
+			t.Errorf("run's error does not name the supervisor: %q", stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		run.Process.Kill()
+		t.Fatalf("foreground run still waiting 30s after its supervisor died; stderr %q", stderr.String())
+	}
+	if st := pi.status("orphaned"); !strings.Contains(pi.run("status", podID), "broken") {
+		t.Errorf("status after the supervisor died: %+v", st)
+	}
+	pi.run("gc", "--grace=0")
+	var pods []podJSON
+	if err := json.Unmarshal([]byte(pi.run("list", "-o", "json")), &pods); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range pods {
+		if p.ID == podID {
+			t.Fatalf("gc left the broken pod: %+v", p)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(pi.root, "pods", podID)); err == nil {
+		t.Fatal("gc left the broken pod's directory")
+	}
 }
