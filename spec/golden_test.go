@@ -84,7 +84,7 @@ func goldenCases() []goldenCase {
 	}
 
 	flyPod := Pod{ID: "node-agent-01", Name: "node-agent", Hostname: "node1", HostNetwork: true, HostPID: true, HostIPC: true,
-		CgroupParent: "/runclet/node-agent-01",
+		CgroupParent:   "/runclet/node-agent-01",
 		ResolvConfPath: "/var/lib/runclet/pods/node-agent-01/resolv.conf", HostsPath: "/var/lib/runclet/pods/node-agent-01/hosts"}
 	fly := goldenCase{
 		name:  "privileged-fly",

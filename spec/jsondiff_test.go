@@ -39,19 +39,23 @@ func jsonDiff(oldJSON, newJSON []byte) ([]string, error) {
 	return out, nil
 }
 
-func compactJSON(v any) string {
-	if v == nil {
-		return "null"
-	}
+// fullJSON is v's compact encoding, the identity used for comparisons.
+func fullJSON(v any) string {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Sprintf("%v", v)
 	}
-	const limit = 160
-	if len(b) > limit {
-		return string(b[:limit]) + "…"
-	}
 	return string(b)
+}
+
+// compactJSON is v's compact encoding cut for display.
+func compactJSON(v any) string {
+	const limit = 160
+	s := fullJSON(v)
+	if len(s) > limit {
+		return s[:limit] + "…"
+	}
+	return s
 }
 
 func diffValue(out *[]string, path string, a, b any) {
@@ -67,7 +71,7 @@ func diffValue(out *[]string, path string, a, b any) {
 			return
 		}
 	}
-	if compactJSON(a) != compactJSON(b) {
+	if fullJSON(a) != fullJSON(b) {
 		*out = append(*out, fmt.Sprintf("%s: %s → %s", pathOrRoot(path), compactJSON(a), compactJSON(b)))
 	}
 }
@@ -121,11 +125,11 @@ func diffObject(out *[]string, path string, a, b map[string]any) {
 func diffArray(out *[]string, path string, a, b []any) {
 	ka := make([]string, len(a))
 	for i, v := range a {
-		ka[i] = compactJSON(v)
+		ka[i] = fullJSON(v)
 	}
 	kb := make([]string, len(b))
 	for i, v := range b {
-		kb[i] = compactJSON(v)
+		kb[i] = fullJSON(v)
 	}
 	// lcs[i][j] is the LCS length of ka[i:] and kb[j:].
 	lcs := make([][]int, len(a)+1)
@@ -148,10 +152,10 @@ func diffArray(out *[]string, path string, a, b []any) {
 			diffValue(out, fmt.Sprintf("%s[%d]", path, addB[k]), a[delA[k]], b[addB[k]])
 		}
 		for _, i := range delA[n:] {
-			*out = append(*out, fmt.Sprintf("%s[%d]: - %s", path, i, ka[i]))
+			*out = append(*out, fmt.Sprintf("%s[%d]: - %s", path, i, compactJSON(a[i])))
 		}
 		for _, j := range addB[n:] {
-			*out = append(*out, fmt.Sprintf("%s[%d]: + %s", path, j, kb[j]))
+			*out = append(*out, fmt.Sprintf("%s[%d]: + %s", path, j, compactJSON(b[j])))
 		}
 		delA, addB = delA[:0], addB[:0]
 	}
@@ -206,6 +210,8 @@ func TestJSONDiff(t *testing.T) {
 		{"element changed field by field", `{"mounts":[{"d":"/proc"},{"d":"/sys","o":["nosuid","ro"]}]}`,
 			`{"mounts":[{"d":"/proc"},{"d":"/sys","o":["nosuid","rw"]}]}`,
 			[]string{`.mounts[1].o[1]: "ro" → "rw"`}},
+		{"long arrays differing after the display cut", `{"n":["` + strings.Repeat("a", 200) + `","x"]}`,
+			`{"n":["` + strings.Repeat("a", 200) + `","x","y"]}`, []string{`.n[2]: + "y"`}},
 		{"type changed", `{"a":[1]}`, `{"a":{"x":1}}`, []string{`.a: [1] → {"x":1}`}},
 		{"no old file", ``, `{"a":1}`, []string{`.: null → {"a":1}`}},
 		{"formatting only", `{"a":1}`, "{\n  \"a\": 1\n}", []string{": same JSON values, different formatting"}},
