@@ -261,7 +261,7 @@ func linux(s *specs.Spec, app App, pod Pod, flavor Flavor) error {
 	if s.Hostname, err = hostname(pod, flavor); err != nil {
 		return err
 	}
-	if s.Mounts, l.RootfsPropagation, err = buildMounts(app, pod); err != nil {
+	if s.Mounts, l.RootfsPropagation, err = buildMounts(app, pod, podIsolation(pod, flavor)); err != nil {
 		return err
 	}
 	if l.MaskedPaths, l.ReadonlyPaths, err = maskedAndReadonly(app); err != nil {

@@ -55,8 +55,11 @@ func DefaultReadonlyPaths() []string {
 
 // defaultMounts are the kernel filesystems every app gets, as containerd's
 // CRI plugin sets them up. Privileged apps get /sys and /sys/fs/cgroup
-// read-write, everyone else read-only.
-func defaultMounts(app App, pod Pod) []specs.Mount {
+// read-write, everyone else read-only. /dev/shm is the pod's ShmPath when
+// it has one, else the host's /dev/shm for an app in the host's IPC
+// namespace (as containerd and Docker do: POSIX shared memory lives there,
+// so an app on the host's IPC must see the host's), else a tmpfs of its own.
+func defaultMounts(app App, pod Pod, iso isolation) []specs.Mount {
 	sysMode := "ro"
 	if app.Privileged {
 		sysMode = "rw"
@@ -65,9 +68,13 @@ func defaultMounts(app App, pod Pod) []specs.Mount {
 		Destination: devShm, Type: "tmpfs", Source: "shm",
 		Options: []string{"nosuid", "noexec", "nodev", "mode=1777", defaultShmSize},
 	}
-	if pod.ShmPath != "" {
+	shmPath := pod.ShmPath
+	if shmPath == "" && iso.hostIPC {
+		shmPath = devShm
+	}
+	if shmPath != "" {
 		shm = specs.Mount{
-			Destination: devShm, Type: "bind", Source: pod.ShmPath,
+			Destination: devShm, Type: "bind", Source: shmPath,
 			Options: []string{"rbind", "rprivate", "nosuid", "noexec", "nodev", "rw"},
 		}
 	}
@@ -194,7 +201,7 @@ func mountDepth(p string) int {
 // requested mounts need. Defaults come first, minus those the app replaces;
 // then the pod's files and the app's mounts, stably sorted by depth so a
 // parent is always mounted before its children.
-func buildMounts(app App, pod Pod) ([]specs.Mount, string, error) {
+func buildMounts(app App, pod Pod, iso isolation) ([]specs.Mount, string, error) {
 	taken := map[string]bool{}
 	var extra []specs.Mount
 	rootProp := ""
@@ -215,7 +222,7 @@ func buildMounts(app App, pod Pod) ([]specs.Mount, string, error) {
 		return mountDepth(a.Destination) - mountDepth(b.Destination)
 	})
 	var out []specs.Mount
-	for _, m := range defaultMounts(app, pod) {
+	for _, m := range defaultMounts(app, pod, iso) {
 		if !taken[m.Destination] {
 			out = append(out, m)
 		}

@@ -206,3 +206,35 @@ func TestMaskedAndReadonlyPaths(t *testing.T) {
 	_, err := Generate(busyboxImage(), nil, App{Name: "a", MaskedPaths: []string{"proc"}}, testPod(), FlavorRunc)
 	wantInvalid(t, err)
 }
+
+// TestHostIPCShm: an app in the host's IPC namespace gets the host's
+// /dev/shm, as with containerd and Docker, so POSIX shared memory (which
+// lives in /dev/shm, not in the IPC namespace) is shared with the host like
+// SysV shared memory is. Other apps keep a private tmpfs.
+func TestHostIPCShm(t *testing.T) {
+	bare := Pod{ID: "p1", Name: "p"}
+	hostIPC := bare
+	hostIPC.HostIPC = true
+	for _, tc := range []struct {
+		name     string
+		pod      Pod
+		flavor   Flavor
+		wantType string
+		wantSrc  string
+	}{
+		{"own ipc", bare, FlavorRunc, "tmpfs", "shm"},
+		{"host ipc", hostIPC, FlavorRunc, "bind", "/dev/shm"},
+		{"fly", bare, FlavorFly, "bind", "/dev/shm"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := mustGenerate(t, busyboxImage(), busyboxFiles(), App{Name: "a"}, tc.pod, tc.flavor)
+			shm, ok := findMount(s.Mounts, devShm)
+			if !ok || shm.Type != tc.wantType || shm.Source != tc.wantSrc {
+				t.Fatalf("/dev/shm = %+v, want type %s source %s", shm, tc.wantType, tc.wantSrc)
+			}
+			if shm.Type == "bind" && !slices.Equal(shm.Options, []string{"rbind", "rprivate", "nosuid", "noexec", "nodev", "rw"}) {
+				t.Errorf("/dev/shm options = %v", shm.Options)
+			}
+		})
+	}
+}

@@ -244,3 +244,37 @@ func TestLocalhostProfileErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestRuntimeDefaultRecentSyscalls: syscalls that both containerd's and
+// moby's default profiles allow and that older versions of this list lacked.
+// uretprobe matters most. On x86_64 kernels from 6.11, a uretprobe that a
+// host tracer attaches to a function of the app returns through this
+// syscall. If the filter refuses it, the traced app crashes. That stays true
+// until the kernel bypasses seccomp for it (6.14, and stable backports).
+// The others would fail with EPERM, which libc and util-linux do not treat
+// as "not implemented, fall back". The lsm_* calls follow moby: only with
+// CAP_SYS_ADMIN (containerd allows them to everyone).
+func TestRuntimeDefaultRecentSyscalls(t *testing.T) {
+	p := DefaultSeccomp()
+	for _, sc := range []string{
+		"uretprobe", "statmount", "listmount",
+		"getxattrat", "setxattrat", "listxattrat", "removexattrat",
+	} {
+		rules := rulesFor(p, sc)
+		if len(rules) != 1 || rules[0].Action != specs.ActAllow || len(rules[0].Args) != 0 {
+			t.Errorf("%s: rules %+v, want one unconditional allow", sc, rules)
+		}
+	}
+	admin, err := seccompFor(App{}, append(DefaultCapabilities(), "CAP_SYS_ADMIN"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, sc := range []string{"lsm_get_self_attr", "lsm_set_self_attr", "lsm_list_modules"} {
+		if len(rulesFor(p, sc)) != 0 {
+			t.Errorf("%s allowed without CAP_SYS_ADMIN", sc)
+		}
+		if rules := rulesFor(admin, sc); len(rules) != 1 || rules[0].Action != specs.ActAllow {
+			t.Errorf("%s with CAP_SYS_ADMIN: rules %+v, want allow", sc, rules)
+		}
+	}
+}

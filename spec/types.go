@@ -281,7 +281,8 @@ type Pod struct {
 	HostsPath string
 	// HostnamePath is the pod's hostname file, bind-mounted at /etc/hostname.
 	HostnamePath string
-	// ShmPath is a pod-shared /dev/shm to bind; "" gives each app a tmpfs.
+	// ShmPath is a pod-shared /dev/shm to bind; "" gives each app a tmpfs,
+	// or the host's /dev/shm when the app shares the host's IPC namespace.
 	ShmPath string
 
 	// UserNS is the pod's user namespace; nil means none.
