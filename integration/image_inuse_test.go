@@ -61,9 +61,9 @@ func TestImageRemoveKeepsWhatPodsUse(t *testing.T) {
 	}
 	img2 := pi.image("variant", variant)
 	pi.run("run", "-d", "--name", "inuse", img, "--", "sleep", "300")
-	pi.run("run", "--name", "stoppedpod", img2, "--", "true") // exits; the pod stays, stopped
-	if st := pi.status("stoppedpod").State; st != "stopped" {
-		t.Fatalf("second pod is %s, want stopped", st)
+	pi.run("run", "--name", "stoppedpod", img2, "--", "true") // exits; the pod stays, exited
+	if st := pi.status("stoppedpod").State; st != "exited" {
+		t.Fatalf("second pod is %s, want exited (a run pod whose app has exited)", st)
 	}
 	rootfs := func() string { return pi.run("exec", "inuse", "--", "ls", "/") }
 	before := rootfs()
@@ -102,7 +102,7 @@ func TestImageRemoveKeepsWhatPodsUse(t *testing.T) {
 		t.Fatalf("after prune --all ls / shows %q, before %q", after, before)
 	}
 	pi.run("image", "gc")
-	pi.run("gc") // pod GC removes the stopped pod, then image GC runs
+	pi.run("gc", "--grace=0") // pod GC removes the exited pod, then image GC runs
 	if after := rootfs(); after != before {
 		t.Fatalf("after gc ls / shows %q, before %q", after, before)
 	}
