@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/runclet/runclet/integration/hostcgroup"
@@ -37,6 +39,8 @@ func scenarios() []scenario {
 		{name: "pod-start-latency", serial: true, run: podStartLatency},
 		{name: "runtime-daemon-restart", serial: true, run: daemonRestart,
 			runcletOnly: "restarts the runclet daemon under running pods (runclet's design point)"},
+		{name: "supervisor-killed", run: supervisorKilled,
+			runcletOnly: "kills runclet's per-pod supervisor"},
 	}
 }
 
@@ -1287,5 +1291,61 @@ containers:
 		return fmt.Errorf("new pod after the restart: %w", err)
 	}
 	t.note("after 20 s without restarts: logs -f, exec and a new pod worked (%v)", time.Since(since).Round(100*time.Millisecond))
+	return nil
+}
+
+// supervisorKilled: the pod's stage1 supervisor is killed from the host.
+// The sandbox must turn NOTREADY so that kubelet makes a new one and
+// restarts the container in it, as it does when containerd's sandbox dies.
+func supervisorKilled(t *T) error {
+	rt, ok := t.c.rt.(*runcletRuntime)
+	if !ok {
+		return fmt.Errorf("not a runclet node")
+	}
+	const name = "sup-killed"
+	if err := t.createPod(name, "terminationGracePeriodSeconds: 1\ncontainers:"+sleeper); err != nil {
+		return err
+	}
+	p, err := t.running(name, true)
+	if err != nil {
+		return err
+	}
+	out, err := rt.cli("list", "-o", "json").Output()
+	if err != nil {
+		return fmt.Errorf("runclet list: %w", err)
+	}
+	var pods []struct{ ID, Name, Namespace, State string }
+	if err := json.Unmarshal(out, &pods); err != nil {
+		return err
+	}
+	var sandbox string
+	for _, sp := range pods {
+		if sp.Name == name && sp.Namespace == "default" && sp.State == "ready" {
+			sandbox = sp.ID
+		}
+	}
+	if sandbox == "" {
+		return fmt.Errorf("no ready runclet pod for %s in %s", name, out)
+	}
+	b, err := os.ReadFile(filepath.Join(rt.runRoot, "pods", sandbox, "supervisor.pid"))
+	if err != nil {
+		return err
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil {
+		return err
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		return fmt.Errorf("killing supervisor %d: %w", pid, err)
+	}
+	t0 := time.Now()
+	old := p.container("main").ContainerID
+	if _, err := t.waitPod(name, 90*time.Second, "the container restarted in a new sandbox", func(p *pod) (bool, error) {
+		cs := p.container("main")
+		return cs != nil && cs.RestartCount >= 1 && cs.ContainerID != old && cs.State.Running != nil && cs.Ready, nil
+	}); err != nil {
+		return err
+	}
+	t.note("running again %v after the kill", time.Since(t0).Round(100*time.Millisecond))
 	return nil
 }
