@@ -5,6 +5,8 @@ import (
 	"os"
 	"syscall"
 	"time"
+
+	"github.com/runclet/runclet/spec"
 )
 
 // Failpoints are a test hook: RUNCLET_FAILPOINT names a point in pod or
@@ -38,3 +40,7 @@ func failAt(name string) {
 		time.Sleep(time.Hour) // the signal may take a moment; never go on
 	}
 }
+
+// writeBundle is spec.WriteBundle; rollback tests replace it to make an
+// app's bundle write fail after its rootfs is mounted.
+var writeBundle = spec.WriteBundle

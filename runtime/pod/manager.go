@@ -263,6 +263,8 @@ func (m *Manager) CreatePod(ctx context.Context, cfg PodConfig) (_ *Pod, retErr 
 	if err := m.writeEtc(p); err != nil {
 		return nil, err
 	}
+	// A supervisor killed while it starts leaves the pid namespace holder it started and pinned.
+	u.add(func() error { return m.endPidnsHolder(p) })
 	if err := m.startSupervisor(ctx, p); err != nil {
 		return nil, err
 	}
@@ -446,7 +448,7 @@ func (m *Manager) AddApp(ctx context.Context, podID string, cfg AppConfig) (_ *A
 	if err != nil {
 		return nil, err
 	}
-	if err := spec.WriteBundle(m.l.Bundle(podID, a.ID), s); err != nil {
+	if err := writeBundle(m.l.Bundle(podID, a.ID), s); err != nil {
 		return nil, err
 	}
 	if s.Process != nil {
