@@ -443,7 +443,7 @@ func TestAddAppRollsBackWhenTheBundleWriteFails(t *testing.T) {
 	orig := writeBundle
 	defer func() { writeBundle = orig }()
 	writeBundle = func(dir string, s *specs.Spec) error {
-		writeBundle = orig // once
+		writeBundle = orig                               // once
 		if err := spec.WriteBundle(dir, s); err != nil { // half done: config.json is there
 			return err
 		}
@@ -498,4 +498,3 @@ func killSupervisor(t *testing.T, l Layout, podID string) {
 		}
 	}
 }
-
