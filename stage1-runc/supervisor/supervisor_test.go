@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/runclet/runclet/runtime/errdefs"
 	"github.com/runclet/runclet/stage1-runc/proto"
 )
@@ -162,7 +164,7 @@ func TestReadyWritesOkOrTheError(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s := &supervisor{opts: Options{ReadyFD: int(w.Fd())}}
+		s := &supervisor{opts: Options{ReadyFD: readyFD(t, w)}}
 		s.ready(c.err) // closes w's descriptor
 		b := make([]byte, 64)
 		n, _ := r.Read(b)
@@ -188,7 +190,7 @@ func TestRunServesUntilShutdown(t *testing.T) {
 	defer r.Close()
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(Options{PodID: "pod1", Flavor: "fly", RunDir: runDir, StateRoot: t.TempDir(), ReadyFD: int(w.Fd())})
+		done <- Run(Options{PodID: "pod1", Flavor: "fly", RunDir: runDir, StateRoot: t.TempDir(), ReadyFD: readyFD(t, w)})
 	}()
 	ready, _ := bufio.NewReader(r).ReadString('\n')
 	if ready != "ok\n" {
@@ -235,7 +237,7 @@ func TestRunReportsListenFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	err = Run(Options{PodID: "pod1", RunDir: filepath.Join(file, "pod"), ReadyFD: int(w.Fd())})
+	err = Run(Options{PodID: "pod1", RunDir: filepath.Join(file, "pod"), ReadyFD: readyFD(t, w)})
 	if err == nil {
 		t.Fatal("Run under a regular file succeeded")
 	}
@@ -243,4 +245,17 @@ func TestRunReportsListenFailure(t *testing.T) {
 	if msg == "ok\n" || !strings.Contains(msg, "not a directory") {
 		t.Fatalf("ready fd got %q for %v", msg, err)
 	}
+}
+
+// readyFD hands the supervisor a descriptor of its own for w's pipe and
+// closes w: ready closes what it is given, and w's finalizer must not
+// close that number again once it belongs to something else.
+func readyFD(t *testing.T, w *os.File) int {
+	t.Helper()
+	fd, err := unix.Dup(int(w.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	return fd
 }
