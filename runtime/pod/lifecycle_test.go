@@ -43,7 +43,7 @@ func TestPodLifecycle(t *testing.T) {
 	}
 	img := r.busybox()
 	a, err := r.m.AddApp(ctx, p.ID, AppConfig{Name: "web", Image: img, StopSignal: "SIGUSR1",
-		Spec: spec.App{Command: []string{"sh", "-c", "echo started; trap 'exit 0' USR1; while :; do sleep 1; done"}}})
+		Spec: spec.App{Command: []string{"sh", "-c", "trap 'exit 0' USR1; echo started; while :; do sleep 1; done"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,16 +84,21 @@ func TestPodLifecycle(t *testing.T) {
 	if err := r.m.KillApp(ctx, p.ID, a.ID, syscall.SIGCONT); err != nil {
 		t.Fatalf("kill with a harmless signal: %v", err)
 	}
-	// Its stop signal is USR1, which it traps: it exits 0 well before the timeout.
+	// Once it says so, it traps its stop signal, USR1: it exits 0 well
+	// before the timeout.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if b, _ := os.ReadFile(a.LogPath); strings.Contains(string(b), "stdout F started") {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("log: %q", b)
+		}
+	}
 	start := time.Now()
 	if a, err = r.m.StopApp(ctx, p.ID, "web", 20*time.Second); err != nil || a.State != AppExited || a.ExitCode != 0 {
 		t.Fatalf("stop: %+v %v", a, err)
 	}
 	if time.Since(start) > 10*time.Second {
 		t.Fatalf("stop took %v: the stop signal was not used", time.Since(start))
-	}
-	if b, _ := os.ReadFile(a.LogPath); !strings.Contains(string(b), "stdout F started") {
-		t.Fatalf("log: %q", b)
 	}
 	if err := r.m.RemoveApp(ctx, p.ID, a.ID); err != nil {
 		t.Fatal(err)

@@ -498,3 +498,54 @@ func killSupervisor(t *testing.T, l Layout, podID string) {
 		}
 	}
 }
+
+// kubelet gives up on a CreateContainer that takes long: AddApp's context
+// ends while the supervisor is still creating the container (here a
+// createRuntime hook makes that take 3 s). What the supervisor finishes
+// afterwards must not be left behind.
+func TestAddAppRollsBackWhenItsContextEndsDuringCreate(t *testing.T) {
+	r := newRig(t, rigOptions{})
+	orig := writeBundle
+	defer func() { writeBundle = orig }()
+	mark := filepath.Join(t.TempDir(), "hook-ran")
+	writeBundle = func(dir string, s *specs.Spec) error {
+		s.Hooks = &specs.Hooks{CreateRuntime: []specs.Hook{{Path: "/bin/sh", Args: []string{"sh", "-c", "touch " + mark + "; sleep 3"}}}}
+		return orig(dir, s)
+	}
+	p := r.readyPod("slow-create")
+	// Its context ends once the hook runs: the container is half made.
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	go func() {
+		for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			if _, err := os.Stat(mark); err == nil {
+				break
+			}
+		}
+		cancel(context.DeadlineExceeded)
+	}()
+	id := newID()
+	_, err := r.m.AddApp(ctx, p.ID, AppConfig{ID: id, Name: "app", Image: r.busybox(), Spec: spec.App{Command: []string{"sleep", "60"}}})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("AddApp: %v, want its context's end", err)
+	}
+	time.Sleep(4 * time.Second) // the supervisor is done creating by now
+	if _, err := os.Stat(mark); err != nil {
+		t.Fatalf("the hook did not run: %v", err)
+	}
+	for _, l := range r.appLeaks(p, id) {
+		t.Errorf("AddApp whose context ended left: %s", l)
+	}
+	var st struct {
+		Apps []struct {
+			Name string `json:"name"`
+		} `json:"apps"`
+	}
+	if err := r.m.call(context.Background(), p.ID, "State", nil, &st); err != nil || len(st.Apps) != 0 {
+		t.Errorf("the supervisor still has apps: %+v %v", st, err)
+	}
+	if err := r.m.RemovePod(context.Background(), p.ID); err != nil {
+		t.Fatalf("RemovePod: %v", err)
+	}
+	r.noLeaks("pod after an AddApp whose context ended")
+}
