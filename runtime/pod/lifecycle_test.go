@@ -1,12 +1,14 @@
 package pod
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -43,7 +45,7 @@ func TestPodLifecycle(t *testing.T) {
 	}
 	img := r.busybox()
 	a, err := r.m.AddApp(ctx, p.ID, AppConfig{Name: "web", Image: img, StopSignal: "SIGUSR1",
-		Spec: spec.App{Command: []string{"sh", "-c", "trap 'exit 0' USR1; echo started; while :; do sleep 1; done"}}})
+		Spec: spec.App{Command: []string{"sh", "-c", "trap 'exit 0' USR1; echo started; while :; do sleep 0.2; echo tick; done"}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,6 +82,47 @@ func TestPodLifecycle(t *testing.T) {
 	}
 	if _, err := r.m.PodStats(ctx, got); err != nil {
 		t.Fatalf("pod stats: %v", err)
+	}
+	var out, errOut bytes.Buffer
+	code, err := r.m.Exec(ctx, p.ID, "web", ExecConfig{Cmd: []string{"sh", "-c", "read x; echo out $x $E; echo err >&2; exit 7"}, Env: []string{"E=env"}},
+		Streams{Stdin: strings.NewReader("in\n"), Stdout: &out, Stderr: &errOut})
+	if err != nil || code != 7 || out.String() != "out in env\n" || errOut.String() != "err\n" {
+		t.Fatalf("exec: %d %v %q %q", code, err, out.String(), errOut.String())
+	}
+	out.Reset()
+	if code, err := r.m.Exec(ctx, p.ID, "web", ExecConfig{Cmd: []string{"tty"}}, Streams{Stdout: &out, Tty: true}); err != nil || code != 0 || !strings.Contains(out.String(), "/dev/pts/") {
+		t.Fatalf("exec with a tty: %d %v %q", code, err, out.String())
+	}
+	if code, err := r.m.Exec(ctx, p.ID, "web", ExecConfig{Cmd: []string{"sleep", "60"}, Timeout: 300 * time.Millisecond}, Streams{}); !errors.Is(err, ErrTimeout) || code != 137 {
+		t.Fatalf("exec past its timeout: %d %v", code, err)
+	}
+	if _, err := r.m.Exec(ctx, p.ID, "web", ExecConfig{}, Streams{}); !errdefs.IsInvalidArgument(err) {
+		t.Fatalf("exec of nothing: %v", err)
+	}
+	// An attach sees what the app writes after it attached, until it goes.
+	actx, acancel := context.WithCancel(ctx)
+	attached := make(chan struct{})
+	var aout syncBuffer
+	adone := make(chan error, 1)
+	go func() {
+		_, err := r.m.Attach(actx, p.ID, "web", Streams{Stdout: &aout, Stderr: &aout, Attached: func() { close(attached) }})
+		adone <- err
+	}()
+	<-attached
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(aout.String(), "tick"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("attach got %q", aout.String())
+		}
+	}
+	acancel()
+	if err := <-adone; err != nil && !errors.Is(err, context.Canceled) {
+		t.Fatalf("attach end: %v", err)
+	}
+	if a, err = r.m.UpdateApp(ctx, p.ID, "web", spec.Resources{CPUShares: 512, MemoryLimit: 256 << 20}); err != nil {
+		t.Fatalf("update: %v", err)
+	}
+	if s, err := spec.ReadBundle(r.l.Bundle(p.ID, a.ID)); err != nil || s.Linux.Resources.Memory == nil || *s.Linux.Resources.Memory.Limit != 256<<20 {
+		t.Fatalf("bundle after update: %v", err)
 	}
 	if err := r.m.KillApp(ctx, p.ID, a.ID, syscall.SIGCONT); err != nil {
 		t.Fatalf("kill with a harmless signal: %v", err)
@@ -293,4 +336,22 @@ func TestCheckPorts(t *testing.T) {
 			t.Errorf("%+v: %v", c.want, err)
 		}
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer and one reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }
