@@ -47,6 +47,7 @@ func stage1Binary(t *testing.T) string {
 			stage1Once.err = err
 			return
 		}
+		os.Chmod(dir, 0o755) // a pod's mapped root runs it too (ns-holder)
 		stage1Once.path = filepath.Join(dir, "stage1-runc")
 		out, err := exec.Command("go", "build", "-tags", "seccomp", "-o", stage1Once.path, "github.com/runclet/runclet/cmd/stage1-runc").CombinedOutput()
 		if err != nil {
@@ -342,12 +343,14 @@ func TestCreatePodRollsBackWhenSupervisorExitsAtOnce(t *testing.T) {
 // supervisor after it made everything it makes: with a shared pid
 // namespace, the holder process and its pin too.
 func TestCreatePodRollsBackWhenSupervisorIsKilledWhileStarting(t *testing.T) {
-	for _, sharePID := range []bool{false, true} {
-		t.Run(fmt.Sprintf("sharePID=%v", sharePID), func(t *testing.T) {
+	for _, c := range []struct{ sharePID, userNS bool }{{false, false}, {true, false}, {false, true}, {true, true}} {
+		t.Run(fmt.Sprintf("sharePID=%v,userNS=%v", c.sharePID, c.userNS), func(t *testing.T) {
 			real := stage1Binary(t)
-			stage1 := filepath.Join(t.TempDir(), "stage1")
-			// fd 4 keeps the ready pipe open; the supervisor reports to /dev/null.
-			script := fmt.Sprintf("#!/bin/sh\nexec 4>&3\nexec %q \"$@\" 3>/dev/null\n", real)
+			stage1 := filepath.Join(traversableTempDir(t), "stage1")
+			// fd 4 keeps the ready pipe open; the supervisor reports to
+			// /dev/null. Other uses of stage1 (the ns-holder of a pod with a
+			// user namespace) go straight through.
+			script := fmt.Sprintf("#!/bin/sh\nif [ \"$1\" = supervise ]; then exec 4>&3; exec %q \"$@\" 3>/dev/null; fi\nexec %q \"$@\"\n", real, real)
 			if err := os.WriteFile(stage1, []byte(script), 0o755); err != nil {
 				t.Fatal(err)
 			}
@@ -355,13 +358,25 @@ func TestCreatePodRollsBackWhenSupervisorIsKilledWhileStarting(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 			defer cancel()
 			cfg := podConfig("stage1-killed")
-			cfg.SharePID = sharePID
+			cfg.SharePID = c.sharePID
+			if c.userNS {
+				ids := []specs.LinuxIDMapping{{HostID: 3 << 20, Size: 65536}}
+				cfg.UserNS = &UserNSConfig{UIDMap: ids, GIDMap: ids}
+			}
 			if _, err := r.m.CreatePod(ctx, cfg); !errors.Is(err, context.DeadlineExceeded) {
 				t.Fatalf("CreatePod: %v, want its deadline", err)
 			}
 			r.noLeaks("CreatePod after its supervisor was killed while starting")
 		})
 	}
+}
+
+// traversableTempDir is a t.TempDir that a pod's mapped root may search.
+func traversableTempDir(t *testing.T) string {
+	d := t.TempDir()
+	os.Chmod(filepath.Dir(d), 0o755)
+	os.Chmod(d, 0o755)
+	return d
 }
 
 // readyPod makes a pod that works, for the AddApp failures.
