@@ -459,6 +459,13 @@ func (m *Manager) AddApp(ctx context.Context, podID string, cfg AppConfig) (_ *A
 			return nil, err
 		}
 	}
+	// A supervisor that dies while it creates the container leaves it half made.
+	u.add(func() error {
+		if m.SupervisorAlive(context.Background(), podID) {
+			return nil // it undid its own creation
+		}
+		return m.cleanupContainer(a.ID, m.appCgroupOf(p, a))
+	})
 	var st proto.AppState
 	err = m.call(ctx, podID, proto.MethodAddApp, proto.AddAppParams{
 		Name: a.ID, ContainerID: a.ID, Bundle: m.l.Bundle(podID, a.ID), LogPath: a.LogPath,

@@ -564,3 +564,41 @@ func TestAddAppRollsBackWhenItsContextEndsDuringCreate(t *testing.T) {
 	}
 	r.noLeaks("pod after an AddApp whose context ended")
 }
+
+// The supervisor dies while it creates the container (a createRuntime
+// hook, which it runs itself, kills it): AddApp fails, and the half-made
+// container (its libcontainer state, cgroup and init process) must not
+// outlive the call.
+func TestAddAppRollsBackWhenTheSupervisorDiesDuringCreate(t *testing.T) {
+	r := newRig(t, rigOptions{})
+	orig := writeBundle
+	defer func() { writeBundle = orig }()
+	writeBundle = func(dir string, s *specs.Spec) error {
+		writeBundle = orig // once
+		s.Hooks = &specs.Hooks{CreateRuntime: []specs.Hook{{Path: "/bin/sh", Args: []string{"sh", "-c", "kill -9 $PPID"}}}}
+		return orig(dir, s)
+	}
+	p := r.readyPod("dies-in-create")
+	id := newID()
+	_, err := r.m.AddApp(context.Background(), p.ID, AppConfig{ID: id, Name: "app", Image: r.busybox(), Spec: spec.App{Command: []string{"sleep", "60"}}})
+	if err == nil {
+		t.Fatal("AddApp succeeded though its supervisor died")
+	}
+	t.Logf("AddApp failed as it should: %v", err)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		leaks := r.appLeaks(p, id)
+		if len(leaks) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			for _, l := range leaks {
+				t.Errorf("AddApp whose supervisor died left: %s", l)
+			}
+			break
+		}
+	}
+	if err := r.m.RemovePod(context.Background(), p.ID); err != nil {
+		t.Fatalf("RemovePod: %v", err)
+	}
+	r.noLeaks("pod whose supervisor died in AddApp")
+}
