@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -302,9 +303,11 @@ func TestUndoRunsInReverseAndGoesOnAfterFailures(t *testing.T) {
 func TestCheckPorts(t *testing.T) {
 	l := Layout{Root: t.TempDir(), RunRoot: t.TempDir()}
 	m := &Manager{l: l}
+	// Ports no host process holds now, for every protocol they are asked with.
+	tcpPort, udpPort, stoppedPort := freePort(t, "udp"), freePort(t, "udp"), freePort(t, "tcp")
 	for _, p := range []*Pod{
-		{ID: newID(), State: PodReady, Ports: []network.PortMapping{{HostPort: 18080, ContainerPort: 80}, {HostPort: 15353, Protocol: "UDP", HostIP: "127.0.0.1"}}},
-		{ID: newID(), State: PodStopped, Ports: []network.PortMapping{{HostPort: 18081, ContainerPort: 80}}},
+		{ID: newID(), State: PodReady, Ports: []network.PortMapping{{HostPort: tcpPort, ContainerPort: 80}, {HostPort: udpPort, Protocol: "UDP", HostIP: "127.0.0.1"}}},
+		{ID: newID(), State: PodStopped, Ports: []network.PortMapping{{HostPort: stoppedPort, ContainerPort: 80}}},
 	} {
 		if err := os.MkdirAll(l.PodDir(p.ID), 0o700); err != nil {
 			t.Fatal(err)
@@ -323,13 +326,13 @@ func TestCheckPorts(t *testing.T) {
 		want network.PortMapping
 		ok   bool
 	}{
-		{network.PortMapping{HostPort: 18080}, false},                                      // tcp by default on both sides
-		{network.PortMapping{HostPort: 18080, Protocol: "udp"}, true},                      // other protocol
-		{network.PortMapping{HostPort: 15353, Protocol: "udp"}, false},                     // any address overlaps 127.0.0.1
-		{network.PortMapping{HostPort: 15353, Protocol: "udp", HostIP: "127.0.0.2"}, true}, // another address
-		{network.PortMapping{HostPort: 18081}, true},                                       // its pod is stopped
-		{network.PortMapping{HostPort: busy, HostIP: "127.0.0.1"}, false},                  // a host process listens
-		{network.PortMapping{HostPort: busy, Protocol: "sctp"}, true},                      // not probed
+		{network.PortMapping{HostPort: tcpPort}, false},                                      // tcp by default on both sides
+		{network.PortMapping{HostPort: tcpPort, Protocol: "udp"}, true},                      // other protocol
+		{network.PortMapping{HostPort: udpPort, Protocol: "udp"}, false},                     // any address overlaps 127.0.0.1
+		{network.PortMapping{HostPort: udpPort, Protocol: "udp", HostIP: "127.0.0.2"}, true}, // another address
+		{network.PortMapping{HostPort: stoppedPort}, true},                                   // its pod is stopped
+		{network.PortMapping{HostPort: busy, HostIP: "127.0.0.1"}, false},                    // a host process listens
+		{network.PortMapping{HostPort: busy, Protocol: "sctp"}, true},                        // not probed
 	} {
 		err := m.checkPorts([]network.PortMapping{c.want})
 		if (err == nil) != c.ok || (err != nil && !errdefs.IsAlreadyExists(err)) {
@@ -354,4 +357,27 @@ func (b *syncBuffer) String() string {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.b.String()
+}
+
+// freePort returns a port that is free on this host for tcp and for udp.
+func freePort(t *testing.T, proto string) int32 {
+	t.Helper()
+	for i := 0; i < 100; i++ {
+		ln, err := net.Listen("tcp", ":0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+		if proto == "udp" {
+			c, err := net.ListenPacket("udp", fmt.Sprintf(":%d", port))
+			if err != nil {
+				continue
+			}
+			c.Close()
+		}
+		return int32(port)
+	}
+	t.Fatal("no free port")
+	return 0
 }
