@@ -41,6 +41,9 @@ var stage1Once struct {
 // stage1Binary builds stage1-runc once per test binary, as shipped.
 func stage1Binary(t *testing.T) string {
 	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: pods need namespaces, overlayfs, cgroups and CNI")
+	}
 	stage1Once.Do(func() {
 		dir, err := os.MkdirTemp("", "runclet-pod-test-")
 		if err != nil {
