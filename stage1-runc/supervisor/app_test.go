@@ -7,10 +7,12 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,6 +20,7 @@ import (
 
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/runclet/runclet/integration/hostcgroup"
 	"github.com/runclet/runclet/runtime/errdefs"
@@ -26,8 +29,14 @@ import (
 	"github.com/runclet/runclet/stage1-runc/proto"
 )
 
-// The test binary is libcontainer's init re-exec target, as stage1-runc is.
-func init() { container.MaybeInit() }
+// The test binary is libcontainer's init re-exec target and the pid
+// namespace holder, as stage1-runc is.
+func init() {
+	container.MaybeInit()
+	if len(os.Args) > 1 && os.Args[1] == "pidns-init" {
+		os.Exit(PidnsInit())
+	}
+}
 
 // podRig is a supervisor of a fly pod running in this process, and a
 // rootfs of the host's static busybox for its apps.
@@ -269,5 +278,62 @@ func TestAddAppThatLibcontainerRefusesLeavesNothing(t *testing.T) {
 func noSeccomp(s *specs.Spec) {
 	if s.Linux != nil {
 		s.Linux.Seccomp = nil
+	}
+}
+
+// With PidNS, Run starts a holder of a new pid namespace, pins it, and at
+// shutdown ends the holder and unpins it.
+func TestRunHoldsAPidNamespace(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: a pid namespace")
+	}
+	dir := t.TempDir()
+	runDir, pin := filepath.Join(dir, "pod"), filepath.Join(dir, "pidns")
+	rd, wr, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(Options{PodID: "pidns", Flavor: "runc", RunDir: runDir, StateRoot: filepath.Join(dir, "runc"), ReadyFD: readyFD(t, wr), PidNS: pin})
+	}()
+	if s, _ := bufio.NewReader(rd).ReadString('\n'); s != "ok\n" {
+		t.Fatalf("supervisor: %q", s)
+	}
+	b, err := os.ReadFile(pidnsHolderPid(runDir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	holder, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	pinned, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", holder))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pinSt, mine unix.Stat_t
+	if err := unix.Stat(pin, &pinSt); err != nil {
+		t.Fatal(err)
+	}
+	unix.Stat("/proc/self/ns/pid", &mine)
+	if pinSt.Ino == mine.Ino || fmt.Sprintf("pid:[%d]", pinSt.Ino) != pinned {
+		t.Fatalf("pin %d, holder's %s, mine %d", pinSt.Ino, pinned, mine.Ino)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := proto.Call(ctx, SocketPath(runDir), proto.MethodShutdown, nil, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Kill(holder, 0); err == nil {
+		if cmd, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", holder)); strings.Contains(string(cmd), "pidns-init") {
+			t.Fatalf("holder %d runs after shutdown", holder)
+		}
+	}
+	for _, p := range []string{pin, pidnsHolderPid(runDir)} {
+		if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s after shutdown: %v", p, err)
+		}
 	}
 }
