@@ -101,9 +101,23 @@ func newPodRig(t *testing.T) *podRig {
 		case <-time.After(30 * time.Second):
 			t.Error("the supervisor did not return after Shutdown")
 		}
+		// The pod's cgroup is the test's to remove; its apps' must be gone.
 		for _, d := range hostcgroup.Dirs(r.cgroup) {
-			if _, err := os.Stat(d); err == nil {
+			if ents, _ := os.ReadDir(d); len(ents) > 0 {
+				for _, e := range ents {
+					if e.IsDir() {
+						t.Errorf("cgroup %s left after shutdown", filepath.Join(d, e.Name()))
+					}
+				}
+			}
+			for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 				exec.Command("find", d, "-depth", "-type", "d", "-exec", "rmdir", "{}", ";").Run()
+				if _, err := os.Stat(d); errors.Is(err, fs.ErrNotExist) {
+					break
+				} else if time.Now().After(deadline) {
+					t.Errorf("cannot remove cgroup %s", d)
+					break
+				}
 			}
 		}
 	})
