@@ -6,6 +6,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/runclet/runclet/spec"
 )
 
 // Failpoints are a test hook: RUNCLET_FAILPOINT names a point in pod or
@@ -65,3 +67,7 @@ func pauseAt(name string) {
 		time.Sleep(pauseFor)
 	}
 }
+
+// writeBundle is spec.WriteBundle; rollback tests replace it to make an
+// app's bundle write fail after its rootfs is mounted.
+var writeBundle = spec.WriteBundle

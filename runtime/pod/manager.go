@@ -271,6 +271,8 @@ func (m *Manager) CreatePod(ctx context.Context, cfg PodConfig) (_ *Pod, retErr 
 	if err := m.writeEtc(p); err != nil {
 		return nil, err
 	}
+	// A supervisor killed while it starts leaves the pid namespace holder it started and pinned.
+	u.add(func() error { return m.endPidnsHolder(p) })
 	if err := m.startSupervisor(ctx, p); err != nil {
 		return nil, err
 	}
@@ -504,7 +506,7 @@ func (m *Manager) AddApp(ctx context.Context, podID string, cfg AppConfig) (_ *A
 	if err != nil {
 		return nil, err
 	}
-	if err := spec.WriteBundle(m.l.Bundle(podID, a.ID), s); err != nil {
+	if err := writeBundle(m.l.Bundle(podID, a.ID), s); err != nil {
 		return nil, err
 	}
 	if s.Process != nil {
@@ -515,6 +517,13 @@ func (m *Manager) AddApp(ctx context.Context, podID string, cfg AppConfig) (_ *A
 			return nil, err
 		}
 	}
+	// A supervisor that dies while it creates the container leaves it half made.
+	u.add(func() error {
+		if m.SupervisorAlive(context.Background(), podID) {
+			return nil // it undid its own creation
+		}
+		return m.cleanupContainer(a.ID, m.appCgroupOf(p, a))
+	})
 	var st proto.AppState
 	err = m.call(ctx, podID, proto.MethodAddApp, proto.AddAppParams{
 		Name: a.ID, ContainerID: a.ID, Bundle: m.l.Bundle(podID, a.ID), LogPath: a.LogPath,
