@@ -12,6 +12,7 @@ import (
 
 	"github.com/runclet/runclet/runtime/config"
 	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/runtime/fsutil"
 	"github.com/runclet/runclet/runtime/network"
 )
 
@@ -29,7 +30,7 @@ type globals struct {
 }
 
 func main() {
-	closeInheritedOnExec()
+	fsutil.CloseInheritedOnExec()
 	g := &globals{}
 	root := &cobra.Command{
 		Use:           "runclet",

@@ -11,6 +11,7 @@ import (
 	"os"
 	"runtime/debug"
 
+	"github.com/runclet/runclet/runtime/fsutil"
 	"github.com/runclet/runclet/stage1-runc/container"
 	"github.com/runclet/runclet/stage1-runc/supervisor"
 )
@@ -29,7 +30,7 @@ func main() {
 	case "version", "--version":
 		fmt.Println("stage1-runc", version)
 	case "supervise":
-		closeInheritedOnExec() // the ready pipe stays usable here
+		fsutil.CloseInheritedOnExec() // the ready pipe stays usable here
 		os.Exit(supervise(os.Args[2:]))
 	case "pidns-init":
 		os.Exit(supervisor.PidnsInit())

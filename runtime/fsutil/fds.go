@@ -1,4 +1,4 @@
-package main
+package fsutil
 
 import (
 	"math"
@@ -8,11 +8,12 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// closeInheritedOnExec marks every descriptor this process inherited
+// CloseInheritedOnExec marks every descriptor the process inherited
 // beyond stdio close-on-exec, so that none of them (a careless parent's
-// file, or a host directory: CVE-2024-21626) reaches the supervisors,
-// CNI plugins and holders started from here.
-func closeInheritedOnExec() {
+// file, or a host directory: CVE-2024-21626) reaches the processes it
+// starts: supervisors, CNI plugins, holders, apps. Call it first thing in
+// main, before the process opens descriptors it means to pass on.
+func CloseInheritedOnExec() {
 	if unix.CloseRange(3, math.MaxUint32, unix.CLOSE_RANGE_CLOEXEC) == nil {
 		return
 	}
