@@ -7,8 +7,9 @@ import (
 	"bufio"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
+
+	"github.com/runclet/runclet/integration/mountinfo"
 )
 
 // hierarchy is one mounted cgroup hierarchy.
@@ -34,7 +35,7 @@ func hierarchies() []hierarchy {
 			}
 			switch fields[i+1] {
 			case "cgroup":
-				h := hierarchy{mountPoint: unescape(fields[4])}
+				h := hierarchy{mountPoint: mountinfo.Unescape(fields[4])}
 				for _, o := range strings.Split(fields[i+3], ",") {
 					if o != "rw" && o != "ro" && !strings.Contains(o, "=") {
 						h.controllers = append(h.controllers, o)
@@ -42,7 +43,7 @@ func hierarchies() []hierarchy {
 				}
 				hs = append(hs, h)
 			case "cgroup2":
-				hs = append(hs, hierarchy{mountPoint: unescape(fields[4]), v2: true})
+				hs = append(hs, hierarchy{mountPoint: mountinfo.Unescape(fields[4]), v2: true})
 			}
 		}
 	}
@@ -84,23 +85,4 @@ func Dir(controller, rel string) (dir string, v2 bool) {
 		}
 	}
 	return filepath.Join(unified, rel), true
-}
-
-// unescape undoes mountinfo's octal escapes (\040 for a space).
-func unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if c, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(c))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }

@@ -17,6 +17,7 @@ import (
 	"strings"
 
 	"github.com/runclet/runclet/integration/hostcgroup"
+	"github.com/runclet/runclet/integration/mountinfo"
 )
 
 // Scope says where a runclet instance keeps what it makes.
@@ -93,7 +94,7 @@ func mountsUnder(dirs ...string) []string {
 		if len(f) < 5 {
 			continue
 		}
-		mp := unescape(f[4])
+		mp := mountinfo.Unescape(f[4])
 		for _, d := range dirs {
 			if d != "" && (mp == d || strings.HasPrefix(mp, d+"/")) {
 				out = append(out, "mount "+mp)
@@ -102,25 +103,6 @@ func mountsUnder(dirs ...string) []string {
 		}
 	}
 	return out
-}
-
-// unescape undoes mountinfo's octal escapes (\040 for a space).
-func unescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if c, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(c))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 func entries(kind, dir string) []string {

@@ -12,6 +12,8 @@ import (
 	"sort"
 	"strings"
 	"syscall"
+
+	"github.com/runclet/runclet/integration/mountinfo"
 )
 
 // hostSysctls are the host settings kubelet changes at start
@@ -167,7 +169,7 @@ func unmountUnder(dirs ...string) {
 			if len(f) < 5 {
 				continue
 			}
-			mp := unescapeMount(f[4])
+			mp := mountinfo.Unescape(f[4])
 			for _, d := range dirs {
 				if mp == d || strings.HasPrefix(mp, d+"/") {
 					left = append(left, mp)
@@ -183,26 +185,6 @@ func unmountUnder(dirs ...string) {
 			syscall.Unmount(m, syscall.MNT_DETACH)
 		}
 	}
-}
-
-// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			var c int
-			if _, err := fmt.Sscanf(s[i+1:i+4], "%o", &c); err == nil {
-				b.WriteByte(byte(c))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
 }
 
 // removeLogSymlinks removes the /var/log/containers symlinks kubelet made

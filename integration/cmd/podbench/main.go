@@ -95,6 +95,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"golang.org/x/sys/unix"
 
+	"github.com/runclet/runclet/integration/mountinfo"
 	"github.com/runclet/runclet/integration/peer"
 	"github.com/runclet/runclet/integration/testimage"
 )
@@ -896,7 +897,7 @@ func unmountUnder(dir string) error {
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		if fields := strings.Fields(sc.Text()); len(fields) > 4 {
-			mp := unescape(fields[4])
+			mp := mountinfo.Unescape(fields[4])
 			if mp == dir || strings.HasPrefix(mp, dir+"/") {
 				mps = append(mps, mp)
 			}
@@ -913,22 +914,6 @@ func unmountUnder(dir string) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// unescape decodes mountinfo's octal escapes (\040 for a space).
-func unescape(s string) string {
-	var out strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				out.WriteByte(byte(n))
-				i += 3
-				continue
-			}
-		}
-		out.WriteByte(s[i])
-	}
-	return out.String()
 }
 
 func summarize(d []time.Duration) Stats {
