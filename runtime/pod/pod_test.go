@@ -49,6 +49,32 @@ func TestExitFileIsTheTruth(t *testing.T) {
 	}
 }
 
+// An app that exits at once can have its exit recorded before stage0
+// saved its start: the record on disk still says created. The exit
+// record's start time makes it a started app (the CRI sends
+// CONTAINER_STARTED_EVENT for it, then STOPPED); an app never started
+// stays without one.
+func TestExitBeforeSavedStartKeepsTheStart(t *testing.T) {
+	l := Layout{Root: t.TempDir(), RunRoot: t.TempDir()}
+	started := time.Now().Add(-time.Millisecond).UTC()
+	for _, c := range []struct {
+		id      string
+		started time.Time
+	}{{"quick", started}, {"never", time.Time{}}} {
+		if err := os.MkdirAll(l.AppDir("p1", c.id), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.saveApp(&App{ID: c.id, PodID: "p1", Name: c.id, State: AppCreated}); err != nil {
+			t.Fatal(err)
+		}
+		writeJSON(l.ExitFile("p1", c.id), proto.ExitStatus{ExitCode: 3, Reason: "Error", ExitedAt: time.Now(), StartedAt: c.started})
+		got, err := l.LoadApp("p1", c.id)
+		if err != nil || got.State != AppExited || !got.StartedAt.Equal(c.started) {
+			t.Fatalf("%s: %+v %v; want exited, started at %v", c.id, got, err, c.started)
+		}
+	}
+}
+
 func TestCgroupMountsListsThisHost(t *testing.T) {
 	mounts, err := cgroupMounts()
 	if err != nil {

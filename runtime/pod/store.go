@@ -161,6 +161,11 @@ func (l Layout) LoadApp(podID, appID string) (*App, error) {
 func applyExit(a *App, es *proto.ExitStatus) {
 	a.State, a.ExitCode, a.Reason, a.Message = AppExited, es.ExitCode, es.Reason, es.Message
 	a.FinishedAt, a.OOMKilled, a.Pid = es.ExitedAt, es.OOMKilled, 0
+	if a.StartedAt.IsZero() {
+		// The exit was recorded before stage0 saved the start (an app
+		// that exits at once): the supervisor's record tells of it.
+		a.StartedAt = es.StartedAt
+	}
 }
 
 // ListApps reads every app of a pod, oldest first.

@@ -321,6 +321,9 @@ type ExitStatus struct {
 	Signal    int       `json:"signal,omitempty"` // set when killed by a signal; ExitCode is then 128+Signal
 	OOMKilled bool      `json:"oomKilled,omitempty"`
 	ExitedAt  time.Time `json:"exitedAt"`
+	// StartedAt is when the app was started (zero if it never was), so an
+	// exit that is the first news of a start still tells of the start.
+	StartedAt time.Time `json:"startedAt,omitzero"`
 	Reason    string    `json:"reason"` // Completed, Error, OOMKilled
 	Message   string    `json:"message,omitempty"`
 }

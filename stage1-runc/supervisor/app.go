@@ -144,7 +144,9 @@ func (a *app) pump(src *os.File, stream crilog.Stream, idx int) {
 func (a *app) waitExit() {
 	st, err := a.c.Wait()
 	exitedAt := time.Now().UTC()
-	es := &proto.ExitStatus{ExitedAt: exitedAt}
+	a.mu.Lock()
+	es := &proto.ExitStatus{ExitedAt: exitedAt, StartedAt: a.startedAt}
+	a.mu.Unlock()
 	switch {
 	case err != nil && st == nil:
 		es.ExitCode, es.Message = 255, err.Error()
@@ -220,14 +222,22 @@ func (a *app) start() (any, error) {
 	if status != proto.StatusCreated {
 		return nil, errdefs.FailedPrecondition("app %s is %s, not created", a.name, status)
 	}
+	// The start time is set before the start: an app that exits at once
+	// may have its exit recorded before Start returns, and that record
+	// must say it started.
+	a.mu.Lock()
+	a.startedAt = time.Now().UTC()
+	a.mu.Unlock()
 	if err := a.c.Start(); err != nil {
+		a.mu.Lock()
+		a.startedAt = time.Time{}
+		a.mu.Unlock()
 		return nil, err
 	}
 	a.mu.Lock()
 	if a.status == proto.StatusCreated {
 		a.status = proto.StatusRunning
 	}
-	a.startedAt = time.Now().UTC()
 	a.mu.Unlock()
 	return a.snapshot(), nil
 }
