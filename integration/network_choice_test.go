@@ -17,45 +17,9 @@ import (
 )
 
 // podmanConflist is /etc/cni/net.d/87-podman-bridge.conflist as Debian
-// 12's podman package (4.3.1+ds1-8) ships it.
-const podmanConflist = `{
-  "cniVersion": "0.4.0",
-  "name": "podman",
-  "plugins": [
-    {
-      "type": "bridge",
-      "bridge": "cni-podman0",
-      "isGateway": true,
-      "ipMasq": true,
-      "hairpinMode": true,
-      "ipam": {
-        "type": "host-local",
-        "routes": [{ "dst": "0.0.0.0/0" }],
-        "ranges": [
-          [
-            {
-              "subnet": "10.88.0.0/16",
-              "gateway": "10.88.0.1"
-            }
-          ]
-        ]
-      }
-    },
-    {
-      "type": "portmap",
-      "capabilities": {
-        "portMappings": true
-      }
-    },
-    {
-      "type": "firewall"
-    },
-    {
-      "type": "tuning"
-    }
-  ]
-}
-`
+// 12's podman package (4.3.1+ds1-8) ships it, kept in runtime/network's
+// testdata (tests run in their package's directory).
+const podmanConflist = "../runtime/network/testdata/87-podman-bridge.conflist"
 
 // freeThird returns the first N from start (mod 250) for which no host
 // address or route overlaps 10.<second>.N.0/24 now: runclet refuses a
@@ -91,7 +55,11 @@ func TestPodmanConflistBesideNamedNetworkAndBridgeGC(t *testing.T) {
 	bridge := "rcln" + hex.EncodeToString(b)
 	subnet := netip.MustParsePrefix(fmt.Sprintf("10.219.%d.0/24", freeThird(t, 219, int(b[2])%250)))
 	confDir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(confDir, "87-podman-bridge.conflist"), []byte(podmanConflist), 0o644); err != nil {
+	conflist, err := os.ReadFile(podmanConflist)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(confDir, "87-podman-bridge.conflist"), conflist, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cfg := fmt.Sprintf("[network]\nconf_dir = %q\ndefault_bridge = %q\ndefault_subnet = %q\nname = \"runclet\"\n",

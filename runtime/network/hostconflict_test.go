@@ -2,6 +2,7 @@ package network
 
 import (
 	"context"
+	_ "embed"
 	"encoding/json"
 	"net"
 	"net/netip"
@@ -14,46 +15,12 @@ import (
 )
 
 // podmanConflist is what Debian 12's podman package (4.3.1+ds1-8) ships as
-// /etc/cni/net.d/87-podman-bridge.conflist: bridge cni-podman0 on
-// 10.88.0.0/16, the old default subnet of runclet's built-in network.
-const podmanConflist = `{
-  "cniVersion": "0.4.0",
-  "name": "podman",
-  "plugins": [
-    {
-      "type": "bridge",
-      "bridge": "cni-podman0",
-      "isGateway": true,
-      "ipMasq": true,
-      "hairpinMode": true,
-      "ipam": {
-        "type": "host-local",
-        "routes": [{ "dst": "0.0.0.0/0" }],
-        "ranges": [
-          [
-            {
-              "subnet": "10.88.0.0/16",
-              "gateway": "10.88.0.1"
-            }
-          ]
-        ]
-      }
-    },
-    {
-      "type": "portmap",
-      "capabilities": {
-        "portMappings": true
-      }
-    },
-    {
-      "type": "firewall"
-    },
-    {
-      "type": "tuning"
-    }
-  ]
-}
-`
+// /etc/cni/net.d/87-podman-bridge.conflist (testdata, also read by the
+// integration test): bridge cni-podman0 on 10.88.0.0/16, the old default
+// subnet of runclet's built-in network.
+//
+//go:embed testdata/87-podman-bridge.conflist
+var podmanConflist string
 
 // otherBridge creates a bridge named after the test's tag, up, with addr,
 // and deletes it at test end. Tests only ever touch bridges they made.
