@@ -2,12 +2,10 @@ package integration
 
 import (
 	"bufio"
-	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -15,24 +13,6 @@ import (
 	"github.com/runclet/runclet/integration/testimage"
 	"github.com/runclet/runclet/integration/testregistry"
 )
-
-// lockedBuffer is a bytes.Buffer that a process writes while a test reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
 	t.Helper()
@@ -65,7 +45,7 @@ func TestPullInterruptedCleansUp(t *testing.T) {
 	for _, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM} {
 		t.Run(sig.String(), func(t *testing.T) {
 			cmd := exec.Command(runcletBin, "--config", in.config, "--root", in.root, "--run-root", in.runRoot, "image", "pull", "-q", reg.Ref("test/big:1"))
-			var stderr lockedBuffer
+			var stderr syncBuffer
 			cmd.Stderr = &stderr
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
@@ -110,7 +90,7 @@ func TestPullInterruptedCleansUp(t *testing.T) {
 func TestRunForegroundCtrlC(t *testing.T) {
 	pi := newPodInstance(t)
 	img := pi.busybox()
-	start := func(name, script string) (*exec.Cmd, *lockedBuffer) {
+	start := func(name, script string) (*exec.Cmd, *syncBuffer) {
 		t.Helper()
 		cmd := exec.Command(runcletBin, "--config", pi.config, "--root", pi.root, "--run-root", pi.runRoot,
 			"run", "--rm", "--name", name, img, "--", "sh", "-c", script)
@@ -118,7 +98,7 @@ func TestRunForegroundCtrlC(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		stderr := &lockedBuffer{}
+		stderr := &syncBuffer{}
 		cmd.Stderr = stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
