@@ -4,7 +4,7 @@ import (
 	"context"
 	"sync"
 
-	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/internal/errdefs"
 	"github.com/runclet/runclet/spec"
 )
 

@@ -26,7 +26,7 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
-	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/internal/errdefs"
 	"github.com/runclet/runclet/runtime/image"
 	"github.com/runclet/runclet/runtime/network"
 	"github.com/runclet/runclet/runtime/pod"

@@ -18,7 +18,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/runclet/runclet/integration/testimage"
-	"github.com/runclet/runclet/runtime/fsutil"
+	"github.com/runclet/runclet/internal/fsutil"
 )
 
 // suidProbeSource says who it runs as and whether it can read a root-only

@@ -5,7 +5,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/internal/errdefs"
 )
 
 func TestDeviceFromHost(t *testing.T) {

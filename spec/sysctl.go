@@ -5,7 +5,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/internal/errdefs"
 )
 
 // ipcSysctls are the System V IPC sysctls, which belong to the IPC namespace

@@ -16,7 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/internal/errdefs"
 	"github.com/runclet/runclet/runtime/image"
 	"github.com/runclet/runclet/runtime/network"
 	"github.com/runclet/runclet/runtime/pod"

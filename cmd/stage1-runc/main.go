@@ -11,7 +11,7 @@ import (
 	"os"
 	"runtime/debug"
 
-	"github.com/runclet/runclet/runtime/fsutil"
+	"github.com/runclet/runclet/internal/fsutil"
 	"github.com/runclet/runclet/stage1-runc/container"
 	"github.com/runclet/runclet/stage1-runc/supervisor"
 )

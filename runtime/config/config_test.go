@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/internal/errdefs"
 )
 
 func TestDefaultsParse(t *testing.T) {

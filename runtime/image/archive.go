@@ -21,8 +21,8 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/runclet/runclet/runtime/errdefs"
-	"github.com/runclet/runclet/runtime/fsutil"
+	"github.com/runclet/runclet/internal/errdefs"
+	"github.com/runclet/runclet/internal/fsutil"
 )
 
 // Annotations on index.json entries that carry an image's name.

@@ -23,7 +23,7 @@ import (
 
 	"github.com/runclet/runclet/integration/testimage"
 	"github.com/runclet/runclet/integration/testregistry"
-	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/internal/errdefs"
 )
 
 // legacyDockerArchive writes img the way skopeo's and podman's

@@ -14,7 +14,7 @@ import (
 	"github.com/runclet/runclet/integration/testimage"
 	"github.com/runclet/runclet/integration/testregistry"
 	"github.com/runclet/runclet/runtime/config"
-	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/internal/errdefs"
 )
 
 // hostKeychain holds credentials for one registry host, as a docker

@@ -12,8 +12,8 @@ import (
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"golang.org/x/sync/errgroup"
 
-	"github.com/runclet/runclet/runtime/errdefs"
-	"github.com/runclet/runclet/runtime/fsutil"
+	"github.com/runclet/runclet/internal/errdefs"
+	"github.com/runclet/runclet/internal/fsutil"
 )
 
 // Media types runclet accepts. Docker's schema2 types and OCI's share one

@@ -10,7 +10,7 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
-	"github.com/runclet/runclet/runtime/fsutil"
+	"github.com/runclet/runclet/internal/fsutil"
 )
 
 // GCStats says what a GC removed.

@@ -11,7 +11,7 @@ import (
 
 	"github.com/runclet/runclet/integration/testimage"
 	"github.com/runclet/runclet/integration/testregistry"
-	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/internal/errdefs"
 )
 
 // TestRemoveAndPruneKeepWhatPodsUse: an image a pod uses is not removed

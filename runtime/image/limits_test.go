@@ -19,7 +19,7 @@ import (
 
 	"github.com/runclet/runclet/integration/testregistry"
 	"github.com/runclet/runclet/runtime/config"
-	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/internal/errdefs"
 )
 
 // imageOfTar is a one-layer image whose layer is the gzip of tarData.

@@ -19,8 +19,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 	"github.com/opencontainers/go-digest"
 
-	"github.com/runclet/runclet/runtime/errdefs"
-	"github.com/runclet/runclet/runtime/fsutil"
+	"github.com/runclet/runclet/internal/errdefs"
+	"github.com/runclet/runclet/internal/fsutil"
 )
 
 // UserAgent is sent to registries.

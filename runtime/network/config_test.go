@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/internal/errdefs"
 )
 
 // captureLog sends slog's default logger to a buffer for the test.

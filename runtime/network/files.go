@@ -9,8 +9,8 @@ import (
 	"os"
 	"strings"
 
-	"github.com/runclet/runclet/runtime/errdefs"
-	"github.com/runclet/runclet/runtime/fsutil"
+	"github.com/runclet/runclet/internal/errdefs"
+	"github.com/runclet/runclet/internal/fsutil"
 )
 
 // The host files the per-pod files are derived from; variables so tests can

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/internal/errdefs"
 )
 
 // fakeHost points the host file variables at temp files for one test.

@@ -8,7 +8,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/runclet/runclet/runtime/fsutil"
+	"github.com/runclet/runclet/internal/fsutil"
 )
 
 // A store an older runclet made (data root o+x, pod and app dirs

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/internal/errdefs"
 	"github.com/runclet/runclet/stage1-runc/proto"
 )
 

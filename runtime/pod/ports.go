@@ -7,7 +7,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/internal/errdefs"
 	"github.com/runclet/runclet/runtime/network"
 )
 

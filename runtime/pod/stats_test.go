@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/internal/errdefs"
 	"github.com/runclet/runclet/spec"
 )
 

@@ -12,8 +12,8 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/runclet/runclet/runtime/errdefs"
-	"github.com/runclet/runclet/runtime/fsutil"
+	"github.com/runclet/runclet/internal/errdefs"
+	"github.com/runclet/runclet/internal/fsutil"
 	"github.com/runclet/runclet/stage1-runc/proto"
 )
 

@@ -9,7 +9,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/internal/errdefs"
 	"github.com/runclet/runclet/stage1-runc/proto"
 	"github.com/runclet/runclet/tty/stream"
 )

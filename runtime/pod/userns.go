@@ -12,8 +12,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/runclet/runclet/runtime/errdefs"
-	"github.com/runclet/runclet/runtime/fsutil"
+	"github.com/runclet/runclet/internal/errdefs"
+	"github.com/runclet/runclet/internal/fsutil"
 )
 
 // UserNSConfig asks for a pod-wide user namespace (Kubernetes' hostUsers:

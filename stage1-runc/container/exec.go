@@ -8,7 +8,7 @@ import (
 
 	"github.com/opencontainers/runc/libcontainer"
 
-	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/internal/errdefs"
 )
 
 // ExecSpec overrides the app's own process for an exec: everything not

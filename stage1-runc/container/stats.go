@@ -16,7 +16,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
-	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/internal/errdefs"
 	"github.com/runclet/runclet/stage1-runc/proto"
 )
 

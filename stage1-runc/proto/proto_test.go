@@ -10,7 +10,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/internal/errdefs"
 )
 
 func TestErrorClassesSurviveTheWire(t *testing.T) {

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/internal/errdefs"
 )
 
 // endless is an endless line of 'a' that counts what was read of it.

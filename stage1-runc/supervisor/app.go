@@ -13,8 +13,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
-	"github.com/runclet/runclet/runtime/errdefs"
-	"github.com/runclet/runclet/runtime/fsutil"
+	"github.com/runclet/runclet/internal/errdefs"
+	"github.com/runclet/runclet/internal/fsutil"
 	"github.com/runclet/runclet/stage1-runc/container"
 	"github.com/runclet/runclet/stage1-runc/proto"
 	"github.com/runclet/runclet/tty/crilog"

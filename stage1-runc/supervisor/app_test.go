@@ -23,7 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/runclet/runclet/integration/hostcgroup"
-	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/internal/errdefs"
 	"github.com/runclet/runclet/spec"
 	"github.com/runclet/runclet/stage1-runc/container"
 	"github.com/runclet/runclet/stage1-runc/proto"

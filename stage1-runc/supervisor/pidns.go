@@ -15,7 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/runclet/runclet/runtime/fsutil"
+	"github.com/runclet/runclet/internal/fsutil"
 )
 
 // A pid namespace cannot be pinned by a file alone: once its first

@@ -10,7 +10,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/internal/errdefs"
 )
 
 // TailAll is the Tail value that selects every line (kubelet's -1).

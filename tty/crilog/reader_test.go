@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/internal/errdefs"
 )
 
 func TestParseRecord(t *testing.T) {

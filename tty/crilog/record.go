@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/internal/errdefs"
 )
 
 // Record is one parsed line of a CRI log file.

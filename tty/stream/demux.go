@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/internal/errdefs"
 )
 
 // Handlers receive the frames Demux reads. A nil writer or func ignores

@@ -6,7 +6,7 @@ import (
 	"io"
 	"strings"
 
-	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/internal/errdefs"
 )
 
 // DefaultDetachKeys is the detach sequence when none is configured, as in

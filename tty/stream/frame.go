@@ -17,7 +17,7 @@ import (
 	"net"
 	"sync"
 
-	"github.com/runclet/runclet/runtime/errdefs"
+	"github.com/runclet/runclet/internal/errdefs"
 )
 
 // FrameType is the first byte of a frame.
