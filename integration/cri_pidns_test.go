@@ -16,6 +16,8 @@ import (
 	"time"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/runclet/runclet/integration/hostcgroup"
 )
 
 // sharedPidPod runs a pod whose apps share a pid namespace, with a
@@ -170,6 +172,24 @@ func TestCRISharedPidHolderIsolated(t *testing.T) {
 
 			// Every signal an app can send pid 1 is ignored.
 			holder := ci.podPid(podID, "pidns-init.pid")
+
+			// The holder is charged to the pod, in a leaf of the pod's
+			// cgroup, not to the supervisor (or stage0) that started it.
+			leaf := "/runclet/" + podID + "/pidns-holder"
+			cgs, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", holder))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, line := range strings.Split(strings.TrimSpace(string(cgs)), "\n") {
+				f := strings.SplitN(line, ":", 3)
+				if len(f) == 3 && (f[1] == "pids" || f[1] == "memory") && f[2] != leaf {
+					t.Errorf("holder %d is in cgroup %q (%s), want %s", holder, f[2], line, leaf)
+				}
+			}
+			leafDir, _ := hostcgroup.Dir("pids", leaf)
+			if _, err := os.Stat(leafDir); err != nil {
+				t.Errorf("the holder's cgroup: %v", err)
+			}
 			for _, sig := range []string{"TERM", "INT", "HUP", "QUIT", "USR1", "ABRT", "SEGV", "ILL", "SYS", "CHLD", "KILL"} {
 				if out, code := ci.execIn(ctx, debug, "kill -"+sig+" 1"); code != 0 {
 					t.Errorf("kill -%s 1: exit %d: %s", sig, code, out)
@@ -208,6 +228,9 @@ func TestCRISharedPidHolderIsolated(t *testing.T) {
 			}
 			if err := syscall.Kill(holder, 0); err == nil {
 				t.Errorf("holder %d alive after the pod was removed", holder)
+			}
+			if _, err := os.Stat(leafDir); !os.IsNotExist(err) {
+				t.Errorf("the holder's cgroup %s is left after the pod was removed: %v", leafDir, err)
 			}
 		})
 	}

@@ -59,6 +59,8 @@ func supervise(args []string) int {
 	fs.IntVar(&o.MaxLogLine, "max-log-line", 16<<10, "CRI log line size before splitting")
 	fs.BoolVar(&debugLog, "debug", false, "debug logging")
 	fs.StringVar(&o.PidNS, "pid-ns", "", "create a pod-wide pid namespace and pin it at this path")
+	fs.StringVar(&o.HolderCgroup, "holder-cgroup", "", "cgroupsPath of the leaf the pid namespace holder is moved into")
+	fs.IntVar(&o.HolderPid, "holder-pid", 0, "pid of a pid namespace holder stage0 started (user-namespaced pods)")
 	var exitCmd string
 	var exitArgs []string
 	fs.StringVar(&exitCmd, "exit-command", "", "program to run once every app has exited")

@@ -892,8 +892,15 @@ func (m *Manager) removePod(ctx context.Context, p *Pod) error {
 			errs = append(errs, unpinNS(filepath.Join(m.l.RunDir(p.ID), "ns", e.Name())))
 		}
 	}
-	if p.CgroupParentOwned && !m.opts.SystemdCgroup {
-		errs = append(errs, removeCgroup(p.CgroupParent))
+	if !m.opts.SystemdCgroup {
+		// The holder's leaf, left by a supervisor that died or by a
+		// user namespace's holder; systemd removes an empty scope itself.
+		if cg, err := m.holderCgroup(p); err == nil && p.PIDNS != "" {
+			errs = append(errs, removeCgroup(cg))
+		}
+		if p.CgroupParentOwned {
+			errs = append(errs, removeCgroup(p.CgroupParent))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("remove pod %s: %w", p.ID, err)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/runclet/runclet/internal/errdefs"
+	"github.com/runclet/runclet/spec"
 	"github.com/runclet/runclet/stage1-runc/proto"
 )
 
@@ -46,8 +47,18 @@ func (m *Manager) startSupervisor(ctx context.Context, p *Pod) error {
 	if m.opts.SystemdCgroup {
 		args = append(args, "--systemd-cgroup")
 	}
-	if p.PIDNS != "" && p.IDMap == nil { // with a user namespace, ns-holder holds it
-		args = append(args, "--pid-ns", p.PIDNS)
+	if p.PIDNS != "" {
+		cg, err := m.holderCgroup(p)
+		if err != nil {
+			return err
+		}
+		args = append(args, "--holder-cgroup", cg)
+		if p.IDMap == nil {
+			args = append(args, "--pid-ns", p.PIDNS)
+		} else if pid := readPidFile(filepath.Join(m.l.RunDir(p.ID), "pidns-init.pid")); pid > 0 {
+			// With a user namespace, the ns-holder stage0 started holds it.
+			args = append(args, "--holder-pid", strconv.Itoa(pid))
+		}
 	}
 	if p.ExitWithApps && len(m.opts.ExitCommand) > 0 {
 		args = append(args, "--exit-command", m.opts.ExitCommand[0])
@@ -92,6 +103,12 @@ func (m *Manager) startSupervisor(ctx context.Context, p *Pod) error {
 		cmd.Process.Kill()
 		return ctx.Err()
 	}
+}
+
+// holderCgroup is the cgroup leaf, under the pod's cgroup parent, of the
+// process holding the pod's shared pid namespace.
+func (m *Manager) holderCgroup(p *Pod) (string, error) {
+	return spec.HolderCgroupsPath(spec.Pod{ID: p.ID, CgroupParent: p.CgroupParent, SystemdCgroup: m.opts.SystemdCgroup})
 }
 
 func tail(path string) string {

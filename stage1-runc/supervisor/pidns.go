@@ -98,6 +98,11 @@ func stopPidnsHolder(cmd *exec.Cmd, gone <-chan struct{}, runDir, pinPath string
 	}
 	cmd.Process.Kill()
 	<-gone
+	unpinPidNS(runDir, pinPath)
+}
+
+// unpinPidNS removes the pin of a holder that is gone, and its pid file.
+func unpinPidNS(runDir, pinPath string) {
 	unix.Unmount(pinPath, unix.MNT_DETACH)
 	if err := os.Remove(pinPath); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return

@@ -44,6 +44,11 @@ type Options struct {
 	MaxLogLine    int
 	// PidNS, when set, asks for a pod-wide pid namespace pinned there.
 	PidNS string
+	// HolderCgroup is the cgroupsPath of the leaf the pid namespace's
+	// holder is moved into: the one started here for PidNS, or the one
+	// stage0 started (HolderPid) for a user-namespaced pod.
+	HolderCgroup string
+	HolderPid    int
 	// ExitCommand (program and arguments), when set, is run detached each
 	// time an app's exit leaves every app of the pod exited: stage0 then
 	// ends the pod (see the contract).
@@ -96,6 +101,14 @@ func Run(opts Options) error {
 			s.ready(err)
 			return err
 		}
+		if err := s.placeHolder(s.pidns.Process.Pid); err != nil {
+			s.pidns.Process.Kill()
+			s.pidns.Wait()
+			unpinPidNS(opts.RunDir, opts.PidNS)
+			ln.Close()
+			s.ready(err)
+			return err
+		}
 		s.pidnsGone = make(chan struct{})
 		go func() {
 			s.pidns.Wait()
@@ -106,6 +119,13 @@ func Run(opts Options) error {
 				slog.Error("the pod's pid namespace holder exited; its apps are gone and no new one can start")
 			}
 		}()
+	}
+	if opts.HolderPid > 0 {
+		if err := s.placeHolder(opts.HolderPid); err != nil {
+			ln.Close()
+			s.ready(err)
+			return err
+		}
 	}
 	// stage0 may exit or restart at any time; its terminal's hangup and a
 	// closed log pipe must not take the pod down.
@@ -126,10 +146,27 @@ func Run(opts Options) error {
 	ln.Close()
 	s.stopping.Store(true)
 	s.killAll()
-	stopPidnsHolder(s.pidns, s.pidnsGone, opts.RunDir, opts.PidNS)
+	if s.pidns != nil {
+		stopPidnsHolder(s.pidns, s.pidnsGone, opts.RunDir, opts.PidNS)
+		if opts.HolderCgroup != "" {
+			if err := container.RemoveHolderCgroup(s.copt, opts.HolderCgroup); err != nil {
+				slog.Warn("remove the pid namespace holder's cgroup", "cgroup", opts.HolderCgroup, "err", err)
+			}
+		}
+	}
 	os.Remove(SocketPath(opts.RunDir))
 	os.Remove(PidPath(opts.RunDir))
 	return nil
+}
+
+// placeHolder moves the pod's pid namespace holder into the pod's
+// cgroup, so that it is charged to and killed with the pod, not the
+// supervisor.
+func (s *supervisor) placeHolder(pid int) error {
+	if s.opts.HolderCgroup == "" {
+		return nil
+	}
+	return container.JoinHolderCgroup(s.copt, s.opts.HolderCgroup, pid)
 }
 
 func (s *supervisor) listen() (net.Listener, error) {
