@@ -272,7 +272,8 @@ func (m *Manager) CreatePod(ctx context.Context, cfg PodConfig) (_ *Pod, retErr 
 		return nil, err
 	}
 	// A supervisor killed while it starts leaves the pid namespace holder it started and pinned.
-	u.add(func() error { return m.endPidnsHolder(p) })
+	// It may have moved a holder into the pod's cgroup already.
+	u.add(func() error { return errors.Join(m.endPidnsHolder(p), m.removePodCgroups(p)) })
 	if err := m.startSupervisor(ctx, p); err != nil {
 		return nil, err
 	}
@@ -840,6 +841,24 @@ func isPidnsHolder(pid int) bool {
 	return err == nil && (strings.HasSuffix(string(b), "\x00pidns-init\x00") || strings.Contains(string(b), "\x00ns-holder\x00--pid-ns\x00"))
 }
 
+// removePodCgroups removes the pid namespace holder's leaf (left by a
+// supervisor that died, or by a user namespace's holder) and the pod's
+// cgroup when runclet made it. Under systemd there is nothing to do:
+// systemd drops an empty scope itself.
+func (m *Manager) removePodCgroups(p *Pod) error {
+	if m.opts.SystemdCgroup {
+		return nil
+	}
+	var errs []error
+	if cg, err := m.holderCgroup(p); err == nil && p.PIDNS != "" {
+		errs = append(errs, removeCgroup(cg))
+	}
+	if p.CgroupParentOwned {
+		errs = append(errs, removeCgroup(p.CgroupParent))
+	}
+	return errors.Join(errs...)
+}
+
 func (m *Manager) appCgroupOf(p *Pod, a *App) string {
 	if m.opts.SystemdCgroup {
 		return ""
@@ -892,16 +911,7 @@ func (m *Manager) removePod(ctx context.Context, p *Pod) error {
 			errs = append(errs, unpinNS(filepath.Join(m.l.RunDir(p.ID), "ns", e.Name())))
 		}
 	}
-	if !m.opts.SystemdCgroup {
-		// The holder's leaf, left by a supervisor that died or by a
-		// user namespace's holder; systemd removes an empty scope itself.
-		if cg, err := m.holderCgroup(p); err == nil && p.PIDNS != "" {
-			errs = append(errs, removeCgroup(cg))
-		}
-		if p.CgroupParentOwned {
-			errs = append(errs, removeCgroup(p.CgroupParent))
-		}
-	}
+	errs = append(errs, m.removePodCgroups(p))
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("remove pod %s: %w", p.ID, err)
 	}
