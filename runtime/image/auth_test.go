@@ -13,8 +13,8 @@ import (
 
 	"github.com/runclet/runclet/integration/testimage"
 	"github.com/runclet/runclet/integration/testregistry"
-	"github.com/runclet/runclet/runtime/config"
 	"github.com/runclet/runclet/internal/errdefs"
+	"github.com/runclet/runclet/runtime/config"
 )
 
 // hostKeychain holds credentials for one registry host, as a docker

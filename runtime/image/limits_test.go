@@ -18,8 +18,8 @@ import (
 	"github.com/opencontainers/go-digest"
 
 	"github.com/runclet/runclet/integration/testregistry"
-	"github.com/runclet/runclet/runtime/config"
 	"github.com/runclet/runclet/internal/errdefs"
+	"github.com/runclet/runclet/runtime/config"
 )
 
 // imageOfTar is a one-layer image whose layer is the gzip of tarData.

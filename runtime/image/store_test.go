@@ -15,8 +15,8 @@ import (
 
 	"github.com/runclet/runclet/integration/testimage"
 	"github.com/runclet/runclet/integration/testregistry"
-	"github.com/runclet/runclet/runtime/config"
 	"github.com/runclet/runclet/internal/errdefs"
+	"github.com/runclet/runclet/runtime/config"
 )
 
 func needRoot(t testing.TB) {
