@@ -79,15 +79,8 @@ func (a *Adapter) PodStats(ctx context.Context, p *pod.Pod) (*pod.PodStats, erro
 }
 
 // AddApp implements Runtime.
-func (a *Adapter) AddApp(ctx context.Context, podID string, cfg pod.AppConfig) (*pod.App, error) {
-	return a.Pods.AddApp(ctx, podID, cfg)
-}
-
-// AddAppWithID creates an app under an id chosen beforehand (NRI plugins
-// adjust a container before it exists, by its id).
-func (a *Adapter) AddAppWithID(ctx context.Context, podID, appID string, cfg pod.AppConfig) (*pod.App, error) {
-	cfg.ID = appID
-	return a.Pods.AddApp(ctx, podID, cfg)
+func (a *Adapter) AddApp(ctx context.Context, podID string, cfg pod.AppConfig, opts ...pod.SpecOpt) (*pod.App, error) {
+	return a.Pods.AddApp(ctx, podID, cfg, opts...)
 }
 
 // StartApp implements Runtime.

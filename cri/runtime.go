@@ -56,8 +56,9 @@ type Runtime interface {
 	// pod's record as the index has it.
 	PodStats(ctx context.Context, p *pod.Pod) (*pod.PodStats, error)
 
-	// AddApp creates an app (not started) in a ready pod.
-	AddApp(ctx context.Context, podID string, cfg pod.AppConfig) (*pod.App, error)
+	// AddApp creates an app (not started) in a ready pod; opts edit its
+	// generated spec.
+	AddApp(ctx context.Context, podID string, cfg pod.AppConfig, opts ...pod.SpecOpt) (*pod.App, error)
 	// StartApp starts a created app.
 	StartApp(ctx context.Context, podID, appID string) (*pod.App, error)
 	// StopApp stops an app (stop signal, SIGKILL after timeout); a no-op
