@@ -390,7 +390,7 @@ func (f *fakeRuntime) UpdateApp(ctx context.Context, podID, appID string, r spec
 	if _, ok := f.apps[appID]; !ok {
 		return errdefs.NotFound("app %s not found", appID)
 	}
-	res, err := pod.SpecResources(r)
+	res, err := spec.LinuxResources(r)
 	if err != nil {
 		return err
 	}

@@ -160,9 +160,12 @@ func linuxDevice(d Device) specs.LinuxDevice {
 	return ld
 }
 
-// resources maps the app's limits onto the spec's cgroup resources.
-func resources(app App) (*specs.LinuxResources, error) {
-	r := app.Resources
+// LinuxResources maps limits onto the spec's cgroup resources, checking
+// them (negative values, swap below memory, hugepage sizes); unset limits
+// stay unset, devices are left out and OOMScoreAdj (the process's) is
+// ignored. Generate uses it for a new app, and resource updates for the
+// limits that change.
+func LinuxResources(r Resources) (*specs.LinuxResources, error) {
 	for _, v := range []struct {
 		name string
 		val  int64

@@ -45,7 +45,7 @@ func TestResources(t *testing.T) {
 		HugepageLimits: map[string]uint64{"2MB": 1 << 21, "64KB": 0},
 		Unified:        map[string]string{"memory.oom.group": "1"},
 	}
-	got, err := resources(App{Resources: r})
+	got, err := LinuxResources(r)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,12 +66,12 @@ func TestResources(t *testing.T) {
 		t.Errorf("unified = %v", got.Unified)
 	}
 
-	swap, _ := resources(App{Resources: Resources{MemoryLimit: 100, MemorySwapLimit: 300}})
+	swap, _ := LinuxResources(Resources{MemoryLimit: 100, MemorySwapLimit: 300})
 	if *swap.Memory.Swap != 300 {
 		t.Errorf("swap = %v", swap.Memory)
 	}
 
-	empty, _ := resources(App{})
+	empty, _ := LinuxResources(Resources{})
 	if empty.CPU != nil || empty.Memory != nil || empty.Pids != nil || empty.HugepageLimits != nil || empty.Unified != nil {
 		t.Errorf("empty resources = %+v", empty)
 	}
@@ -84,7 +84,7 @@ func TestResources(t *testing.T) {
 		{HugepageLimits: map[string]uint64{"2M": 1}},
 		{HugepageLimits: map[string]uint64{"huge": 1}},
 	} {
-		_, err := resources(App{Resources: bad})
+		_, err := LinuxResources(bad)
 		wantInvalid(t, err)
 	}
 }
