@@ -199,7 +199,7 @@ func (f *fakeRuntime) PodStatus(ctx context.Context, podID string) (*pod.Pod, []
 	return &cp, apps, nil
 }
 
-func (f *fakeRuntime) ListPods(context.Context) ([]*pod.Pod, error) {
+func (f *fakeRuntime) ListPods() ([]*pod.Pod, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out []*pod.Pod
@@ -210,7 +210,7 @@ func (f *fakeRuntime) ListPods(context.Context) ([]*pod.Pod, error) {
 	return out, nil
 }
 
-func (f *fakeRuntime) RemoveInterrupted(ctx context.Context) ([]string, []string, error) {
+func (f *fakeRuntime) GCPreparing(ctx context.Context) (pod.GCResult, error) {
 	var pods []string
 	f.mu.Lock()
 	for id, p := range f.pods {
@@ -225,7 +225,7 @@ func (f *fakeRuntime) RemoveInterrupted(ctx context.Context) ([]string, []string
 			out = append(out, id)
 		}
 	}
-	return out, nil, nil
+	return pod.GCResult{Pods: out}, nil
 }
 
 func (f *fakeRuntime) PodStats(ctx context.Context, p *pod.Pod) (*pod.PodStats, error) {
@@ -382,23 +382,25 @@ func (f *fakeRuntime) AppSpec(podID, appID string) (*specs.Spec, error) {
 	return s, nil
 }
 
-func (f *fakeRuntime) UpdateApp(ctx context.Context, podID, appID string, r spec.Resources) error {
+func (f *fakeRuntime) UpdateApp(ctx context.Context, podID, appID string, r spec.Resources) (*pod.App, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.call("UpdateApp")
 	f.lastUpdate = r
-	if _, ok := f.apps[appID]; !ok {
-		return errdefs.NotFound("app %s not found", appID)
+	a, ok := f.apps[appID]
+	if !ok {
+		return nil, errdefs.NotFound("app %s not found", appID)
 	}
 	res, err := spec.LinuxResources(r)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	f.resources[appID] = proto.MergeResources(f.resources[appID], res)
 	if sp, ok := f.specs[appID]; ok {
 		sp.Linux.Resources = proto.MergeResources(sp.Linux.Resources, res)
 	}
-	return nil
+	ca := *a
+	return &ca, nil
 }
 
 // setStats makes the fake supervisor report st for an app.
@@ -448,8 +450,8 @@ func (f *fakeRuntime) Exec(ctx context.Context, podID, appID string, cfg pod.Exe
 	return fn(cfg, s)
 }
 
-func (f *fakeRuntime) Attach(ctx context.Context, podID, appID string, s pod.Streams) error {
-	return nil
+func (f *fakeRuntime) Attach(ctx context.Context, podID, appID string, s pod.Streams) (int, error) {
+	return 0, nil
 }
 
 func (f *fakeRuntime) ReopenLog(ctx context.Context, podID, appID string) error {

@@ -277,7 +277,7 @@ func (s *Server) updateFromNRI(ctx context.Context, u *api.ContainerUpdate) erro
 	if len(bad) > 0 {
 		return unsupportedNRI(bad)
 	}
-	if err := s.rt.UpdateApp(ctx, c.app.PodID, c.app.ID, r); err != nil {
+	if _, err := s.rt.UpdateApp(ctx, c.app.PodID, c.app.ID, r); err != nil {
 		return err
 	}
 	if sp, err := s.rt.AppSpec(c.app.PodID, c.app.ID); err == nil {

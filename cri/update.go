@@ -37,7 +37,7 @@ func (s *Server) UpdateContainerResources(ctx context.Context, req *runtimeapi.U
 	if c.app.State != pod.AppCreated && c.app.State != pod.AppRunning {
 		return nil, errdefs.FailedPrecondition("container %s is %s; only a created or running container's resources can change", c.app.ID, containerState(c.app.State))
 	}
-	if err := s.rt.UpdateApp(context.WithoutCancel(ctx), c.app.PodID, c.app.ID, resources(r, s.features)); err != nil {
+	if _, err := s.rt.UpdateApp(context.WithoutCancel(ctx), c.app.PodID, c.app.ID, resources(r, s.features)); err != nil {
 		return nil, err
 	}
 	if sp, err := s.rt.AppSpec(c.app.PodID, c.app.ID); err == nil {
