@@ -60,9 +60,20 @@ func TestCRIUpdateThenExec(t *testing.T) {
 		}
 		exec("after update " + strconv.Itoa(i))
 	}
+	// An exec'd process gets the app's capabilities and no_new_privs
+	// (libcontainer takes them from the container's configuration).
+	r, err := ci.rt.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"sh", "-c",
+		"grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/self/status; grep -E '^(CapEff|CapBnd|NoNewPrivs)' /proc/1/status"}, Timeout: 20})
+	if err != nil || r.ExitCode != 0 {
+		t.Fatalf("exec status: %v %v", r, err)
+	}
+	if l := strings.Split(strings.TrimSpace(string(r.Stdout)), "\n"); len(l) != 6 || strings.Join(l[:3], ",") != strings.Join(l[3:], ",") ||
+		l[0] == "CapEff:\t0000000000000000" || l[1] == "CapBnd:\t000001ffffffffff" {
+		t.Fatalf("exec vs app: %q", l)
+	}
 	// Device rules still hold after the updates: /dev/null is usable,
 	// a block device the app was not given is not.
-	r, err := ci.rt.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"sh", "-c",
+	r, err = ci.rt.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"sh", "-c",
 		"echo x >/dev/null || exit 2; mknod /tmp/sda b 8 0 || exit 3; head -c1 /tmp/sda >/dev/null && exit 4; exit 0"}, Timeout: 20})
 	if err != nil || r.ExitCode != 0 {
 		t.Fatalf("device rules after the update: %v %v", r, err)

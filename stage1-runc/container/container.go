@@ -160,23 +160,20 @@ func setBundleLabel(cfg *configs.Config, bundle string) {
 	cfg.Labels = append(cfg.Labels, "bundle="+bundle)
 }
 
+// newProcess is the part of the app's process specconv leaves to its
+// caller (as runc's own newProcess): capabilities, no_new_privs, the
+// SELinux label and oom_score_adj are in the container's configuration.
 func newProcess(p *specs.Process) *libcontainer.Process {
-	nnp := p.NoNewPrivileges
 	lp := &libcontainer.Process{
 		Args:            p.Args,
 		Env:             p.Env,
 		UID:             int(p.User.UID),
 		GID:             int(p.User.GID),
 		Cwd:             p.Cwd,
-		NoNewPrivileges: &nnp,
 		AppArmorProfile: p.ApparmorProfile,
-		Label:           p.SelinuxLabel,
 	}
 	for _, g := range p.User.AdditionalGids {
 		lp.AdditionalGroups = append(lp.AdditionalGroups, int(g))
-	}
-	if c := p.Capabilities; c != nil {
-		lp.Capabilities = &configs.Capabilities{Bounding: c.Bounding, Effective: c.Effective, Inheritable: c.Inheritable, Permitted: c.Permitted, Ambient: c.Ambient}
 	}
 	for _, r := range p.Rlimits {
 		if t, ok := rlimitTypes[r.Type]; ok {
