@@ -324,9 +324,11 @@ func adjustSpec(sp *specs.Spec, adj *api.ContainerAdjustment, rm nriRemoved, swa
 		}
 	}
 	if r := la.GetResources(); r != nil {
-		res := r.ToOCI()
-		if res.Memory.Limit != nil && res.Memory.Swap == nil && swapLimit {
-			res.Memory.Swap = res.Memory.Limit
+		// Mapped as updates are: zero is unchanged, spec's checks apply.
+		nr, _ := nriResources(r, swapLimit)
+		res, err := spec.LinuxResources(nr)
+		if err != nil {
+			return err
 		}
 		l.Resources = proto.MergeResources(l.Resources, res)
 	}
