@@ -113,7 +113,7 @@ func Create(opts Options, id, bundle string, stdio Stdio) (_ *App, retErr error)
 		}
 	}
 	if err := c.Start(p); err != nil {
-		return nil, explainStartError(id, &execArgs{spec.Process.Args}, err)
+		return nil, explainStartError(id, spec.Process.Args, err)
 	}
 	return &App{c: c, p: p, spec: spec}, nil
 }
@@ -256,11 +256,11 @@ func hasCapSysResource() bool {
 
 // explainStartError turns libcontainer's start failures into messages
 // that name the cause a person can act on.
-func explainStartError(id string, cmd *execArgs, err error) error {
+func explainStartError(id string, args []string, err error) error {
 	msg := err.Error()
 	arg0 := ""
-	if len(cmd.args) > 0 {
-		arg0 = cmd.args[0]
+	if len(args) > 0 {
+		arg0 = args[0]
 	}
 	switch {
 	case strings.Contains(msg, "executable file not found") || strings.Contains(msg, "no such file or directory") && strings.Contains(msg, "exec:"):
