@@ -395,9 +395,9 @@ func (f *fakeRuntime) UpdateApp(ctx context.Context, podID, appID string, r spec
 	if err != nil {
 		return nil, err
 	}
-	f.resources[appID] = proto.MergeResources(f.resources[appID], res)
+	f.resources[appID] = spec.MergeResources(f.resources[appID], res)
 	if sp, ok := f.specs[appID]; ok {
-		sp.Linux.Resources = proto.MergeResources(sp.Linux.Resources, res)
+		sp.Linux.Resources = spec.MergeResources(sp.Linux.Resources, res)
 	}
 	ca := *a
 	return &ca, nil

@@ -12,7 +12,6 @@ import (
 	"github.com/runclet/runclet/internal/errdefs"
 	"github.com/runclet/runclet/runtime/pod"
 	"github.com/runclet/runclet/spec"
-	"github.com/runclet/runclet/stage1-runc/proto"
 )
 
 // What plugins are told of runclet's pods and apps, and how their
@@ -330,7 +329,7 @@ func adjustSpec(sp *specs.Spec, adj *api.ContainerAdjustment, rm nriRemoved, swa
 		if err != nil {
 			return err
 		}
-		l.Resources = proto.MergeResources(l.Resources, res)
+		l.Resources = spec.MergeResources(l.Resources, res)
 	}
 	if v := la.GetOomScoreAdj().Get(); v != nil {
 		adjv := max(-1000, min(1000, *v))

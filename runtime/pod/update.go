@@ -44,7 +44,7 @@ func (m *Manager) UpdateApp(ctx context.Context, podID, app string, r spec.Resou
 	if s.Linux == nil {
 		s.Linux = &specs.Linux{}
 	}
-	s.Linux.Resources = proto.MergeResources(s.Linux.Resources, res) // keeps the devices
+	s.Linux.Resources = spec.MergeResources(s.Linux.Resources, res) // keeps the devices
 	if err := spec.WriteBundle(bundle, s); err != nil {
 		return nil, err
 	}

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/runclet/runclet/internal/errdefs"
+	ocispec "github.com/runclet/runclet/spec"
 	"github.com/runclet/runclet/stage1-runc/proto"
 )
 
@@ -373,7 +374,7 @@ func updatedConfig(id string, cfg configs.Config, sp *specs.Spec, r *specs.Linux
 		return cfg, nil, errdefs.FailedPrecondition("the container has no cgroup configuration")
 	}
 	next, linux := *sp, *sp.Linux
-	linux.Resources = proto.MergeResources(linux.Resources, r)
+	linux.Resources = ocispec.MergeResources(linux.Resources, r)
 	next.Linux = &linux
 	full, err := libcontainerConfig(id, &next, cfg.Cgroups.Systemd)
 	if err != nil {
