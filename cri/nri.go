@@ -270,20 +270,11 @@ func (s *Server) updateFromNRI(ctx context.Context, u *api.ContainerUpdate) erro
 	if c.app.ID != u.GetContainerId() {
 		return errdefs.NotFound("container %q not found", u.GetContainerId())
 	}
-	if c.app.State != pod.AppCreated && c.app.State != pod.AppRunning {
-		return errdefs.FailedPrecondition("container %s is %s; only a created or running container's resources can change", c.app.ID, containerState(c.app.State))
-	}
 	r, bad := nriResources(u.GetLinux().GetResources(), s.features.SwapLimit)
 	if len(bad) > 0 {
 		return unsupportedNRI(bad)
 	}
-	if _, err := s.rt.UpdateApp(ctx, c.app.PodID, c.app.ID, r); err != nil {
-		return err
-	}
-	if sp, err := s.rt.AppSpec(c.app.PodID, c.app.ID); err == nil {
-		s.idx.updateResources(c.app.ID, specResources(sp))
-	}
-	return nil
+	return s.updateContainer(ctx, c, r)
 }
 
 // container is what plugins are told of an indexed container: the app
