@@ -25,10 +25,10 @@ import (
 	"github.com/runclet/runclet/spec"
 )
 
-// Adapter is the Runtime over the real pod manager, image store and
-// network manager.
+// Adapter is the Runtime over the real pod manager (embedded: its pod
+// and app methods are the Runtime's), image store and network manager.
 type Adapter struct {
-	Pods    *pod.Manager
+	*pod.Manager
 	Images  *image.Store
 	Network *network.Manager
 
@@ -38,119 +38,20 @@ type Adapter struct {
 
 var _ Runtime = (*Adapter)(nil)
 
-// CreatePod implements Runtime.
-func (a *Adapter) CreatePod(ctx context.Context, cfg pod.PodConfig) (*pod.Pod, error) {
-	return a.Pods.CreatePod(ctx, cfg)
-}
-
-// StopPod implements Runtime.
-func (a *Adapter) StopPod(ctx context.Context, podID string, timeout time.Duration) error {
-	return a.Pods.StopPod(ctx, podID, timeout)
-}
-
-// RemovePod implements Runtime.
-func (a *Adapter) RemovePod(ctx context.Context, podID string) error {
-	return a.Pods.RemovePod(ctx, podID)
-}
-
-// PodStatus implements Runtime.
-func (a *Adapter) PodStatus(ctx context.Context, podID string) (*pod.Pod, []*pod.App, error) {
-	return a.Pods.PodStatus(ctx, podID)
-}
-
-// PodPids implements Runtime.
-func (a *Adapter) PodPids(podID string) (int, int) { return a.Pods.PodPids(podID) }
-
-// ListPods implements Runtime.
-func (a *Adapter) ListPods(context.Context) ([]*pod.Pod, error) { return a.Pods.ListPods() }
-
-// RemoveInterrupted implements Runtime with pod.Manager.GCPreparing,
-// which removes only pods whose creation a crash interrupted (not stopped
-// pods: kubelet reads their exit statuses and removes them itself) and
-// half-made apps, and skips any pod whose lock is held.
-func (a *Adapter) RemoveInterrupted(ctx context.Context) ([]string, []string, error) {
-	res, err := a.Pods.GCPreparing(ctx)
-	return res.Pods, res.Apps, err
-}
-
-// PodStats implements Runtime.
-func (a *Adapter) PodStats(ctx context.Context, p *pod.Pod) (*pod.PodStats, error) {
-	return a.Pods.PodStats(ctx, p)
-}
-
-// AddApp implements Runtime.
-func (a *Adapter) AddApp(ctx context.Context, podID string, cfg pod.AppConfig) (*pod.App, error) {
-	return a.Pods.AddApp(ctx, podID, cfg)
-}
-
-// AddAppWithID creates an app under an id chosen beforehand (NRI plugins
-// adjust a container before it exists, by its id).
-func (a *Adapter) AddAppWithID(ctx context.Context, podID, appID string, cfg pod.AppConfig) (*pod.App, error) {
-	cfg.ID = appID
-	return a.Pods.AddApp(ctx, podID, cfg)
-}
-
-// StartApp implements Runtime.
-func (a *Adapter) StartApp(ctx context.Context, podID, appID string) (*pod.App, error) {
-	return a.Pods.StartApp(ctx, podID, appID)
-}
-
-// StopApp implements Runtime.
-func (a *Adapter) StopApp(ctx context.Context, podID, appID string, timeout time.Duration) (*pod.App, error) {
-	return a.Pods.StopApp(ctx, podID, appID, timeout)
-}
-
-// RemoveApp implements Runtime.
-func (a *Adapter) RemoveApp(ctx context.Context, podID, appID string) error {
-	return a.Pods.RemoveApp(ctx, podID, appID)
-}
-
 // LoadApp implements Runtime.
 func (a *Adapter) LoadApp(podID, appID string) (*pod.App, error) {
-	return a.Pods.Layout().LoadApp(podID, appID)
+	return a.Layout().LoadApp(podID, appID)
 }
 
 // AppDir implements Runtime.
-func (a *Adapter) AppDir(podID, appID string) string { return a.Pods.Layout().AppDir(podID, appID) }
+func (a *Adapter) AppDir(podID, appID string) string { return a.Layout().AppDir(podID, appID) }
 
 // PodDir implements Runtime.
-func (a *Adapter) PodDir(podID string) string { return a.Pods.Layout().PodDir(podID) }
+func (a *Adapter) PodDir(podID string) string { return a.Layout().PodDir(podID) }
 
 // AppSpec implements Runtime from the app's bundle.
 func (a *Adapter) AppSpec(podID, appID string) (*specs.Spec, error) {
-	return spec.ReadBundle(a.Pods.Layout().Bundle(podID, appID))
-}
-
-// UpdateApp implements Runtime.
-func (a *Adapter) UpdateApp(ctx context.Context, podID, appID string, r spec.Resources) error {
-	_, err := a.Pods.UpdateApp(ctx, podID, appID, r)
-	return err
-}
-
-// AppStats implements Runtime.
-func (a *Adapter) AppStats(ctx context.Context, podID string, appIDs []string) ([]pod.AppStats, error) {
-	return a.Pods.AppStats(ctx, podID, appIDs)
-}
-
-// WritableLayerUsage implements Runtime.
-func (a *Adapter) WritableLayerUsage(podID, appID string) (pod.FsUsage, error) {
-	return a.Pods.WritableLayerUsage(podID, appID)
-}
-
-// Exec implements Runtime.
-func (a *Adapter) Exec(ctx context.Context, podID, appID string, cfg pod.ExecConfig, s pod.Streams) (int, error) {
-	return a.Pods.Exec(ctx, podID, appID, cfg, s)
-}
-
-// Attach implements Runtime.
-func (a *Adapter) Attach(ctx context.Context, podID, appID string, s pod.Streams) error {
-	_, err := a.Pods.Attach(ctx, podID, appID, s)
-	return err
-}
-
-// ReopenLog implements Runtime.
-func (a *Adapter) ReopenLog(ctx context.Context, podID, appID string) error {
-	return a.Pods.ReopenLog(ctx, podID, appID)
+	return spec.ReadBundle(a.Layout().Bundle(podID, appID))
 }
 
 // PortForward implements Runtime: the connection is made on a thread in

@@ -61,6 +61,7 @@ type fakeRuntime struct {
 	statsCalls []string
 	fsUsage    map[string]pod.FsUsage
 	resources  map[string]*specs.LinuxResources
+	specs      map[string]*specs.Spec // generated for AddApp's SpecOpts
 	lastUpdate spec.Resources
 
 	// hooks
@@ -73,7 +74,7 @@ func newFake(t *testing.T) *fakeRuntime {
 		t: t, dir: t.TempDir(), pods: map[string]*pod.Pod{}, apps: map[string]*pod.App{},
 		configs: map[digest.Digest]*ocispec.Image{}, registry: map[string]image.Image{},
 		appStats: map[string]pod.AppStats{}, podStats: map[string]*pod.PodStats{}, statsErr: map[string]error{},
-		fsUsage: map[string]pod.FsUsage{}, resources: map[string]*specs.LinuxResources{},
+		fsUsage: map[string]pod.FsUsage{}, resources: map[string]*specs.LinuxResources{}, specs: map[string]*specs.Spec{},
 		features: Features{RecursiveReadOnlyMounts: true, SwapLimit: true, Hugetlb: true},
 	}
 }
@@ -109,7 +110,7 @@ func (f *fakeRuntime) addImage(tag, user string) image.Image {
 	if !slices.ContainsFunc(f.images, func(i image.Image) bool { return i.ID == id }) {
 		f.images = append(f.images, img)
 	}
-	f.configs[id] = &ocispec.Image{Config: ocispec.ImageConfig{User: user}}
+	f.configs[id] = &ocispec.Image{Config: ocispec.ImageConfig{User: user, Cmd: []string{"sh"}}}
 	return img
 }
 
@@ -198,7 +199,7 @@ func (f *fakeRuntime) PodStatus(ctx context.Context, podID string) (*pod.Pod, []
 	return &cp, apps, nil
 }
 
-func (f *fakeRuntime) ListPods(context.Context) ([]*pod.Pod, error) {
+func (f *fakeRuntime) ListPods() ([]*pod.Pod, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	var out []*pod.Pod
@@ -209,7 +210,7 @@ func (f *fakeRuntime) ListPods(context.Context) ([]*pod.Pod, error) {
 	return out, nil
 }
 
-func (f *fakeRuntime) RemoveInterrupted(ctx context.Context) ([]string, []string, error) {
+func (f *fakeRuntime) GCPreparing(ctx context.Context) (pod.GCResult, error) {
 	var pods []string
 	f.mu.Lock()
 	for id, p := range f.pods {
@@ -224,7 +225,7 @@ func (f *fakeRuntime) RemoveInterrupted(ctx context.Context) ([]string, []string
 			out = append(out, id)
 		}
 	}
-	return out, nil, nil
+	return pod.GCResult{Pods: out}, nil
 }
 
 func (f *fakeRuntime) PodStats(ctx context.Context, p *pod.Pod) (*pod.PodStats, error) {
@@ -239,7 +240,7 @@ func (f *fakeRuntime) PodStats(ctx context.Context, p *pod.Pod) (*pod.PodStats, 
 	return &cp, nil
 }
 
-func (f *fakeRuntime) AddApp(ctx context.Context, podID string, cfg pod.AppConfig) (*pod.App, error) {
+func (f *fakeRuntime) AddApp(ctx context.Context, podID string, cfg pod.AppConfig, opts ...pod.SpecOpt) (*pod.App, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.call("AddApp")
@@ -260,11 +261,31 @@ func (f *fakeRuntime) AddApp(ctx context.Context, podID string, cfg pod.AppConfi
 	if err != nil {
 		return nil, err
 	}
+	id := cfg.ID
+	if id == "" {
+		id = fakeID()
+	}
 	a := &pod.App{
-		ID: fakeID(), PodID: podID, Name: cfg.Name, Attempt: cfg.Attempt, Image: cfg.Image, ImageID: img.ID,
+		ID: id, PodID: podID, Name: cfg.Name, Attempt: cfg.Attempt, Image: cfg.Image, ImageID: img.ID,
 		ImageRef: img.RepoDigests[0], Labels: cfg.Labels, Annotations: cfg.Annotations, LogPath: cfg.LogPath,
 		Tty: cfg.Tty, Stdin: cfg.Stdin, StdinOnce: cfg.StdinOnce, Mounts: cfg.Spec.Mounts, State: pod.AppCreated,
 		CreatedAt: time.Now(), StopSignal: "SIGQUIT",
+	}
+	if len(opts) > 0 {
+		// The real spec, as pod.Manager generates it, for opts to edit.
+		app := cfg.Spec
+		app.Name, app.ID, app.RootfsPath = cfg.Name, a.ID, "/rootfs"
+		noFiles := func(string) ([]byte, error) { return nil, os.ErrNotExist }
+		sp, err := spec.Generate(f.configs[img.ID].Config, noFiles, app, spec.Pod{ID: podID, Name: p.Name}, spec.FlavorRunc)
+		if err != nil {
+			return nil, err
+		}
+		for _, opt := range opts {
+			if err := opt(a, sp); err != nil {
+				return nil, err
+			}
+		}
+		f.specs[a.ID] = sp
 	}
 	if err := os.MkdirAll(f.AppDir(podID, a.ID), 0o755); err != nil {
 		return nil, err
@@ -351,6 +372,9 @@ func (f *fakeRuntime) PodDir(podID string) string        { return filepath.Join(
 func (f *fakeRuntime) AppSpec(podID, appID string) (*specs.Spec, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if sp, ok := f.specs[appID]; ok {
+		return sp, nil
+	}
 	s := &specs.Spec{Process: &specs.Process{User: specs.User{UID: 1000, GID: 1000, AdditionalGids: []uint32{1000, 4}}}}
 	if r, ok := f.resources[appID]; ok {
 		s.Linux = &specs.Linux{Resources: r}
@@ -358,20 +382,25 @@ func (f *fakeRuntime) AppSpec(podID, appID string) (*specs.Spec, error) {
 	return s, nil
 }
 
-func (f *fakeRuntime) UpdateApp(ctx context.Context, podID, appID string, r spec.Resources) error {
+func (f *fakeRuntime) UpdateApp(ctx context.Context, podID, appID string, r spec.Resources) (*pod.App, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.call("UpdateApp")
 	f.lastUpdate = r
-	if _, ok := f.apps[appID]; !ok {
-		return errdefs.NotFound("app %s not found", appID)
+	a, ok := f.apps[appID]
+	if !ok {
+		return nil, errdefs.NotFound("app %s not found", appID)
 	}
-	res, err := pod.SpecResources(r)
+	res, err := spec.LinuxResources(r)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	f.resources[appID] = proto.MergeResources(f.resources[appID], res)
-	return nil
+	f.resources[appID] = spec.MergeResources(f.resources[appID], res)
+	if sp, ok := f.specs[appID]; ok {
+		sp.Linux.Resources = spec.MergeResources(sp.Linux.Resources, res)
+	}
+	ca := *a
+	return &ca, nil
 }
 
 // setStats makes the fake supervisor report st for an app.
@@ -421,8 +450,8 @@ func (f *fakeRuntime) Exec(ctx context.Context, podID, appID string, cfg pod.Exe
 	return fn(cfg, s)
 }
 
-func (f *fakeRuntime) Attach(ctx context.Context, podID, appID string, s pod.Streams) error {
-	return nil
+func (f *fakeRuntime) Attach(ctx context.Context, podID, appID string, s pod.Streams) (int, error) {
+	return 0, nil
 }
 
 func (f *fakeRuntime) ReopenLog(ctx context.Context, podID, appID string) error {

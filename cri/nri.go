@@ -2,8 +2,6 @@ package cri
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +14,7 @@ import (
 	"github.com/containerd/nri/pkg/adaptation"
 	"github.com/containerd/nri/pkg/api"
 	nrilog "github.com/containerd/nri/pkg/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/runclet/runclet/internal/errdefs"
 	"github.com/runclet/runclet/internal/fsutil"
@@ -63,15 +62,6 @@ type NRIOptions struct {
 	// RequestTimeout bounds a plugin's handling of one event; 0: NRI's
 	// default (2s).
 	RequestTimeout time.Duration
-}
-
-// presetIDRuntime is a Runtime that can create an app under an ID its
-// caller chose (Adapter is one). With one, CreateContainer asks plugins
-// before the app is made and applies their adjustments to its AppConfig
-// (createBefore); without (test fakes), the app is made first and only
-// resource adjustments can be applied, through UpdateApp (createAfter).
-type presetIDRuntime interface {
-	AddAppWithID(ctx context.Context, podID, appID string, cfg pod.AppConfig) (*pod.App, error)
 }
 
 // nriHooks is the daemon's side of NRI. A nil *nriHooks (NRI off) is
@@ -280,20 +270,11 @@ func (s *Server) updateFromNRI(ctx context.Context, u *api.ContainerUpdate) erro
 	if c.app.ID != u.GetContainerId() {
 		return errdefs.NotFound("container %q not found", u.GetContainerId())
 	}
-	if c.app.State != pod.AppCreated && c.app.State != pod.AppRunning {
-		return errdefs.FailedPrecondition("container %s is %s; only a created or running container's resources can change", c.app.ID, containerState(c.app.State))
-	}
 	r, bad := nriResources(u.GetLinux().GetResources(), s.features.SwapLimit)
 	if len(bad) > 0 {
 		return unsupportedNRI(bad)
 	}
-	if err := s.rt.UpdateApp(ctx, c.app.PodID, c.app.ID, r); err != nil {
-		return err
-	}
-	if sp, err := s.rt.AppSpec(c.app.PodID, c.app.ID); err == nil {
-		s.idx.updateResources(c.app.ID, specResources(sp))
-	}
-	return nil
+	return s.updateContainer(ctx, c, r)
 }
 
 // container is what plugins are told of an indexed container: the app
@@ -520,81 +501,39 @@ func (n *nriHooks) startContainer(ctx context.Context, c *containerEntry, start 
 	return a, nil
 }
 
-// createContainer makes an app for CreateContainer with plugins asked
-// first (see presetIDRuntime). The caller indexes it.
+// createContainer makes an app for CreateContainer. With NRI, plugins
+// are asked about the app's generated spec before its bundle is written,
+// and their adjustments are applied to that spec (adjustSpec). The
+// caller indexes the app.
 func (s *Server) createContainer(ctx context.Context, p *pod.Pod, ac pod.AppConfig) (*pod.App, error) {
-	if s.nri == nil {
+	n := s.nri
+	if n == nil {
 		return s.rt.AddApp(ctx, p.ID, ac)
 	}
-	if pre, ok := s.rt.(presetIDRuntime); ok {
-		return s.nri.createBefore(ctx, pre, p, ac)
-	}
-	return s.nri.createAfter(ctx, p, ac)
-}
-
-// createBefore asks plugins about a container not made yet, under the ID
-// it will have, applies their adjustments to its AppConfig and makes it.
-func (n *nriHooks) createBefore(ctx context.Context, rt presetIDRuntime, p *pod.Pod, ac pod.AppConfig) (*pod.App, error) {
-	id := newContainerID()
-	ctr, imageEnv, err := n.s.configContainer(p, id, ac)
-	if err != nil {
-		return nil, err
-	}
 	pb := nriPodSandbox(p)
-	req := &api.CreateContainerRequest{Pod: pb, Container: ctr}
-	before := snapshotOf(ctr)
-	resp, err := n.nri.CreateContainer(ctx, req)
+	var asked *api.Container // what plugins were told, once they were
+	var updates []*api.ContainerUpdate
+	a, err := s.rt.AddApp(ctx, p.ID, ac, func(a *pod.App, sp *specs.Spec) error {
+		asked = nriContainer(a, sp)
+		req := &api.CreateContainerRequest{Pod: pb, Container: asked}
+		before := snapshotOf(asked)
+		resp, err := n.nri.CreateContainer(ctx, req)
+		if err != nil {
+			return fmt.Errorf("NRI: a plugin failed CreateContainer of container %s (%s): %w", ac.Name, a.ID, err)
+		}
+		updates = resp.GetUpdate()
+		if err := adjustSpec(sp, resp.GetAdjust(), before.removed(req.Container), s.features.SwapLimit); err != nil {
+			return fmt.Errorf("container %s: %w", ac.Name, err)
+		}
+		return nil
+	})
 	if err != nil {
-		n.undoCreate(ctx, pb, ctr)
-		return nil, fmt.Errorf("NRI: a plugin failed CreateContainer of container %s (%s): %w", ac.Name, id, err)
-	}
-	if err := adjustAppConfig(&ac, resp.GetAdjust(), before.removed(req.Container), imageEnv, n.s.features.SwapLimit); err != nil {
-		n.undoCreate(ctx, pb, ctr)
-		return nil, fmt.Errorf("container %s: %w", ac.Name, err)
-	}
-	a, err := rt.AddAppWithID(ctx, p.ID, id, ac)
-	if err != nil {
-		n.undoCreate(ctx, pb, ctr)
-		return nil, err
-	}
-	n.applyUpdates(ctx, resp.GetUpdate()) // other containers'; failures are logged
-	return a, nil
-}
-
-// createAfter makes the app first (its ID is chosen then), asks plugins
-// and applies what can still be applied to a created container: cgroup
-// resources, through UpdateApp. Any other adjustment fails the creation,
-// naming what runclet cannot apply.
-func (n *nriHooks) createAfter(ctx context.Context, p *pod.Pod, ac pod.AppConfig) (*pod.App, error) {
-	a, err := n.s.rt.AddApp(ctx, p.ID, ac)
-	if err != nil {
-		return nil, err
-	}
-	pb, ctr := nriPodSandbox(p), n.container(&containerEntry{app: a})
-	fail := func(err error) (*pod.App, error) {
-		n.undoCreate(ctx, pb, ctr)
-		if rerr := n.s.rt.RemoveApp(ctx, p.ID, a.ID); rerr != nil && !errdefs.IsNotFound(rerr) {
-			n.log.Error("removing a container plugins refused", "container", a.ID, "err", rerr)
+		if asked != nil {
+			n.undoCreate(ctx, pb, asked)
 		}
 		return nil, err
 	}
-	req := &api.CreateContainerRequest{Pod: pb, Container: ctr}
-	before := snapshotOf(ctr)
-	resp, err := n.nri.CreateContainer(ctx, req)
-	if err != nil {
-		return fail(fmt.Errorf("NRI: a plugin failed CreateContainer of container %s (%s): %w", ac.Name, a.ID, err))
-	}
-	adj := resp.GetAdjust()
-	if bad := unsupportedAdjustments(adj, before.removed(req.Container), true); len(bad) > 0 {
-		return fail(fmt.Errorf("container %s: %w", ac.Name, unsupportedNRI(bad)))
-	}
-	if r := adj.GetLinux().GetResources(); hasResources(r) {
-		res, _ := nriResources(r, n.s.features.SwapLimit) // unsupported fields were refused above
-		if err := n.s.rt.UpdateApp(ctx, p.ID, a.ID, res); err != nil {
-			return fail(fmt.Errorf("container %s: applying NRI resource adjustments: %w", ac.Name, err))
-		}
-	}
-	n.applyUpdates(ctx, resp.GetUpdate()) // other containers'; failures are logged
+	n.applyUpdates(ctx, updates) // other containers'; failures are logged
 	return a, nil
 }
 
@@ -630,14 +569,6 @@ func (n *nriHooks) postCreateContainer(ctx context.Context, id string) {
 	if err := n.nri.PostCreateContainer(ctx, &api.PostCreateContainerRequest{Pod: n.podOf(c.app.PodID), Container: n.container(c)}); err != nil {
 		n.log.Warn("NRI PostCreateContainer failed", "container", id, "err", err)
 	}
-}
-
-// newContainerID makes an app ID as pod.Manager does (16 random bytes,
-// hex).
-func newContainerID() string {
-	b := make([]byte, 16)
-	rand.Read(b)
-	return hex.EncodeToString(b)
 }
 
 // nriLogger is where NRI's own log lines go: NRI has one logger per

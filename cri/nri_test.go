@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -19,9 +18,6 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-
-	"github.com/runclet/runclet/runtime/pod"
-	"github.com/runclet/runclet/spec"
 )
 
 // recorder is an NRI plugin (through NRI's own stub, over the daemon's
@@ -374,34 +370,12 @@ func TestNRISynchronizeLatePlugin(t *testing.T) {
 	r.waitFor(t, ctr2, "CreateContainer", "PostCreateContainer")
 }
 
-// presetFake is the fake with AddAppWithID, so CreateContainer asks
-// plugins before the app is made and applies their adjustments.
-type presetFake struct{ *fakeRuntime }
-
-func (f presetFake) AddAppWithID(ctx context.Context, podID, appID string, cfg pod.AppConfig) (*pod.App, error) {
-	a, err := f.AddApp(ctx, podID, cfg)
-	if err != nil {
-		return nil, err
-	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	app := f.apps[a.ID]
-	delete(f.apps, a.ID)
-	if err := os.Rename(f.AppDir(podID, a.ID), f.AppDir(podID, appID)); err != nil {
-		return nil, err
-	}
-	app.ID = appID
-	f.apps[appID] = app
-	ca := *app
-	return &ca, nil
-}
-
 func TestNRIAdjustmentsBeforeCreate(t *testing.T) {
 	f := newFake(t)
 	f.addImage("busybox:latest", "")
 	f.configs[f.images[0].ID].Config.Env = []string{"PATH=/bin", "IMAGE=1"}
 	f.configs[f.images[0].ID].Config.Cmd = []string{"sh"}
-	ts, sock := nriServer(t, f, func(o *Options) { o.Runtime = presetFake{f} })
+	ts, sock := nriServer(t, f)
 	var seen *api.Container
 	adjust := func(_ context.Context, _ *api.PodSandbox, c *api.Container) (*api.ContainerAdjustment, error) {
 		seen = c
@@ -409,6 +383,7 @@ func TestNRIAdjustmentsBeforeCreate(t *testing.T) {
 		adj.AddAnnotation("nri.example/a", "1")
 		adj.AddEnv("FROM_NRI", "yes")
 		adj.RemoveEnv("GONE")
+		adj.RemoveEnv("IMAGE")
 		adj.AddMount(&api.Mount{Destination: "/data", Source: "/srv/data", Type: "bind", Options: []string{"rbind", "ro", "rslave"}})
 		adj.RemoveMount("/old")
 		adj.SetArgs([]string{"/bin/app", "--flag"})
@@ -428,30 +403,56 @@ func TestNRIAdjustmentsBeforeCreate(t *testing.T) {
 	cfg.Mounts = []*runtimeapi.Mount{{HostPath: "/srv/old", ContainerPath: "/old"}}
 	ctrID := ts.createCtr(t, podID, cfg)
 
+	// The plugin was told the generated spec: the app's id, command and
+	// its whole environment (the image's, the request's and runclet's).
+	sp := f.specs[ctrID]
+	told := slices.DeleteFunc(slices.Clone(seen.Env), func(kv string) bool { return kv == "GONE=x" || kv == "IMAGE=1" })
 	if seen.Id != ctrID || seen.PodSandboxId != podID || !slices.Equal(seen.Args, []string{"sh"}) ||
-		!slices.Equal(seen.Env, []string{"PATH=/bin", "IMAGE=1", "GONE=x", "KEEP=y"}) || len(seen.Mounts) != 1 {
-		t.Fatalf("plugin was told %v", seen)
+		!slices.Contains(seen.Env, "PATH=/bin") || !slices.Contains(seen.Env, "IMAGE=1") || !slices.Contains(seen.Env, "GONE=x") ||
+		!slices.Equal(append(told, "FROM_NRI=yes"), sp.Process.Env) || !slices.ContainsFunc(seen.Mounts, func(m *api.Mount) bool { return m.Destination == "/old" }) {
+		t.Fatalf("plugin was told %v; the app got env %v", seen, sp.Process.Env)
 	}
-	sp := f.lastApp.Spec
-	if sp.Annotations["nri.example/a"] != "1" || !slices.Equal(sp.Env, []string{"KEEP=y", "FROM_NRI=yes"}) ||
-		!slices.Equal(sp.Command, []string{"/bin/app", "--flag"}) || sp.Args != nil {
-		t.Fatalf("adjusted spec: annotations %v env %v command %v args %v", sp.Annotations, sp.Env, sp.Command, sp.Args)
+	if sp.Annotations["nri.example/a"] != "1" || !slices.Contains(sp.Process.Env, "KEEP=y") || slices.Contains(sp.Process.Env, "GONE=x") ||
+		!slices.Equal(sp.Process.Args, []string{"/bin/app", "--flag"}) {
+		t.Fatalf("adjusted spec: annotations %v env %v args %v", sp.Annotations, sp.Process.Env, sp.Process.Args)
 	}
-	if len(sp.Mounts) != 1 || !reflect.DeepEqual(sp.Mounts[0], spec.Mount{HostPath: "/srv/data", ContainerPath: "/data", Readonly: true, Propagation: spec.PropagationHostToContainer}) {
-		t.Fatalf("adjusted mounts: %+v", sp.Mounts)
+	var data *specs.Mount
+	for i, m := range sp.Mounts {
+		if m.Destination == "/old" {
+			t.Fatalf("removed mount still there: %+v", m)
+		}
+		if m.Destination == "/data" {
+			data = &sp.Mounts[i]
+		}
 	}
-	if len(sp.Rlimits) != 1 || sp.Rlimits[0] != (specs.POSIXRlimit{Type: "RLIMIT_NOFILE", Hard: 2048, Soft: 1024}) {
-		t.Fatalf("adjusted rlimits: %+v", sp.Rlimits)
+	if data == nil || data.Source != "/srv/data" || !slices.Contains(data.Options, "ro") || sp.Linux.RootfsPropagation != "rslave" {
+		t.Fatalf("adjusted mounts: %+v, rootfs propagation %q", sp.Mounts, sp.Linux.RootfsPropagation)
 	}
-	if len(sp.Devices) != 1 || sp.Devices[0].ContainerPath != "/dev/fuse" || sp.Devices[0].Major != 10 || sp.Devices[0].Permissions != "rwm" {
-		t.Fatalf("adjusted devices: %+v", sp.Devices)
+	var nofile []specs.POSIXRlimit
+	for _, rl := range sp.Process.Rlimits {
+		if rl.Type == "RLIMIT_NOFILE" {
+			nofile = append(nofile, rl)
+		}
 	}
-	if r := sp.Resources; r.CPUsetCPUs != "1" || r.MemoryLimit != 64<<20 || r.MemorySwapLimit != 64<<20 || r.OOMScoreAdj == nil || *r.OOMScoreAdj != 500 {
-		t.Fatalf("adjusted resources: %+v", r)
+	if len(nofile) != 1 || nofile[0] != (specs.POSIXRlimit{Type: "RLIMIT_NOFILE", Hard: 2048, Soft: 1024}) {
+		t.Fatalf("adjusted rlimits: %+v", sp.Process.Rlimits)
+	}
+	res := sp.Linux.Resources
+	if !slices.ContainsFunc(sp.Linux.Devices, func(d specs.LinuxDevice) bool { return d.Path == "/dev/fuse" && d.Major == 10 && d.Minor == 229 }) ||
+		!slices.ContainsFunc(res.Devices, func(d specs.LinuxDeviceCgroup) bool {
+			return d.Allow && d.Major != nil && *d.Major == 10 && *d.Minor == 229 && d.Access == "rwm"
+		}) {
+		t.Fatalf("adjusted devices: %+v, rules %+v", sp.Linux.Devices, res.Devices)
+	}
+	if res.CPU.Cpus != "1" || *res.Memory.Limit != 64<<20 || *res.Memory.Swap != 64<<20 || sp.Process.OOMScoreAdj == nil || *sp.Process.OOMScoreAdj != 500 {
+		t.Fatalf("adjusted resources: %+v %+v, oom_score_adj %v", res.CPU, res.Memory, sp.Process.OOMScoreAdj)
 	}
 
-	// What runclet cannot apply fails the creation and names it.
-	r.onCreate = func(context.Context, *api.PodSandbox, *api.Container) (*api.ContainerAdjustment, error) {
+	// What runclet cannot apply fails the creation, names it, and leaves
+	// nothing: plugins hear the container is gone again.
+	var refused string
+	r.onCreate = func(_ context.Context, _ *api.PodSandbox, c *api.Container) (*api.ContainerAdjustment, error) {
+		refused = c.Id
 		adj := &api.ContainerAdjustment{}
 		adj.AddHooks(&api.Hooks{Prestart: []*api.Hook{{Path: "/bin/true"}}})
 		adj.SetLinuxRDTClass("gold")
@@ -462,38 +463,10 @@ func TestNRIAdjustmentsBeforeCreate(t *testing.T) {
 	if !strings.Contains(err.Error(), "hooks") || !strings.Contains(err.Error(), "linux.resources.rdt_class") {
 		t.Fatalf("error does not name the adjustments: %v", err)
 	}
-}
-
-func TestNRIAdjustmentsAfterCreate(t *testing.T) {
-	f := newFake(t)
-	f.addImage("busybox:latest", "")
-	ts, sock := nriServer(t, f)
-	r := &recorder{onCreate: func(context.Context, *api.PodSandbox, *api.Container) (*api.ContainerAdjustment, error) {
-		adj := &api.ContainerAdjustment{}
-		adj.SetLinuxCPUSetCPUs("0-1")
-		adj.SetLinuxCPUShares(512)
-		return adj, nil
-	}}
-	connect(t, sock, "rec", "10", r)
-	podID := ts.runPod(t, nriSandbox("p1"))
-	ts.createCtr(t, podID, ctrConfig("c1", "busybox:latest"))
-	if u := f.lastUpdate; u.CPUsetCPUs != "0-1" || u.CPUShares != 512 {
-		t.Fatalf("resources adjusted after creation: %+v", u)
-	}
-
-	r.onCreate = func(context.Context, *api.PodSandbox, *api.Container) (*api.ContainerAdjustment, error) {
-		adj := &api.ContainerAdjustment{}
-		adj.AddEnv("A", "b")
-		return adj, nil
-	}
-	_, err := ts.rt.CreateContainer(context.Background(), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: ctrConfig("c2", "busybox:latest")})
-	wantCode(t, err, codes.Unimplemented)
-	if !strings.Contains(err.Error(), "env") {
-		t.Fatalf("error does not name the adjustment: %v", err)
-	}
 	if len(f.apps) != 1 {
-		t.Fatalf("the refused container was not removed: %d apps", len(f.apps))
+		t.Fatalf("the refused container was made: %d apps", len(f.apps))
 	}
+	r.waitFor(t, refused, "CreateContainer", "StopContainer", "RemoveContainer")
 }
 
 func TestNRIUnsolicitedUpdate(t *testing.T) {
@@ -527,40 +500,34 @@ func TestNRIUnsolicitedUpdate(t *testing.T) {
 	}
 }
 
-func TestAdjustAppConfigRemovals(t *testing.T) {
-	ac := pod.AppConfig{Spec: spec.App{
-		Env:         []string{"A=1", "B=2"},
+func TestAdjustSpecRemovals(t *testing.T) {
+	major, minor := int64(10), int64(229)
+	sp := &specs.Spec{
+		Process:     &specs.Process{Env: []string{"PATH=/bin", "A=1", "B=2"}},
 		Annotations: map[string]string{"x": "1", "y": "2"},
-		Mounts:      []spec.Mount{{HostPath: "/a", ContainerPath: "/a"}, {HostPath: "/b", ContainerPath: "/b"}},
-		Devices:     []spec.Device{{HostPath: "/dev/fuse", Type: "c", Major: 10, Minor: 229}},
-		Sysctls:     map[string]string{"net.x": "1"},
-	}}
+		Mounts:      []specs.Mount{{Source: "/a", Destination: "/a"}, {Source: "/b", Destination: "/b"}},
+		Linux: &specs.Linux{
+			Devices:   []specs.LinuxDevice{{Path: "/dev/fuse", Type: "c", Major: 10, Minor: 229}},
+			Resources: &specs.LinuxResources{Devices: []specs.LinuxDeviceCgroup{{Allow: true, Type: "c", Major: &major, Minor: &minor, Access: "rwm"}}},
+			Sysctl:    map[string]string{"net.x": "1"},
+		},
+	}
 	adj := &api.ContainerAdjustment{
 		Annotations: map[string]string{"-x": "", "z": "3"},
-		Env:         []*api.KeyValue{{Key: "C", Value: "3"}},
+		Env:         []*api.KeyValue{{Key: "C", Value: "3"}, {Key: "-PATH"}},
 		Mounts:      []*api.Mount{{Destination: "-/a"}},
 		Linux:       &api.LinuxContainerAdjustment{Sysctl: map[string]string{"net.y": "2"}},
 	}
 	// NRI's merged adjustment says nothing of these removals: they are
 	// found by comparing the container before and after.
 	rm := nriRemoved{env: []string{"A"}, devices: []string{"/dev/fuse"}, sysctls: []string{"net.x"}}
-	if err := adjustAppConfig(&ac, adj, rm, []string{"PATH=/bin"}, false); err != nil {
+	if err := adjustSpec(sp, adj, rm, false); err != nil {
 		t.Fatal(err)
 	}
-	sp := ac.Spec
-	if fmt.Sprint(sp.Annotations) != "map[y:2 z:3]" || !slices.Equal(sp.Env, []string{"B=2", "C=3"}) ||
-		len(sp.Mounts) != 1 || sp.Mounts[0].ContainerPath != "/b" || len(sp.Devices) != 0 || fmt.Sprint(sp.Sysctls) != "map[net.y:2]" {
-		t.Fatalf("after removals: %+v", sp)
-	}
-	// The image's variables can be overridden, not removed.
-	err := adjustAppConfig(&ac, &api.ContainerAdjustment{}, nriRemoved{env: []string{"PATH"}}, []string{"PATH=/bin"}, false)
-	if Code(err) != codes.Unimplemented {
-		t.Fatalf("removing an image variable: %v", err)
-	}
-	// Only bind mounts.
-	err = adjustAppConfig(&ac, &api.ContainerAdjustment{Mounts: []*api.Mount{{Destination: "/t", Type: "tmpfs", Source: "tmpfs"}}}, nriRemoved{}, nil, false)
-	if Code(err) != codes.Unimplemented || !strings.Contains(err.Error(), "tmpfs") {
-		t.Fatalf("tmpfs mount: %v", err)
+	if fmt.Sprint(sp.Annotations) != "map[y:2 z:3]" || !slices.Equal(sp.Process.Env, []string{"B=2", "C=3"}) ||
+		len(sp.Mounts) != 1 || sp.Mounts[0].Destination != "/b" || len(sp.Linux.Devices) != 0 || len(sp.Linux.Resources.Devices) != 0 ||
+		fmt.Sprint(sp.Linux.Sysctl) != "map[net.y:2]" {
+		t.Fatalf("after removals: %+v %+v", sp, sp.Linux)
 	}
 }
 

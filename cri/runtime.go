@@ -28,13 +28,13 @@ import (
 
 // Runtime is the seam between the CRI handlers and stage0's runtime: what
 // the handlers need from runtime/pod, runtime/image and runtime/network.
-// Adapter implements it for real; the handler tests use a fake.
+// Its pod and app methods are pod.Manager's own (Adapter embeds the
+// manager, so they need no forwarding); the handler tests use a fake.
 //
 // Mutating calls get a context detached from the client's (see the
 // handlers), so they either finish or undo themselves.
 type Runtime interface {
-	// CreatePod prepares a pod (pod.Manager.CreatePod); on failure nothing
-	// of it is left.
+	// CreatePod prepares a pod; on failure nothing of it is left.
 	CreatePod(ctx context.Context, cfg pod.PodConfig) (*pod.Pod, error)
 	// StopPod stops a pod's apps, supervisor and network. Idempotent.
 	StopPod(ctx context.Context, podID string, timeout time.Duration) error
@@ -43,21 +43,22 @@ type Runtime interface {
 	// PodStatus reads a pod and its apps from disk.
 	PodStatus(ctx context.Context, podID string) (*pod.Pod, []*pod.App, error)
 	// ListPods reads every pod record.
-	ListPods(ctx context.Context) ([]*pod.Pod, error)
+	ListPods() ([]*pod.Pod, error)
 	// PodPids are the host pids of a pod's supervisor and pid namespace
-	// holder, 0 when none is recorded (pod.Manager.PodPids).
+	// holder, 0 when none is recorded.
 	PodPids(podID string) (supervisor, holder int)
-	// RemoveInterrupted removes what a crash left half made: pods still
+	// GCPreparing removes what a crash left half made: pods still
 	// "preparing" and, in the other pods, apps whose creation was cut
-	// short. It returns their IDs. Stopped pods are kept: kubelet removes
-	// sandboxes itself.
-	RemoveInterrupted(ctx context.Context) (pods, apps []string, err error)
+	// short; it skips pods whose lock is held. Stopped pods are kept:
+	// kubelet removes sandboxes itself.
+	GCPreparing(ctx context.Context) (pod.GCResult, error)
 	// PodStats reads a pod's cgroup and network statistics; p is the
 	// pod's record as the index has it.
 	PodStats(ctx context.Context, p *pod.Pod) (*pod.PodStats, error)
 
-	// AddApp creates an app (not started) in a ready pod.
-	AddApp(ctx context.Context, podID string, cfg pod.AppConfig) (*pod.App, error)
+	// AddApp creates an app (not started) in a ready pod; opts edit its
+	// generated spec.
+	AddApp(ctx context.Context, podID string, cfg pod.AppConfig, opts ...pod.SpecOpt) (*pod.App, error)
 	// StartApp starts a created app.
 	StartApp(ctx context.Context, podID, appID string) (*pod.App, error)
 	// StopApp stops an app (stop signal, SIGKILL after timeout); a no-op
@@ -76,7 +77,7 @@ type Runtime interface {
 	AppSpec(podID, appID string) (*specs.Spec, error)
 	// UpdateApp changes a created or running app's cgroup resources and
 	// its bundle to match; limits left at zero stay as they are.
-	UpdateApp(ctx context.Context, podID, appID string, r spec.Resources) error
+	UpdateApp(ctx context.Context, podID, appID string, r spec.Resources) (*pod.App, error)
 	// AppStats reads the cgroup statistics of a pod's apps (appIDs
 	// empty: all) from its supervisor; apps it does not have are left out.
 	AppStats(ctx context.Context, podID string, appIDs []string) ([]pod.AppStats, error)
@@ -86,7 +87,7 @@ type Runtime interface {
 	// Exec runs a process in a running app and returns its exit code.
 	Exec(ctx context.Context, podID, appID string, cfg pod.ExecConfig, s pod.Streams) (int, error)
 	// Attach connects streams to a running app's stdio.
-	Attach(ctx context.Context, podID, appID string, s pod.Streams) error
+	Attach(ctx context.Context, podID, appID string, s pod.Streams) (int, error)
 	// ReopenLog makes the supervisor reopen an app's log file.
 	ReopenLog(ctx context.Context, podID, appID string) error
 	// PortForward connects stream to port on 127.0.0.1 (else [::1]) in the

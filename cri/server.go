@@ -255,17 +255,17 @@ func isCRIPod(p *pod.Pod) bool { return p.Namespace != "" }
 // in between). What a crash left half made (pods still preparing, apps
 // whose creation was cut short) is removed first.
 func (s *Server) rebuild(ctx context.Context) error {
-	podIDs, appIDs, err := s.rt.RemoveInterrupted(ctx)
-	for _, id := range podIDs {
+	gc, err := s.rt.GCPreparing(ctx)
+	for _, id := range gc.Pods {
 		s.log.Info("removed a pod sandbox whose creation was interrupted", "pod", id)
 	}
-	for _, id := range appIDs {
+	for _, id := range gc.Apps {
 		s.log.Info("removed a container whose creation was interrupted", "container", id)
 	}
 	if err != nil {
 		s.log.Warn("removing what interrupted creations left", "err", err)
 	}
-	pods, err := s.rt.ListPods(ctx)
+	pods, err := s.rt.ListPods()
 	if err != nil {
 		return fmt.Errorf("list pods: %w", err)
 	}

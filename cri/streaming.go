@@ -213,7 +213,8 @@ func (r *streamRuntime) Attach(ctx context.Context, containerID string, in io.Re
 	}
 	done := make(chan struct{})
 	defer close(done)
-	return r.s.rt.Attach(ctx, c.app.PodID, c.app.ID, streams(in, out, errw, tty, resize, done))
+	_, err = r.s.rt.Attach(ctx, c.app.PodID, c.app.ID, streams(in, out, errw, tty, resize, done))
+	return err
 }
 
 func (r *streamRuntime) PortForward(ctx context.Context, podSandboxID string, port int32, stream io.ReadWriteCloser) error {

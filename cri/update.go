@@ -7,6 +7,7 @@ import (
 
 	"github.com/runclet/runclet/internal/errdefs"
 	"github.com/runclet/runclet/runtime/pod"
+	"github.com/runclet/runclet/spec"
 )
 
 // UpdateContainerResources changes a created or running container's
@@ -34,16 +35,26 @@ func (s *Server) UpdateContainerResources(ctx context.Context, req *runtimeapi.U
 	if err := validateResources(r); err != nil {
 		return nil, err
 	}
-	if c.app.State != pod.AppCreated && c.app.State != pod.AppRunning {
-		return nil, errdefs.FailedPrecondition("container %s is %s; only a created or running container's resources can change", c.app.ID, containerState(c.app.State))
-	}
-	if err := s.rt.UpdateApp(context.WithoutCancel(ctx), c.app.PodID, c.app.ID, resources(r, s.features)); err != nil {
+	if err := s.updateContainer(context.WithoutCancel(ctx), c, resources(r, s.features)); err != nil {
 		return nil, err
+	}
+	return &runtimeapi.UpdateContainerResourcesResponse{}, nil
+}
+
+// updateContainer changes a created or running container's resources
+// (UpdateContainerResources, NRI updates) and indexes what its bundle
+// then says.
+func (s *Server) updateContainer(ctx context.Context, c *containerEntry, r spec.Resources) error {
+	if c.app.State != pod.AppCreated && c.app.State != pod.AppRunning {
+		return errdefs.FailedPrecondition("container %s is %s; only a created or running container's resources can change", c.app.ID, containerState(c.app.State))
+	}
+	if _, err := s.rt.UpdateApp(ctx, c.app.PodID, c.app.ID, r); err != nil {
+		return err
 	}
 	if sp, err := s.rt.AppSpec(c.app.PodID, c.app.ID); err == nil {
 		s.idx.updateResources(c.app.ID, specResources(sp))
 	}
-	return &runtimeapi.UpdateContainerResourcesResponse{}, nil
+	return nil
 }
 
 // validateResources refuses what no cgroup takes.

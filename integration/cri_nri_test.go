@@ -2,9 +2,12 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,9 +21,11 @@ import (
 type adjuster struct {
 	src string
 	ids chan string
+	env []string // the last container's, as the plugin was told
 }
 
 func (a *adjuster) CreateContainer(_ context.Context, _ *api.PodSandbox, c *api.Container) (*api.ContainerAdjustment, []*api.ContainerUpdate, error) {
+	a.env = slices.Clone(c.Env)
 	a.ids <- c.Id
 	adj := &api.ContainerAdjustment{}
 	adj.AddEnv("NRI_ADDED", "from-plugin")
@@ -29,7 +34,8 @@ func (a *adjuster) CreateContainer(_ context.Context, _ *api.PodSandbox, c *api.
 }
 
 // A real NRI plugin adjusts a container before runclet makes it, under
-// the id the container then has.
+// the id the container then has, and is told the environment the app
+// gets (runclet's PATH and HOSTNAME included).
 func TestCRINRIAdjustsContainers(t *testing.T) {
 	ci := newCRIInstance(t)
 	sock := filepath.Join(filepath.Dir(ci.root), "nri.sock")
@@ -66,7 +72,7 @@ func TestCRINRIAdjustsContainers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cc := containerConfig("adjusted", img, nil, "sh", "-c", "echo $NRI_ADDED; cat /nri/note")
+	cc := containerConfig("adjusted", img, nil, "sh", "-c", "echo $NRI_ADDED; cat /nri/note; echo $HOSTNAME")
 	cr, err := ci.rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: run.PodSandboxId, Config: cc, SandboxConfig: sb})
 	if err != nil {
 		t.Fatal(err)
@@ -82,5 +88,20 @@ func TestCRINRIAdjustsContainers(t *testing.T) {
 	if _, err := ci.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: cr.ContainerId}); err != nil {
 		t.Fatal(err)
 	}
-	ci.waitLog(sb.LogDirectory+"/adjusted/0.log", "stdout F from-plugin", "stdout F mounted-by-plugin")
+	ci.waitLog(sb.LogDirectory+"/adjusted/0.log", "stdout F from-plugin", "stdout F mounted-by-plugin", "stdout F nri")
+	for _, k := range []string{"PATH=/", "HOSTNAME=nri", "GREETING=hello-cri"} {
+		if !slices.ContainsFunc(plug.env, func(kv string) bool { return strings.HasPrefix(kv, k) }) {
+			t.Errorf("the plugin was not told %s...: %v", k, plug.env)
+		}
+	}
+	var bundle struct {
+		Process struct{ Env []string } `json:"process"`
+	}
+	data, err := os.ReadFile(filepath.Join(ci.root, "pods", run.PodSandboxId, "apps", cr.ContainerId, "bundle", "config.json"))
+	if err != nil || json.Unmarshal(data, &bundle) != nil {
+		t.Fatalf("bundle: %v", err)
+	}
+	if !slices.Equal(bundle.Process.Env, append(slices.Clone(plug.env), "NRI_ADDED=from-plugin")) {
+		t.Fatalf("the app's env %v, the plugin was told %v", bundle.Process.Env, plug.env)
+	}
 }

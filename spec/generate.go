@@ -276,7 +276,7 @@ func linux(s *specs.Spec, app App, pod Pod, flavor Flavor) error {
 	if l.CgroupsPath, err = cgroupsPath(app, pod); err != nil {
 		return err
 	}
-	if l.Resources, err = resources(app); err != nil {
+	if l.Resources, err = LinuxResources(app.Resources); err != nil {
 		return err
 	}
 	l.Devices, l.Resources.Devices, err = devices(app)

@@ -45,7 +45,7 @@ func TestResources(t *testing.T) {
 		HugepageLimits: map[string]uint64{"2MB": 1 << 21, "64KB": 0},
 		Unified:        map[string]string{"memory.oom.group": "1"},
 	}
-	got, err := resources(App{Resources: r})
+	got, err := LinuxResources(r)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,12 +66,12 @@ func TestResources(t *testing.T) {
 		t.Errorf("unified = %v", got.Unified)
 	}
 
-	swap, _ := resources(App{Resources: Resources{MemoryLimit: 100, MemorySwapLimit: 300}})
+	swap, _ := LinuxResources(Resources{MemoryLimit: 100, MemorySwapLimit: 300})
 	if *swap.Memory.Swap != 300 {
 		t.Errorf("swap = %v", swap.Memory)
 	}
 
-	empty, _ := resources(App{})
+	empty, _ := LinuxResources(Resources{})
 	if empty.CPU != nil || empty.Memory != nil || empty.Pids != nil || empty.HugepageLimits != nil || empty.Unified != nil {
 		t.Errorf("empty resources = %+v", empty)
 	}
@@ -84,7 +84,7 @@ func TestResources(t *testing.T) {
 		{HugepageLimits: map[string]uint64{"2M": 1}},
 		{HugepageLimits: map[string]uint64{"huge": 1}},
 	} {
-		_, err := resources(App{Resources: bad})
+		_, err := LinuxResources(bad)
 		wantInvalid(t, err)
 	}
 }
@@ -154,5 +154,32 @@ func TestCgroupLeafIsTheAppID(t *testing.T) {
 		if s.Linux.CgroupsPath != want {
 			t.Errorf("systemd=%v: cgroups path %q, want %q", systemd, s.Linux.CgroupsPath, want)
 		}
+	}
+}
+
+func TestMergeResourcesKeepsWhatIsNotSet(t *testing.T) {
+	shares, period, limit, swap := uint64(1024), uint64(100000), int64(64<<20), int64(64<<20)
+	major := int64(1)
+	old := &specs.LinuxResources{
+		Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}, {Allow: true, Type: "c", Major: &major, Access: "rwm"}},
+		CPU:     &specs.LinuxCPU{Shares: &shares, Period: &period, Cpus: "0-3"},
+		Memory:  &specs.LinuxMemory{Limit: &limit, Swap: &swap},
+		Unified: map[string]string{"memory.high": "1"},
+	}
+	newLimit, quota := int64(32<<20), int64(50000)
+	got := MergeResources(old, &specs.LinuxResources{
+		CPU:     &specs.LinuxCPU{Quota: &quota},
+		Memory:  &specs.LinuxMemory{Limit: &newLimit, Swap: &newLimit},
+		Unified: map[string]string{"memory.max": "2"},
+	})
+	if len(got.Devices) != 2 || *got.CPU.Shares != 1024 || *got.CPU.Period != 100000 || *got.CPU.Quota != 50000 || got.CPU.Cpus != "0-3" ||
+		*got.Memory.Limit != 32<<20 || *got.Memory.Swap != 32<<20 || got.Unified["memory.high"] != "1" || got.Unified["memory.max"] != "2" {
+		t.Fatalf("%+v", got)
+	}
+	if *old.Memory.Limit != 64<<20 || old.CPU.Quota != nil || len(old.Unified) != 1 {
+		t.Fatal("old was changed")
+	}
+	if got := MergeResources(nil, &specs.LinuxResources{}); got == nil || got.CPU != nil {
+		t.Fatalf("from nothing: %+v", got)
 	}
 }

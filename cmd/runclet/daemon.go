@@ -49,7 +49,7 @@ starts again finds them on disk. See docs/cri.md.`,
 			defer stop()
 			return cri.Run(ctx, cri.DaemonOptions{
 				Options: cri.Options{
-					Runtime:           &cri.Adapter{Pods: pods, Images: images, Network: g.network},
+					Runtime:           &cri.Adapter{Manager: pods, Images: images, Network: g.network},
 					Version:           version,
 					CgroupDriver:      g.cfg.Cgroup.Driver,
 					DefaultFlavor:     g.cfg.Stage1.DefaultFlavor,

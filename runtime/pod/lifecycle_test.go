@@ -56,6 +56,9 @@ func TestPodLifecycle(t *testing.T) {
 	if _, err := r.m.AddApp(ctx, p.ID, AppConfig{Name: "x", Image: img, ID: "NOT-HEX"}); !errdefs.IsInvalidArgument(err) {
 		t.Fatalf("app id that is not hex: %v", err)
 	}
+	if _, err := r.m.AddApp(ctx, p.ID, AppConfig{Name: "x", Image: img, ID: a.ID}); !errdefs.IsAlreadyExists(err) {
+		t.Fatalf("app id that is taken: %v", err)
+	}
 	if _, err := r.m.AddApp(ctx, p.ID, AppConfig{Name: "x", Image: img, StopSignal: "SIGNOPE"}); !errdefs.IsInvalidArgument(err) {
 		t.Fatalf("unknown stop signal: %v", err)
 	}

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/runclet/runclet/internal/errdefs"
 	"github.com/runclet/runclet/internal/fsutil"
 	"github.com/runclet/runclet/runtime/image"
@@ -374,8 +376,7 @@ func (m *Manager) writeEtc(p *Pod) error {
 // AppConfig is an app request, from the CLI or CRI CreateContainer.
 type AppConfig struct {
 	// ID presets the app's id (32 lower-case hex digits, unique on the
-	// node); "" picks one. NRI plugins must hear of an app by its id
-	// before it is made.
+	// node); "" picks one.
 	ID                  string
 	Name                string
 	Attempt             uint32
@@ -395,9 +396,15 @@ type AppConfig struct {
 	ImageVolumes []ImageVolumeConfig
 }
 
+// SpecOpt edits an app's generated OCI spec before its bundle is
+// written, as containerd's container opts do (NRI adjustments are one);
+// a is the app's record as it will be saved. An error fails AddApp.
+type SpecOpt func(a *App, s *specs.Spec) error
+
 // AddApp creates an app in a ready pod: its rootfs on the image's layers,
 // its bundle, and its container in the supervisor (created, not started).
-func (m *Manager) AddApp(ctx context.Context, podID string, cfg AppConfig) (_ *App, retErr error) {
+// opts edit the generated spec; the spec they leave is validated.
+func (m *Manager) AddApp(ctx context.Context, podID string, cfg AppConfig, opts ...SpecOpt) (_ *App, retErr error) {
 	lock, err := m.l.lock(podID)
 	if err != nil {
 		return nil, err
@@ -507,8 +514,18 @@ func (m *Manager) AddApp(ctx context.Context, podID string, cfg AppConfig) (_ *A
 	if err != nil {
 		return nil, err
 	}
+	for _, opt := range opts {
+		if err := opt(a, s); err != nil {
+			return nil, err
+		}
+	}
 	if err := writeBundle(m.l.Bundle(podID, a.ID), s); err != nil {
 		return nil, err
+	}
+	if len(opts) > 0 {
+		if err := spec.Validate(m.l.Bundle(podID, a.ID)); err != nil {
+			return nil, err
+		}
 	}
 	if s.Process != nil {
 		a.User = fmt.Sprintf("%d:%d", s.Process.User.UID, s.Process.User.GID)

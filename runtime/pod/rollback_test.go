@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -422,12 +423,12 @@ func (r *rig) appLeaks(p *Pod, id string) []string {
 // addAppFails makes AddApp fail as mutate arranges, checks the app left
 // nothing and the pod still takes an app, then removes the pod and checks
 // the host.
-func (r *rig) addAppFails(mutate func(p *Pod, cfg *AppConfig), wantErr string) {
+func (r *rig) addAppFails(mutate func(p *Pod, cfg *AppConfig), wantErr string, opts ...SpecOpt) {
 	r.t.Helper()
 	p := r.readyPod("add-app-fails")
 	cfg := AppConfig{ID: newID(), Name: "app", Image: r.busybox(), Spec: spec.App{Command: []string{"sleep", "60"}}}
 	mutate(p, &cfg)
-	_, err := r.m.AddApp(context.Background(), p.ID, cfg)
+	_, err := r.m.AddApp(context.Background(), p.ID, cfg, opts...)
 	if err == nil || !strings.Contains(err.Error(), wantErr) {
 		r.t.Fatalf("AddApp: %v, want an error with %q", err, wantErr)
 	}
@@ -468,6 +469,47 @@ func TestAddAppRollsBackWhenTheBundleWriteFails(t *testing.T) {
 		return errors.New("write bundle: injected failure")
 	}
 	r.addAppFails(func(*Pod, *AppConfig) {}, "injected failure")
+}
+
+// A SpecOpt (NRI's, in the daemon) edits the generated spec of the app
+// being made, and what it writes is what the bundle holds.
+func TestAddAppSpecOptsEditTheBundle(t *testing.T) {
+	r := newRig(t, rigOptions{})
+	p := r.readyPod("spec-opts")
+	var saw string
+	opt := func(a *App, s *specs.Spec) error {
+		saw = a.ID + " " + strings.Join(s.Process.Args, " ")
+		s.Process.Env = append(s.Process.Env, "FROM_OPT=1")
+		return nil
+	}
+	a, err := r.m.AddApp(context.Background(), p.ID, AppConfig{Name: "app", Image: r.busybox(), Spec: spec.App{Command: []string{"sleep", "60"}}}, opt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if saw != a.ID+" sleep 60" {
+		t.Fatalf("the opt saw %q", saw)
+	}
+	s, err := spec.ReadBundle(r.l.Bundle(p.ID, a.ID))
+	if err != nil || !slices.Contains(s.Process.Env, "FROM_OPT=1") {
+		t.Fatalf("bundle env %v (%v)", s.Process.Env, err)
+	}
+	if err := r.m.RemovePod(context.Background(), p.ID); err != nil {
+		t.Fatal(err)
+	}
+	r.noLeaks("pod with an app a SpecOpt edited")
+}
+
+func TestAddAppRollsBackWhenASpecOptFails(t *testing.T) {
+	r := newRig(t, rigOptions{})
+	r.addAppFails(func(*Pod, *AppConfig) {}, "opt refused", func(*App, *specs.Spec) error { return errors.New("opt refused") })
+}
+
+func TestAddAppRollsBackWhenASpecOptBreaksTheSpec(t *testing.T) {
+	r := newRig(t, rigOptions{})
+	r.addAppFails(func(*Pod, *AppConfig) {}, "not a valid OCI bundle", func(_ *App, s *specs.Spec) error {
+		s.Mounts = append(s.Mounts, specs.Mount{Destination: "relative", Type: "bind", Source: "/tmp"})
+		return nil
+	})
 }
 
 func TestAddAppRollsBackWhenTheSpecCannotBeMade(t *testing.T) {

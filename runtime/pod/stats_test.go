@@ -1,14 +1,12 @@
 package pod
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/runclet/runclet/internal/errdefs"
-	"github.com/runclet/runclet/spec"
 )
 
 func TestParseCgroupMounts(t *testing.T) {
@@ -158,27 +156,5 @@ func TestDiskUsageCountsHardLinksOnce(t *testing.T) {
 	}
 	if u.Inodes != 3 || u.Device == "" || u.Capacity == 0 || u.InodesTotal < u.InodesFree {
 		t.Fatalf("layer usage %+v", u)
-	}
-}
-
-func TestSpecResourcesIsWhatCreateWouldGet(t *testing.T) {
-	r, err := SpecResources(spec.Resources{CPUShares: 512, CPUQuota: 20000, CPUPeriod: 100000, MemoryLimit: 64 << 20, MemorySwapLimit: 64 << 20,
-		PidsLimit: 100, HugepageLimits: map[string]uint64{"2MB": 0}, Unified: map[string]string{"memory.high": "1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if *r.CPU.Shares != 512 || *r.CPU.Quota != 20000 || *r.CPU.Period != 100000 || *r.Memory.Limit != 64<<20 || *r.Memory.Swap != 64<<20 ||
-		*r.Pids.Limit != 100 || len(r.HugepageLimits) != 1 || r.Unified["memory.high"] != "1" || r.Devices != nil {
-		t.Fatalf("%s", fmt.Sprintf("%+v", r))
-	}
-	// Unset limits stay unset (an update leaves them as they are).
-	r, _ = SpecResources(spec.Resources{MemoryLimit: 1 << 20})
-	if r.CPU != nil || r.Pids != nil || r.Memory.Swap != nil {
-		t.Fatalf("%+v", r)
-	}
-	for _, bad := range []spec.Resources{{MemoryLimit: -1}, {HugepageLimits: map[string]uint64{"big": 1}}, {MemoryLimit: 2 << 20, MemorySwapLimit: 1 << 20}} {
-		if _, err := SpecResources(bad); err == nil {
-			t.Errorf("%+v accepted", bad)
-		}
 	}
 }

@@ -2,9 +2,7 @@ package pod
 
 import (
 	"context"
-	"io/fs"
 
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/runclet/runclet/internal/errdefs"
@@ -31,7 +29,7 @@ func (m *Manager) UpdateApp(ctx context.Context, podID, app string, r spec.Resou
 	if a.State != AppCreated && a.State != AppRunning {
 		return nil, errdefs.FailedPrecondition("app %s is %s; only a created or running app's resources can change", a.Name, a.State)
 	}
-	res, err := SpecResources(r)
+	res, err := spec.LinuxResources(r)
 	if err != nil {
 		return nil, err
 	}
@@ -46,30 +44,9 @@ func (m *Manager) UpdateApp(ctx context.Context, podID, app string, r spec.Resou
 	if s.Linux == nil {
 		s.Linux = &specs.Linux{}
 	}
-	s.Linux.Resources = proto.MergeResources(s.Linux.Resources, res) // keeps the devices
+	s.Linux.Resources = spec.MergeResources(s.Linux.Resources, res) // keeps the devices
 	if err := spec.WriteBundle(bundle, s); err != nil {
 		return nil, err
 	}
 	return a, nil
-}
-
-// SpecResources maps app limits to the OCI resources a new app with them
-// would get (spec.Generate's own mapping and checks: swap, hugepage sizes,
-// negative values), without devices.
-func SpecResources(r spec.Resources) (*specs.LinuxResources, error) {
-	r.OOMScoreAdj = nil
-	s, err := spec.Generate(ocispec.ImageConfig{},
-		func(string) ([]byte, error) { return nil, fs.ErrNotExist },
-		spec.App{Name: "update", Command: []string{"/update"}, Resources: r, Seccomp: spec.SeccompProfile{Kind: spec.SeccompUnconfined}},
-		spec.Pod{ID: "update", HostNetwork: true, HostPID: true, HostIPC: true, CgroupParent: "/update"},
-		spec.FlavorFly)
-	if err != nil {
-		return nil, err
-	}
-	out := s.Linux.Resources
-	if out == nil {
-		out = &specs.LinuxResources{}
-	}
-	out.Devices = nil
-	return out, nil
 }

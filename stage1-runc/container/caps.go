@@ -37,11 +37,12 @@ var boundingSet = sync.OnceValue(func() map[string]bool {
 var capClampLog sync.Once
 
 // clampCapabilities drops from every capability set of the process the
-// capabilities outside this process's bounding set.
-func clampCapabilities(p *specs.Process) {
+// capabilities outside this process's bounding set; it reports whether
+// it dropped any.
+func clampCapabilities(p *specs.Process) bool {
 	bound := boundingSet()
 	if p == nil || p.Capabilities == nil || bound == nil {
-		return
+		return false
 	}
 	var dropped []string
 	keep := func(list []string) []string {
@@ -62,4 +63,5 @@ func clampCapabilities(p *specs.Process) {
 			fmt.Fprintf(os.Stderr, "stage1-runc: capabilities %v are outside this host's bounding set; apps do not get them\n", dropped)
 		})
 	}
+	return len(dropped) > 0
 }

@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/runclet/runclet/internal/errdefs"
+	ocispec "github.com/runclet/runclet/spec"
 )
 
 // MaybeInit runs libcontainer's container init when this binary was
@@ -78,8 +79,9 @@ func Create(opts Options, id, bundle string, stdio Stdio) (_ *App, retErr error)
 	if spec.Process == nil {
 		return nil, errdefs.InvalidArgument("bundle %s: no process", bundle)
 	}
-	clampOOMScoreAdj(spec)
-	clampCapabilities(spec.Process)
+	if err := clamp(bundle, spec); err != nil {
+		return nil, err
+	}
 	if err := os.MkdirAll(opts.StateRoot, 0o700); err != nil {
 		return nil, err
 	}
@@ -111,7 +113,7 @@ func Create(opts Options, id, bundle string, stdio Stdio) (_ *App, retErr error)
 		}
 	}
 	if err := c.Start(p); err != nil {
-		return nil, explainStartError(id, &execArgs{spec.Process.Args}, err)
+		return nil, explainStartError(id, spec.Process.Args, err)
 	}
 	return &App{c: c, p: p, spec: spec}, nil
 }
@@ -158,23 +160,20 @@ func setBundleLabel(cfg *configs.Config, bundle string) {
 	cfg.Labels = append(cfg.Labels, "bundle="+bundle)
 }
 
+// newProcess is the part of the app's process specconv leaves to its
+// caller (as runc's own newProcess): capabilities, no_new_privs, the
+// SELinux label and oom_score_adj are in the container's configuration.
 func newProcess(p *specs.Process) *libcontainer.Process {
-	nnp := p.NoNewPrivileges
 	lp := &libcontainer.Process{
 		Args:            p.Args,
 		Env:             p.Env,
 		UID:             int(p.User.UID),
 		GID:             int(p.User.GID),
 		Cwd:             p.Cwd,
-		NoNewPrivileges: &nnp,
 		AppArmorProfile: p.ApparmorProfile,
-		Label:           p.SelinuxLabel,
 	}
 	for _, g := range p.User.AdditionalGids {
 		lp.AdditionalGroups = append(lp.AdditionalGroups, int(g))
-	}
-	if c := p.Capabilities; c != nil {
-		lp.Capabilities = &configs.Capabilities{Bounding: c.Bounding, Effective: c.Effective, Inheritable: c.Inheritable, Permitted: c.Permitted, Ambient: c.Ambient}
 	}
 	for _, r := range p.Rlimits {
 		if t, ok := rlimitTypes[r.Type]; ok {
@@ -196,25 +195,41 @@ var rlimitTypes = map[string]int{
 	"RLIMIT_RTTIME": unix.RLIMIT_RTTIME,
 }
 
+// clamp applies what this host allows to the app's process (see
+// clampOOMScoreAdj, clampCapabilities) and, when that changed the spec,
+// writes it back to the bundle: config.json says what runs, for `runc
+// run -b`, status and stage0.
+func clamp(bundle string, s *specs.Spec) error {
+	oom := clampOOMScoreAdj(s)
+	if caps := clampCapabilities(s.Process); !oom && !caps {
+		return nil
+	}
+	if err := ocispec.WriteBundle(bundle, s); err != nil {
+		return fmt.Errorf("bundle %s: writing back what this host allows: %w", bundle, err)
+	}
+	return nil
+}
+
 var oomClampLog sync.Once
 
 // clampOOMScoreAdj raises a requested oom_score_adj to this process's own
 // when it is lower: lowering needs CAP_SYS_RESOURCE, which root lacks on
 // many VMs, and libcontainer then fails with an unhelpful pipe error.
 // containerd's restrict_oom_score_adj does the same.
-func clampOOMScoreAdj(spec *specs.Spec) {
+func clampOOMScoreAdj(spec *specs.Spec) bool {
 	if spec.Process.OOMScoreAdj == nil {
-		return
+		return false
 	}
 	cur, err := currentOOMScoreAdj()
 	if err != nil || *spec.Process.OOMScoreAdj >= cur || hasCapSysResource() {
-		return
+		return false
 	}
 	oomClampLog.Do(func() {
 		fmt.Fprintf(os.Stderr, "stage1-runc: oom_score_adj %d raised to %d: this process may not lower it (no CAP_SYS_RESOURCE)\n", *spec.Process.OOMScoreAdj, cur)
 	})
 	v := cur
 	spec.Process.OOMScoreAdj = &v
+	return true
 }
 
 func currentOOMScoreAdj() (int, error) {
@@ -241,11 +256,11 @@ func hasCapSysResource() bool {
 
 // explainStartError turns libcontainer's start failures into messages
 // that name the cause a person can act on.
-func explainStartError(id string, cmd *execArgs, err error) error {
+func explainStartError(id string, args []string, err error) error {
 	msg := err.Error()
 	arg0 := ""
-	if len(cmd.args) > 0 {
-		arg0 = cmd.args[0]
+	if len(args) > 0 {
+		arg0 = args[0]
 	}
 	switch {
 	case strings.Contains(msg, "executable file not found") || strings.Contains(msg, "no such file or directory") && strings.Contains(msg, "exec:"):

@@ -1,7 +1,6 @@
 package container
 
 import (
-	"fmt"
 	"os"
 	"sync"
 	"syscall"
@@ -55,15 +54,12 @@ func (a *App) Exec(es ExecSpec, stdio Stdio) (*Proc, error) {
 		}
 	}
 	if err := a.c.Run(p); err != nil {
-		return nil, explainStartError(a.c.ID(), &execArgs{es.Args}, err)
+		return nil, explainStartError(a.c.ID(), es.Args, err)
 	}
 	// Nobody has waited for it yet, so the pid still names it.
 	pid, _ := p.Pid()
 	return &Proc{p: p, group: openPgroup(pid)}, nil
 }
-
-// execArgs lets explainStartError name the exec's command.
-type execArgs struct{ args []string }
 
 // Pid is the exec'd process.
 func (pr *Proc) Pid() int {
@@ -102,5 +98,3 @@ func ExitCode(st *os.ProcessState, err error) (code, signal int, errMsg string) 
 	}
 	return ws.ExitStatus(), 0, ""
 }
-
-func (e *execArgs) String() string { return fmt.Sprint(e.args) }

@@ -13,10 +13,12 @@ import (
 
 	"github.com/opencontainers/cgroups"
 	"github.com/opencontainers/runc/libcontainer"
+	"github.com/opencontainers/runc/libcontainer/configs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/runclet/runclet/internal/errdefs"
+	ocispec "github.com/runclet/runclet/spec"
 	"github.com/runclet/runclet/stage1-runc/proto"
 )
 
@@ -340,91 +342,44 @@ func readKeyValues(file string) map[string]uint64 {
 
 // Update changes the app's cgroup resources while it is created or
 // running (libcontainer's Set, as `runc update`): the fields of r that
-// are set replace the current ones, the others stay; devices are not
-// touched. libcontainer's state (runc state) records the new values.
+// are set replace those of the app's spec, the others stay. The merged
+// spec goes through specconv as at creation, so the new configuration
+// keeps the device rules (exec checks them) and libcontainer's state
+// (runc state) records what runs.
 func (a *App) Update(r *specs.LinuxResources) error {
 	if r == nil {
 		return errdefs.InvalidArgument("update %s: no resources", a.c.ID())
 	}
-	cfg := a.c.Config()
-	if cfg.Cgroups == nil || cfg.Cgroups.Resources == nil {
-		return errdefs.FailedPrecondition("update %s: the container has no cgroup configuration", a.c.ID())
-	}
-	// Config is a shallow copy: work on copies, so a failed Set leaves
-	// the container's own configuration (which Set rolls back to) as it was.
-	cg := *cfg.Cgroups
-	res := *cfg.Cgroups.Resources
-	cg.Resources = &res
-	cfg.Cgroups = &cg
-	mergeResources(&res, r)
-	res.SkipDevices = true // device rules are not ours to change here
 	a.cgMu.Lock()
 	defer a.cgMu.Unlock()
+	cfg, sp, err := updatedConfig(a.c.ID(), a.c.Config(), a.spec, r)
+	if err != nil {
+		return fmt.Errorf("update %s: %w", a.c.ID(), err)
+	}
 	if err := a.c.Set(cfg); err != nil {
 		if errors.Is(err, libcontainer.ErrNotRunning) {
 			return errdefs.FailedPrecondition("update %s: the container is not running", a.c.ID())
 		}
 		return fmt.Errorf("update %s: %w", a.c.ID(), err)
 	}
-	if a.spec.Linux != nil {
-		a.spec.Linux.Resources = proto.MergeResources(a.spec.Linux.Resources, r)
-	}
+	a.spec = sp
 	return nil
 }
 
-// mergeResources applies the set fields of r to libcontainer's resources.
-func mergeResources(res *cgroups.Resources, r *specs.LinuxResources) {
-	if c := r.CPU; c != nil {
-		if c.Shares != nil {
-			res.CpuShares = *c.Shares
-			res.CpuWeight = cgroups.ConvertCPUSharesToCgroupV2Value(*c.Shares) // what v2 writes
-		}
-		// Quota and period are written together (systemd and fs2 need
-		// both); one given alone keeps the other's current value.
-		if c.Quota != nil {
-			res.CpuQuota = *c.Quota
-		}
-		if c.Period != nil {
-			res.CpuPeriod = *c.Period
-		}
-		if c.Cpus != "" {
-			res.CpusetCpus = c.Cpus
-		}
-		if c.Mems != "" {
-			res.CpusetMems = c.Mems
-		}
+// updatedConfig is cfg with the cgroup configuration of sp with r merged
+// in, and that spec; cfg and sp are not changed (Set rolls back to the
+// container's own configuration when it fails).
+func updatedConfig(id string, cfg configs.Config, sp *specs.Spec, r *specs.LinuxResources) (configs.Config, *specs.Spec, error) {
+	if sp.Linux == nil || cfg.Cgroups == nil {
+		return cfg, nil, errdefs.FailedPrecondition("the container has no cgroup configuration")
 	}
-	if m := r.Memory; m != nil {
-		if m.Limit != nil {
-			res.Memory = *m.Limit
-		}
-		if m.Swap != nil {
-			res.MemorySwap = *m.Swap
-		}
-		if m.Reservation != nil {
-			res.MemoryReservation = *m.Reservation
-		}
+	next, linux := *sp, *sp.Linux
+	linux.Resources = ocispec.MergeResources(linux.Resources, r)
+	next.Linux = &linux
+	full, err := libcontainerConfig(id, &next, cfg.Cgroups.Systemd)
+	if err != nil {
+		return cfg, nil, err
 	}
-	if r.Pids != nil && r.Pids.Limit != nil {
-		limit := *r.Pids.Limit
-		res.PidsLimit = &limit
-	}
-	for _, h := range r.HugepageLimits {
-		i := slices.IndexFunc(res.HugetlbLimit, func(l *cgroups.HugepageLimit) bool { return l.Pagesize == h.Pagesize })
-		l := &cgroups.HugepageLimit{Pagesize: h.Pagesize, Limit: h.Limit}
-		if i >= 0 {
-			res.HugetlbLimit = slices.Clone(res.HugetlbLimit)
-			res.HugetlbLimit[i] = l
-		} else {
-			res.HugetlbLimit = append(slices.Clip(res.HugetlbLimit), l)
-		}
-	}
-	if len(r.Unified) > 0 {
-		u := maps.Clone(res.Unified)
-		if u == nil {
-			u = map[string]string{}
-		}
-		maps.Copy(u, r.Unified)
-		res.Unified = u
-	}
+	cfg.Cgroups = full.Cgroups
+	return cfg, &next, nil
 }

@@ -164,26 +164,47 @@ func TestProcessesAndMemoryEvents(t *testing.T) {
 	}
 }
 
-func TestMergeResourcesIntoLibcontainer(t *testing.T) {
-	pids := int64(50)
-	res := &cgroups.Resources{CpuShares: 1024, CpuQuota: 10000, CpuPeriod: 100000, Memory: 64 << 20, MemorySwap: 64 << 20, PidsLimit: &pids,
-		HugetlbLimit: []*cgroups.HugepageLimit{{Pagesize: "2MB", Limit: 1}}, Unified: map[string]string{"a": "1"}}
-	orig := res.HugetlbLimit
-	shares, quota, limit, newPids := uint64(512), int64(20000), int64(32<<20), int64(10)
-	mergeResources(res, &specs.LinuxResources{
-		CPU:            &specs.LinuxCPU{Shares: &shares, Quota: &quota, Cpus: "0-1"},
-		Memory:         &specs.LinuxMemory{Limit: &limit, Swap: &limit},
-		Pids:           &specs.LinuxPids{Limit: &newPids},
-		HugepageLimits: []specs.LinuxHugepageLimit{{Pagesize: "2MB", Limit: 0}, {Pagesize: "1GB", Limit: 0}},
-		Unified:        map[string]string{"b": "2"},
+// An update keeps the device rules (libcontainer refuses to exec into a
+// container whose configuration skips them) and changes neither the
+// configuration nor the spec it starts from: Set rolls back to them.
+func TestUpdatedConfig(t *testing.T) {
+	shares, quota, limit, pids := uint64(1024), int64(10000), int64(64<<20), int64(50)
+	major, minor := int64(1), int64(3)
+	sp := &specs.Spec{Root: &specs.Root{Path: "/rootfs"}, Process: &specs.Process{}, Linux: &specs.Linux{
+		CgroupsPath: "/runclet-test/app",
+		Resources: &specs.LinuxResources{
+			Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}, {Allow: true, Type: "c", Major: &major, Minor: &minor, Access: "rwm"}},
+			CPU:     &specs.LinuxCPU{Shares: &shares, Quota: &quota}, Memory: &specs.LinuxMemory{Limit: &limit}, Pids: &specs.LinuxPids{Limit: &pids},
+			Unified: map[string]string{"a": "1"},
+		}}}
+	old, err := libcontainerConfig("app", sp, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldRes := *old.Cgroups.Resources
+	newShares, newQuota, newLimit, newPids := uint64(512), int64(20000), int64(32<<20), int64(10)
+	cfg, next, err := updatedConfig("app", *old, sp, &specs.LinuxResources{
+		CPU:     &specs.LinuxCPU{Shares: &newShares, Quota: &newQuota, Cpus: "0"},
+		Memory:  &specs.LinuxMemory{Limit: &newLimit, Swap: &newLimit},
+		Pids:    &specs.LinuxPids{Limit: &newPids},
+		Unified: map[string]string{"b": "2"},
 	})
-	if res.CpuShares != 512 || res.CpuWeight != cgroups.ConvertCPUSharesToCgroupV2Value(512) || res.CpuQuota != 20000 || res.CpuPeriod != 100000 ||
-		res.CpusetCpus != "0-1" || res.Memory != 32<<20 || res.MemorySwap != 32<<20 || *res.PidsLimit != 10 ||
-		len(res.HugetlbLimit) != 2 || res.HugetlbLimit[0].Limit != 0 || res.Unified["a"] != "1" || res.Unified["b"] != "2" {
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := cfg.Cgroups.Resources
+	if res.SkipDevices || len(res.Devices) != len(oldRes.Devices) || len(res.Devices) == 0 {
+		t.Fatalf("devices after the update: skip %v, %d rules (had %d)", res.SkipDevices, len(res.Devices), len(oldRes.Devices))
+	}
+	if res.CpuShares != 512 || res.CpuQuota != 20000 || res.CpusetCpus != "0" || res.Memory != 32<<20 || res.MemorySwap != 32<<20 ||
+		*res.PidsLimit != 10 || res.Unified["a"] != "1" || res.Unified["b"] != "2" || cfg.Cgroups.Path != old.Cgroups.Path {
 		t.Fatalf("%+v", res)
 	}
-	if orig[0].Limit != 1 || pids != 50 {
-		t.Fatal("the old configuration was changed in place (Set rolls back to it)")
+	if *next.Linux.Resources.CPU.Shares != 512 || *next.Linux.Resources.Memory.Limit != 32<<20 || len(next.Linux.Resources.Devices) != 2 {
+		t.Fatalf("spec after the update: %+v", next.Linux.Resources)
+	}
+	if old.Cgroups.Resources.CpuShares != 1024 || *sp.Linux.Resources.CPU.Shares != 1024 || *sp.Linux.Resources.Memory.Limit != 64<<20 {
+		t.Fatal("the old configuration or spec was changed in place (Set rolls back to it)")
 	}
 }
 
