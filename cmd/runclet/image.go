@@ -2,9 +2,12 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -62,15 +65,18 @@ func imagePull(g *globals) *cobra.Command {
 				opts.Auth = &authn.AuthConfig{Username: user, Password: pass}
 			}
 			out := cmd.OutOrStdout()
-			if p := newProgress(out, quiet); p != nil {
+			p := newProgress(out, quiet)
+			if p != nil {
 				opts.Progress = p.event
-				defer p.finish()
 			}
 			// Ctrl-C cancels the pull, which removes its partial downloads
 			// and layers; a second Ctrl-C ends runclet at once.
 			ctx, stop := interruptible(cmd.Context())
 			defer stop()
 			img, err := s.Pull(ctx, args[0], opts)
+			// The last redraw moves the cursor up over the layer lines: it
+			// must come before the image ID, which it would overwrite.
+			p.finish()
 			if err != nil {
 				return interruptedErr(ctx, "pull of "+args[0], err)
 			}
@@ -138,21 +144,39 @@ func imageExport(g *globals) *cobra.Command {
 				}
 				return err
 			}
-			f, err := os.CreateTemp(dirOf(file), ".runclet-export-*")
+			// Written to a temporary file next to FILE and renamed, so
+			// FILE is never half written; errors name FILE, not the
+			// temporary file.
+			dir := dirOf(file)
+			if st, err := os.Stat(dir); err != nil {
+				return errdefs.InvalidArgument("export to %s: directory %s: %w", file, dir, unwrapPath(err))
+			} else if !st.IsDir() {
+				return errdefs.InvalidArgument("export to %s: %s is not a directory", file, dir)
+			}
+			if st, err := os.Stat(file); err == nil && st.IsDir() {
+				return errdefs.InvalidArgument("export to %s: it is a directory; name a file", file)
+			}
+			f, err := os.CreateTemp(dir, ".runclet-export-*")
 			if err != nil {
-				return err
+				return fmt.Errorf("export to %s: %w", file, unwrapPath(err))
 			}
 			defer os.Remove(f.Name())
+			// Exported archives are for people: the umask decides their
+			// mode, as for any file a command writes (CreateTemp is 0600).
+			if err := f.Chmod(0o666 &^ os.FileMode(currentUmask())); err != nil {
+				f.Close()
+				return fmt.Errorf("export to %s: %w", file, unwrapPath(err))
+			}
 			done, err := s.ExportImages(cmd.Context(), f, refs)
 			if err != nil {
 				f.Close()
 				return err
 			}
 			if err := f.Close(); err != nil {
-				return err
+				return fmt.Errorf("export to %s: %w", file, unwrapPath(err))
 			}
 			if err := os.Rename(f.Name(), file); err != nil {
-				return err
+				return fmt.Errorf("export to %s: %w", file, unwrapPath(err))
 			}
 			printExported(cmd.OutOrStdout(), done)
 			return nil
@@ -273,7 +297,7 @@ func imageInspect(g *globals) *cobra.Command {
 			}
 			img, err := s.Get(args[0])
 			if err != nil {
-				return err
+				return shortPrefixHint(s, args[0], err)
 			}
 			cfg, err := s.Config(img)
 			if err != nil {
@@ -309,7 +333,7 @@ until they are removed themselves. Removing one of several tags always works.`,
 			for _, a := range args {
 				img, err := s.Remove(a, image.RemoveOptions{Force: force})
 				if err != nil {
-					return err
+					return shortPrefixHint(s, a, err)
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "removed %s (%s)\n", a, img.ID)
 			}
@@ -403,6 +427,7 @@ type progress struct {
 	drawn int
 	last  time.Time
 	mu    chan struct{}
+	done  bool // finish has drawn the last state
 }
 
 func newProgress(w io.Writer, quiet bool) *progress {
@@ -424,6 +449,9 @@ func (p *progress) event(ev image.ProgressEvent) {
 		ev.Total = p.state[ev.ID].Total
 	}
 	p.state[ev.ID] = ev
+	if p.done {
+		return
+	}
 	final := ev.Action == "done" || ev.Action == "already exists"
 	if !final && time.Since(p.last) < 100*time.Millisecond {
 		return
@@ -447,8 +475,74 @@ func (p *progress) redraw() {
 	p.drawn = len(p.order)
 }
 
+// finish draws the final state once; later events draw nothing, so
+// nothing printed after finish is overwritten. A nil progress is quiet.
 func (p *progress) finish() {
+	if p == nil {
+		return
+	}
 	p.mu <- struct{}{}
 	defer func() { <-p.mu }()
-	p.redraw()
+	if !p.done {
+		p.redraw()
+	}
+	p.done = true
+}
+
+// shortPrefixHint explains a "not found" for a hex string shorter than
+// the 6 characters an image ID prefix needs when some image ID starts
+// with it: the user meant an ID, not a name.
+func shortPrefixHint(s *image.Store, ref string, err error) error {
+	if !errdefs.IsNotFound(err) || len(ref) >= 6 || !isHexString(ref) {
+		return err
+	}
+	imgs, lerr := s.List()
+	if lerr != nil {
+		return err
+	}
+	for _, img := range imgs {
+		if strings.HasPrefix(img.ID.Encoded(), ref) {
+			return errdefs.InvalidArgument("image %q not found: an image ID prefix needs at least 6 characters (image %s starts with it)", ref, img.ID.Encoded()[:12])
+		}
+	}
+	return err
+}
+
+func isHexString(s string) bool {
+	for _, c := range s {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// unwrapPath keeps only the cause of a *PathError or *LinkError: the
+// caller names the path the user gave, not a temporary file's.
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	var le *os.LinkError
+	if errors.As(err, &le) {
+		return le.Err
+	}
+	return err
+}
+
+// currentUmask is the process's umask, from /proc (reading it with
+// umask(2) would change it for a moment under other threads).
+func currentUmask() int {
+	b, err := os.ReadFile("/proc/self/status")
+	if err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+				if n, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32); err == nil {
+					return int(n)
+				}
+			}
+		}
+	}
+	return 0o022
 }

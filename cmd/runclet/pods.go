@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -119,6 +120,13 @@ func (f *appFlags) config(img string, args []string) (pod.AppConfig, error) {
 		if len(parts) < 2 || len(parts) > 3 || !filepath.IsAbs(parts[0]) || !filepath.IsAbs(parts[1]) || (len(parts) == 3 && parts[2] != "ro" && parts[2] != "rw") {
 			return cfg, errdefs.InvalidArgument("--volume %q: want HOSTPATH:PATH[:ro], both absolute", v)
 		}
+		// Checked here, before a pod exists, rather than met by the
+		// container's init as a mount failure.
+		if _, err := os.Stat(parts[0]); errors.Is(err, fs.ErrNotExist) {
+			return cfg, errdefs.InvalidArgument("--volume %q: volume source %s does not exist", v, parts[0])
+		} else if err != nil {
+			return cfg, errdefs.InvalidArgument("--volume %q: volume source: %w", v, err)
+		}
 		s.Mounts = append(s.Mounts, spec.Mount{HostPath: parts[0], ContainerPath: parts[1], Readonly: len(parts) == 3 && parts[2] == "ro"})
 	}
 	if cfg.Name == "" {
@@ -196,15 +204,16 @@ func runCommand(g *globals) *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			if _, err := ensureImage(ctx, images, args[0], cmd.ErrOrStderr()); err != nil {
-				return err
-			}
+			// Flags first: a bad one fails before a pull or a pod.
 			pcfg, err := pf.config()
 			if err != nil {
 				return err
 			}
 			acfg, err := af.config(args[0], args[1:])
 			if err != nil {
+				return err
+			}
+			if _, err := ensureImage(ctx, images, args[0], cmd.ErrOrStderr()); err != nil {
 				return err
 			}
 			acfg.Tty, acfg.Stdin, acfg.StdinOnce = tty, interactive, interactive
@@ -398,11 +407,20 @@ func appCommand(g *globals) *cobra.Command {
 				// only: an app added here would be invisible to kubelet.
 				return errdefs.FailedPrecondition("pod %s (%s/%s) belongs to the CRI: kubelet manages it through the runclet daemon, which would not see an app added here; use crictl create", p.ID, p.Namespace, p.Name)
 			}
-			if _, err := ensureImage(cmd.Context(), images, args[1], cmd.ErrOrStderr()); err != nil {
-				return err
-			}
 			cfg, err := af.config(args[1], args[2:])
 			if err != nil {
+				return err
+			}
+			apps, err := m.Layout().ListApps(p.ID)
+			if err != nil {
+				return err
+			}
+			for _, a := range apps {
+				if a.Name == cfg.Name {
+					return errdefs.AlreadyExists("pod %s already has an app named %q (%s); name this one with --name", p.ID, cfg.Name, a.ID[:12])
+				}
+			}
+			if _, err := ensureImage(cmd.Context(), images, args[1], cmd.ErrOrStderr()); err != nil {
 				return err
 			}
 			a, err := m.AddApp(cmd.Context(), p.ID, cfg)
