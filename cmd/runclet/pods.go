@@ -50,6 +50,9 @@ func (f *podFlags) config() (pod.PodConfig, error) {
 	default:
 		return cfg, errdefs.InvalidArgument("--net %q: want default or host", f.net)
 	}
+	if cfg.HostNetwork && len(f.ports) > 0 {
+		return cfg, errdefs.InvalidArgument("--net host with --port %s: an app on the host's network listens on the host's ports itself; drop --port", strings.Join(f.ports, ","))
+	}
 	for _, p := range f.ports {
 		pm, err := parsePort(p)
 		if err != nil {
@@ -83,6 +86,8 @@ type appFlags struct {
 	env, volumes, capAdd, capDrop           []string
 	privileged, readonly                    bool
 	pids                                    int64
+	tmpfs                                   []string
+	readonlyTmpfs                           bool
 }
 
 func (f *appFlags) add(c *cobra.Command) {
@@ -96,7 +101,42 @@ func (f *appFlags) add(c *cobra.Command) {
 	c.Flags().StringSliceVar(&f.capAdd, "cap-add", nil, "capabilities to add")
 	c.Flags().StringSliceVar(&f.capDrop, "cap-drop", nil, "capabilities to drop")
 	c.Flags().BoolVar(&f.privileged, "privileged", false, "all capabilities and devices, no seccomp")
-	c.Flags().BoolVar(&f.readonly, "read-only", false, "read-only root filesystem")
+	c.Flags().BoolVar(&f.readonly, "read-only", false, "read-only root filesystem, with a tmpfs on /tmp, /var/tmp and /run (see --read-only-tmpfs)")
+	c.Flags().BoolVar(&f.readonlyTmpfs, "read-only-tmpfs", true, "with --read-only, mount a tmpfs on /tmp, /var/tmp and /run (--read-only-tmpfs=false: everything read-only)")
+	c.Flags().StringArrayVar(&f.tmpfs, "tmpfs", nil, "mount a tmpfs at PATH[:OPTIONS], e.g. /cache:size=64m,mode=0700 (repeatable)")
+}
+
+// readonlyTmpfsMounts are the writable places an app on a read-only rootfs
+// gets, as podman's --read-only-tmpfs gives them.
+var readonlyTmpfsMounts = []spec.TmpfsMount{
+	{ContainerPath: "/tmp", Options: []string{"nosuid", "nodev", "mode=1777"}},
+	{ContainerPath: "/var/tmp", Options: []string{"nosuid", "nodev", "mode=1777"}},
+	{ContainerPath: "/run", Options: []string{"nosuid", "nodev", "mode=755"}},
+}
+
+// parseTmpfs reads --tmpfs PATH[:OPTIONS]: nosuid and nodev always,
+// mode=1777 unless OPTIONS sets a mode.
+func parseTmpfs(v string) (spec.TmpfsMount, error) {
+	dst, opts, _ := strings.Cut(v, ":")
+	if !filepath.IsAbs(dst) {
+		return spec.TmpfsMount{}, errdefs.InvalidArgument("--tmpfs %q: want an absolute PATH[:OPTIONS]", v)
+	}
+	m := spec.TmpfsMount{ContainerPath: filepath.Clean(dst), Options: []string{"nosuid", "nodev"}}
+	mode := false
+	for _, o := range strings.Split(opts, ",") {
+		switch {
+		case o == "":
+		case strings.ContainsAny(o, " \t"):
+			return spec.TmpfsMount{}, errdefs.InvalidArgument("--tmpfs %q: option %q", v, o)
+		default:
+			mode = mode || strings.HasPrefix(o, "mode=")
+			m.Options = append(m.Options, o)
+		}
+	}
+	if !mode {
+		m.Options = append(m.Options, "mode=1777")
+	}
+	return m, nil
 }
 
 func (f *appFlags) config(img string, args []string) (pod.AppConfig, error) {
@@ -128,6 +168,28 @@ func (f *appFlags) config(img string, args []string) (pod.AppConfig, error) {
 			return cfg, errdefs.InvalidArgument("--volume %q: volume source: %w", v, err)
 		}
 		s.Mounts = append(s.Mounts, spec.Mount{HostPath: parts[0], ContainerPath: parts[1], Readonly: len(parts) == 3 && parts[2] == "ro"})
+	}
+	taken := map[string]bool{}
+	for _, m := range s.Mounts {
+		taken[filepath.Clean(m.ContainerPath)] = true
+	}
+	for _, v := range f.tmpfs {
+		m, err := parseTmpfs(v)
+		if err != nil {
+			return cfg, err
+		}
+		if taken[m.ContainerPath] {
+			return cfg, errdefs.InvalidArgument("--tmpfs %q: %s is mounted twice", v, m.ContainerPath)
+		}
+		taken[m.ContainerPath] = true
+		s.Tmpfs = append(s.Tmpfs, m)
+	}
+	if f.readonly && f.readonlyTmpfs {
+		for _, m := range readonlyTmpfsMounts {
+			if !taken[m.ContainerPath] { // the user's own mount there wins
+				s.Tmpfs = append(s.Tmpfs, m)
+			}
+		}
 	}
 	if cfg.Name == "" {
 		cfg.Name = appNameFromImage(img)
@@ -474,6 +536,7 @@ func appCommand(g *globals) *cobra.Command {
 		return err
 	})
 	stop.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "grace period before SIGKILL")
+	stop.Flags().VarP((*seconds)(&timeout), "time", "t", "grace period before SIGKILL (seconds, or a duration such as 1m; same as --timeout)")
 	rmApp := podApp("rm", "Remove an app (killing it if it runs)", "remove", func(ctx context.Context, m *pod.Manager, p *pod.Pod, app string) error {
 		return m.RemoveApp(ctx, p.ID, app)
 	})
@@ -544,6 +607,7 @@ type podView struct {
 
 func podCommands(g *globals) []*cobra.Command {
 	var out outputFlag
+	var listQuiet bool
 	list := &cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},
@@ -573,6 +637,12 @@ func podCommands(g *globals) []*cobra.Command {
 			if asJSON {
 				return printJSON(cmd.OutOrStdout(), views)
 			}
+			if listQuiet {
+				for _, v := range views {
+					fmt.Fprintln(cmd.OutOrStdout(), v.ID)
+				}
+				return nil
+			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 8, 2, ' ', 0)
 			fmt.Fprintln(tw, "POD ID\tNAME\tSTATE\tFLAVOR\tAPPS\tIP\tCREATED")
 			for _, v := range views {
@@ -580,8 +650,8 @@ func podCommands(g *globals) []*cobra.Command {
 				for _, a := range v.Apps {
 					names = append(names, a.Name+":"+string(a.State))
 				}
-				ip := ""
-				if v.Attachment != nil && len(v.Attachment.PodIPs()) > 0 {
+				ip := "" // a stopped or exited pod's address went back to the pool
+				if v.Attachment != nil && !v.Inactive() && len(v.Attachment.PodIPs()) > 0 {
 					ip = v.Attachment.PodIPs()[0]
 				}
 				state := string(v.State)
@@ -594,6 +664,7 @@ func podCommands(g *globals) []*cobra.Command {
 		},
 	}
 	out.add(list)
+	list.Flags().BoolVarP(&listQuiet, "quiet", "q", false, "print pod IDs only")
 
 	var statusOut outputFlag
 	status := &cobra.Command{
@@ -617,7 +688,7 @@ func podCommands(g *globals) []*cobra.Command {
 			if p.Broken != "" {
 				fmt.Fprintf(w, "broken: %s; it can only be stopped and removed\n", p.Broken)
 			}
-			if p.Attachment != nil {
+			if p.Attachment != nil && !p.Inactive() {
 				fmt.Fprintf(w, "network %s: %s\n", p.Attachment.Network, strings.Join(p.Attachment.PodIPs(), ", "))
 			}
 			return printApps(w, apps)
@@ -641,21 +712,30 @@ func podCommands(g *globals) []*cobra.Command {
 		},
 	}
 	stop.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "grace period before SIGKILL")
+	stop.Flags().VarP((*seconds)(&timeout), "time", "t", "grace period before SIGKILL (seconds, or a duration such as 1m; same as --timeout)")
 	stop.Flags().BoolVar(&stopForce, "force", false, "also stop a pod the CRI daemon (kubelet) manages")
+	rmTime := seconds(10 * time.Second)
 	rm := &cobra.Command{
 		Use:   "rm POD...",
-		Short: "Remove pods (stopping them first)",
+		Short: "Remove pods, stopping running ones first (stop signal, SIGKILL after --time)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return eachPod(g, cmd, args, func(ctx context.Context, m *pod.Manager, p *pod.Pod) error {
 				if err := notCRIPod(p, "remove", rmForce); err != nil {
 					return err
 				}
+				// RemovePod kills at once: the grace period is StopPod's.
+				if !rmForce && !p.Inactive() {
+					if err := m.StopPod(ctx, p.ID, time.Duration(rmTime)); err != nil {
+						return err
+					}
+				}
 				return m.RemovePod(ctx, p.ID)
 			})
 		},
 	}
-	rm.Flags().BoolVarP(&rmForce, "force", "f", false, "also remove a pod the CRI daemon (kubelet) manages; the daemon drops it from its view")
+	rm.Flags().BoolVarP(&rmForce, "force", "f", false, "kill running apps at once, and also remove a pod the CRI daemon (kubelet) manages (the daemon drops it from its view)")
+	rm.Flags().VarP(&rmTime, "time", "t", "grace period before SIGKILL when stopping a running pod (seconds, or a duration such as 1m)")
 	var gcOpts pod.GCOptions
 	gc := &cobra.Command{
 		Use:   "gc",
@@ -800,4 +880,23 @@ func logsCommand(g *globals) *cobra.Command {
 	c.Flags().IntVar(&tail, "tail", crilog.TailAll, "only the last N lines (-1: all)")
 	c.Flags().DurationVar(&since, "since", 0, "only lines newer than this, e.g. 10m")
 	return c
+}
+
+// seconds is a grace period flag that takes podman's plain seconds
+// ("-t 5") as well as Go durations ("-t 1m30s").
+type seconds time.Duration
+
+func (d *seconds) String() string { return time.Duration(*d).String() }
+func (d *seconds) Type() string   { return "seconds" }
+func (d *seconds) Set(v string) error {
+	if n, err := strconv.ParseUint(v, 10, 32); err == nil {
+		*d = seconds(time.Duration(n) * time.Second)
+		return nil
+	}
+	x, err := time.ParseDuration(v)
+	if err != nil || x < 0 {
+		return errdefs.InvalidArgument("%q: want seconds or a duration such as 30s", v)
+	}
+	*d = seconds(x)
+	return nil
 }
