@@ -49,7 +49,8 @@ func main() {
 	pf.BoolVar(&g.debug, "debug", false, "log debug messages")
 
 	root.AddCommand(imageCommand(g), configCommand(g), runCommand(g), appCommand(g),
-		attachCommand(g), execCommand(g), enterCommand(g), daemonCommand(g))
+		attachCommand(g), execCommand(g), enterCommand(g), daemonCommand(g),
+		inspectCommand(g), versionCommand(g))
 	root.AddCommand(podCommands(g)...)
 	if err := root.Execute(); err != nil {
 		var code exitError
@@ -121,6 +122,6 @@ func configCommand(g *globals) *cobra.Command {
 			_, err := fmt.Fprint(cmd.OutOrStdout(), config.DefaultTOML())
 			return err
 		},
-	})
+	}, configShowCommand(g))
 	return c
 }
