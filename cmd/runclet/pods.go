@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -28,7 +29,7 @@ import (
 // podFlags are the options of a pod (runclet run, app sandbox).
 type podFlags struct {
 	name, hostname, flavor, net string
-	ports                       []string
+	ports, labels               []string
 	sharePID                    bool
 }
 
@@ -37,12 +38,17 @@ func (f *podFlags) add(c *cobra.Command) {
 	c.Flags().StringVar(&f.hostname, "hostname", "", "pod hostname (default: the pod name)")
 	c.Flags().StringVar(&f.flavor, "stage1", "", "stage1 flavor: runc (isolated) or fly (host namespaces)")
 	c.Flags().StringVar(&f.net, "net", "default", "network: default (CNI) or host")
-	c.Flags().StringSliceVarP(&f.ports, "port", "p", nil, "publish HOSTPORT:PORT[/tcp|udp] (repeatable)")
+	c.Flags().StringSliceVarP(&f.ports, "port", "p", nil, "publish [[HOSTIP:]HOSTPORT:]PORT[/tcp|udp|sctp]; without HOSTPORT a free one (repeatable)")
 	c.Flags().BoolVar(&f.sharePID, "share-pid", false, "one pid namespace for all the pod's apps")
 }
 
 func (f *podFlags) config() (pod.PodConfig, error) {
 	cfg := pod.PodConfig{Name: f.name, Hostname: f.hostname, Flavor: f.flavor, SharePID: f.sharePID}
+	labels, err := parseLabels(f.labels)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Labels = labels
 	switch f.net {
 	case "default", "":
 	case "host":
@@ -63,13 +69,34 @@ func (f *podFlags) config() (pod.PodConfig, error) {
 	return cfg, nil
 }
 
+// parsePort reads -p [[HOSTIP:]HOSTPORT:]PORT[/PROTO]; without a host
+// port one that is free now is picked (`runclet port` shows it).
 func parsePort(s string) (network.PortMapping, error) {
+	bad := errdefs.InvalidArgument("--port %q: want [[HOSTIP:]HOSTPORT:]PORT[/tcp|udp|sctp]", s)
 	spec, proto, _ := strings.Cut(s, "/")
-	host, ctr, ok := strings.Cut(spec, ":")
-	hp, err1 := strconv.ParseUint(host, 10, 16)
-	cp, err2 := strconv.ParseUint(ctr, 10, 16)
-	if !ok || err1 != nil || err2 != nil || hp == 0 || cp == 0 {
-		return network.PortMapping{}, errdefs.InvalidArgument("--port %q: want HOSTPORT:PORT[/tcp|udp]", s)
+	parts := strings.Split(spec, ":")
+	hostIP, host, ctr := "", "", parts[len(parts)-1]
+	switch len(parts) {
+	case 1:
+	case 2:
+		host = parts[0]
+	case 3:
+		hostIP, host = parts[0], parts[1]
+		if net.ParseIP(hostIP) == nil {
+			return network.PortMapping{}, bad
+		}
+	default:
+		return network.PortMapping{}, bad
+	}
+	cp, err := strconv.ParseUint(ctr, 10, 16)
+	if err != nil || cp == 0 {
+		return network.PortMapping{}, bad
+	}
+	var hp uint64
+	if host != "" {
+		if hp, err = strconv.ParseUint(host, 10, 16); err != nil || hp == 0 {
+			return network.PortMapping{}, bad
+		}
 	}
 	if proto == "" {
 		proto = "tcp"
@@ -77,7 +104,32 @@ func parsePort(s string) (network.PortMapping, error) {
 	if proto != "tcp" && proto != "udp" && proto != "sctp" {
 		return network.PortMapping{}, errdefs.InvalidArgument("--port %q: protocol must be tcp, udp or sctp", s)
 	}
-	return network.PortMapping{Protocol: proto, HostPort: int32(hp), ContainerPort: int32(cp)}, nil
+	if hp == 0 {
+		p, err := freeHostPort(proto, hostIP)
+		if err != nil {
+			return network.PortMapping{}, fmt.Errorf("--port %q: picking a free host port: %w", s, err)
+		}
+		hp = uint64(p)
+	}
+	return network.PortMapping{Protocol: proto, HostIP: hostIP, HostPort: int32(hp), ContainerPort: int32(cp)}, nil
+}
+
+// freeHostPort asks the kernel for a port free now (sctp: a tcp one).
+func freeHostPort(proto, ip string) (int, error) {
+	if proto == "udp" {
+		c, err := net.ListenPacket("udp", net.JoinHostPort(ip, "0"))
+		if err != nil {
+			return 0, err
+		}
+		defer c.Close()
+		return c.LocalAddr().(*net.UDPAddr).Port, nil
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // appFlags are the options of an app (runclet run, app add).
@@ -88,6 +140,8 @@ type appFlags struct {
 	pids                                    int64
 	tmpfs                                   []string
 	readonlyTmpfs                           bool
+	envFiles, labels                        []string
+	pull                                    string
 }
 
 func (f *appFlags) add(c *cobra.Command) {
@@ -96,7 +150,10 @@ func (f *appFlags) add(c *cobra.Command) {
 	c.Flags().StringVarP(&f.memory, "memory", "m", "", "memory limit, e.g. 64M or 1G")
 	c.Flags().Int64Var(&f.pids, "pids-limit", 0, "maximum number of processes")
 	c.Flags().StringVar(&f.entrypoint, "entrypoint", "", "override the image's entrypoint")
-	c.Flags().StringArrayVarP(&f.env, "env", "e", nil, "environment KEY=VALUE (repeatable)")
+	c.Flags().StringArrayVarP(&f.env, "env", "e", nil, "environment KEY=VALUE, or KEY to pass runclet's own value (repeatable)")
+	c.Flags().StringArrayVar(&f.envFiles, "env-file", nil, "read environment from a file of KEY=VALUE (or KEY) lines; # starts a comment (repeatable)")
+	c.Flags().StringArrayVarP(&f.labels, "label", "l", nil, "label KEY=VALUE (repeatable)")
+	c.Flags().StringVar(&f.pull, "pull", "missing", "pull the image: always, missing (when not in the store) or never")
 	c.Flags().StringArrayVarP(&f.volumes, "volume", "v", nil, "bind mount HOSTPATH:PATH[:ro] (repeatable)")
 	c.Flags().StringSliceVar(&f.capAdd, "cap-add", nil, "capabilities to add")
 	c.Flags().StringSliceVar(&f.capDrop, "cap-drop", nil, "capabilities to drop")
@@ -142,7 +199,14 @@ func parseTmpfs(v string) (spec.TmpfsMount, error) {
 func (f *appFlags) config(img string, args []string) (pod.AppConfig, error) {
 	cfg := pod.AppConfig{Name: f.name, Image: img}
 	s := &cfg.Spec
-	s.Args, s.Env, s.User, s.WorkingDir = args, f.env, f.user, f.workdir
+	env, err := f.environment()
+	if err != nil {
+		return cfg, err
+	}
+	if cfg.Labels, err = parseLabels(f.labels); err != nil {
+		return cfg, err
+	}
+	s.Args, s.Env, s.User, s.WorkingDir = args, env, f.user, f.workdir
 	if f.entrypoint != "" {
 		s.Command = []string{f.entrypoint}
 	}
@@ -236,10 +300,21 @@ func parseBytes(s string) (int64, error) {
 
 // ensureImage returns the image, pulling it when it is not in the store,
 // as `docker run` and `rkt run` do.
-func ensureImage(ctx context.Context, images *image.Store, ref string, out io.Writer) (image.Image, error) {
+func ensureImage(ctx context.Context, images *image.Store, ref string, out io.Writer, policy string) (image.Image, error) {
 	img, err := images.Get(ref)
-	if err == nil || !errdefs.IsNotFound(err) {
+	switch policy {
+	case "", "missing":
+		if err == nil || !errdefs.IsNotFound(err) {
+			return img, err
+		}
+	case "never":
+		if errdefs.IsNotFound(err) {
+			return img, errdefs.NotFound("image %q is not in the store and --pull=never", ref)
+		}
 		return img, err
+	case "always":
+	default:
+		return img, errdefs.InvalidArgument("--pull %q: want always, missing or never", policy)
 	}
 	opts := image.PullOptions{}
 	if p := newProgress(out, false); p != nil {
@@ -275,10 +350,11 @@ func runCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if _, err := ensureImage(ctx, images, args[0], cmd.ErrOrStderr()); err != nil {
+			if _, err := ensureImage(ctx, images, args[0], cmd.ErrOrStderr(), af.pull); err != nil {
 				return err
 			}
 			acfg.Tty, acfg.Stdin, acfg.StdinOnce = tty, interactive, interactive
+			pcfg.Labels = acfg.Labels // run's --label labels the pod and its app
 			// rkt's run: the pod exits when its app has (detached too).
 			pcfg.ExitWithApps = true
 			p, err := m.CreatePod(ctx, pcfg)
@@ -449,6 +525,7 @@ func appCommand(g *globals) *cobra.Command {
 		},
 	}
 	pf.add(sandbox)
+	sandbox.Flags().StringArrayVarP(&pf.labels, "label", "l", nil, "pod label KEY=VALUE (repeatable)")
 
 	var af appFlags
 	add := &cobra.Command{
@@ -482,7 +559,7 @@ func appCommand(g *globals) *cobra.Command {
 					return errdefs.AlreadyExists("pod %s already has an app named %q (%s); name this one with --name", p.ID, cfg.Name, a.ID[:12])
 				}
 			}
-			if _, err := ensureImage(cmd.Context(), images, args[1], cmd.ErrOrStderr()); err != nil {
+			if _, err := ensureImage(cmd.Context(), images, args[1], cmd.ErrOrStderr(), af.pull); err != nil {
 				return err
 			}
 			a, err := m.AddApp(cmd.Context(), p.ID, cfg)
@@ -899,4 +976,59 @@ func (d *seconds) Set(v string) error {
 	}
 	*d = seconds(x)
 	return nil
+}
+
+// environment is --env-file then -e, in order (a later KEY wins in the
+// app); a KEY without "=" takes runclet's own value and is left out when
+// runclet has none, as docker and podman do.
+func (f *appFlags) environment() ([]string, error) {
+	var out []string
+	add := func(e, from string) error {
+		k, _, hasValue := strings.Cut(e, "=")
+		if k == "" || strings.ContainsAny(k, " \t") {
+			return errdefs.InvalidArgument("%s %q: want KEY=VALUE or KEY", from, e)
+		}
+		if hasValue {
+			out = append(out, e)
+		} else if v, ok := os.LookupEnv(k); ok {
+			out = append(out, k+"="+v)
+		}
+		return nil
+	}
+	for _, file := range f.envFiles {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, errdefs.InvalidArgument("--env-file: %w", err)
+		}
+		for n, line := range strings.Split(string(b), "\n") {
+			line = strings.TrimSpace(line)
+			if line == "" || strings.HasPrefix(line, "#") {
+				continue
+			}
+			if err := add(line, fmt.Sprintf("--env-file %s line %d:", file, n+1)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for _, e := range f.env {
+		if err := add(e, "--env"); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func parseLabels(in []string) (map[string]string, error) {
+	if len(in) == 0 {
+		return nil, nil
+	}
+	out := map[string]string{}
+	for _, l := range in {
+		k, v, _ := strings.Cut(l, "=")
+		if k == "" {
+			return nil, errdefs.InvalidArgument("--label %q: want KEY=VALUE", l)
+		}
+		out[k] = v
+	}
+	return out, nil
 }
