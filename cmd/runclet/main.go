@@ -50,7 +50,8 @@ func main() {
 
 	root.AddCommand(imageCommand(g), configCommand(g), runCommand(g), appCommand(g),
 		attachCommand(g), execCommand(g), enterCommand(g), daemonCommand(g),
-		inspectCommand(g), versionCommand(g), psCommand(g), portCommand(g), statsCommand(g))
+		inspectCommand(g), versionCommand(g), psCommand(g), portCommand(g), statsCommand(g),
+		eventsCommand(g))
 	root.AddCommand(podCommands(g)...)
 	if err := root.Execute(); err != nil {
 		var code exitError
