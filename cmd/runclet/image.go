@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -230,57 +231,71 @@ func printJSON(w io.Writer, v any) error {
 }
 
 func imageList(g *globals) *cobra.Command {
-	var out outputFlag
-	var quiet bool
+	var out listOutput
 	c := &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
 		Short:   "List images",
+		Example: "  runclet image ls\n  runclet image ls -q --filter dangling=true\n  runclet image ls --format '{{.ID}} {{.Size}}'",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			asJSON, err := out.json()
-			if err != nil {
+			if err := out.check(); err != nil {
 				return err
 			}
 			s, err := g.imageStore()
 			if err != nil {
 				return err
 			}
-			imgs, err := s.List()
+			all, err := s.List()
 			if err != nil {
 				return err
 			}
+			imgs := []image.Image{}
+			for _, img := range all {
+				if out.match(func(k, v string) bool {
+					switch k {
+					case "id":
+						return strings.HasPrefix(img.ID.Encoded(), strings.TrimPrefix(v, "sha256:"))
+					case "reference":
+						for _, t := range append(slices.Clone(img.RepoTags), img.RepoDigests...) {
+							if globMatch(v, t) {
+								return true
+							}
+						}
+					case "dangling":
+						return (len(img.RepoTags) == 0) == (v == "true")
+					}
+					return false
+				}) {
+					imgs = append(imgs, img)
+				}
+			}
 			w := cmd.OutOrStdout()
-			if asJSON {
-				return printJSON(w, imgs)
-			}
-			if quiet {
+			return render(w, &out, imgs, func(img image.Image) string { return img.ID.Encoded() }, func(wide bool) error {
+				tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+				fmt.Fprintln(tw, "IMAGE\tTAG\tDIGEST\tIMAGE ID\tSIZE")
 				for _, img := range imgs {
-					fmt.Fprintln(w, img.ID.Encoded())
+					dg := img.ManifestDigest.String()
+					if img.IndexDigest != "" {
+						dg = img.IndexDigest.String()
+					}
+					id := img.ID.Encoded()
+					if !wide {
+						id = id[:12]
+					}
+					if len(img.RepoTags) == 0 {
+						fmt.Fprintf(tw, "<none>\t<none>\t%s\t%s\t%s\n", dg, id, humanSize(img.Size))
+					}
+					for _, t := range img.RepoTags {
+						i := strings.LastIndex(t, ":")
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t[:i], t[i+1:], dg, id, humanSize(img.Size))
+					}
 				}
-				return nil
-			}
-			tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-			fmt.Fprintln(tw, "IMAGE\tTAG\tDIGEST\tIMAGE ID\tSIZE")
-			for _, img := range imgs {
-				dg := img.ManifestDigest.String()
-				if img.IndexDigest != "" {
-					dg = img.IndexDigest.String()
-				}
-				id := img.ID.Encoded()[:12]
-				if len(img.RepoTags) == 0 {
-					fmt.Fprintf(tw, "<none>\t<none>\t%s\t%s\t%s\n", dg, id, humanSize(img.Size))
-				}
-				for _, t := range img.RepoTags {
-					i := strings.LastIndex(t, ":")
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t[:i], t[i+1:], dg, id, humanSize(img.Size))
-				}
-			}
-			return tw.Flush()
+				return tw.Flush()
+			})
 		},
 	}
-	out.add(c)
-	c.Flags().BoolVarP(&quiet, "quiet", "q", false, "print image IDs only")
+	out.add(c, "image", "id", "reference", "dangling")
 	return c
 }
 

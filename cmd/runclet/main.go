@@ -53,6 +53,7 @@ func main() {
 		inspectCommand(g), versionCommand(g), psCommand(g), portCommand(g), statsCommand(g),
 		eventsCommand(g))
 	root.AddCommand(podCommands(g)...)
+	addCompletions(root, g)
 	if err := root.Execute(); err != nil {
 		var code exitError
 		if errors.As(err, &code) {

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -636,27 +637,45 @@ func appCommand(g *globals) *cobra.Command {
 		return printApps(os.Stdout, []*pod.App{a})
 	})
 	out.add(status)
-	var listOut outputFlag
+	var listOut listOutput
 	list := &cobra.Command{
-		Use:   "list POD",
-		Short: "List a pod's apps",
-		Args:  cobra.ExactArgs(1),
+		Use:     "list POD",
+		Short:   "List a pod's apps",
+		Example: "  runclet app list web -q --filter state=running",
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			asJSON, err := listOut.json()
+			if err := listOut.check(); err != nil {
+				return err
+			}
+			_, _, all, err := g.podStatus(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			_, _, apps, err := g.podStatus(cmd.Context(), args[0])
-			if err != nil {
-				return err
+			apps := []*pod.App{}
+			for _, a := range all {
+				if listOut.match(func(k, v string) bool {
+					switch k {
+					case "id":
+						return strings.HasPrefix(a.ID, v)
+					case "name":
+						return globMatch(v, a.Name)
+					case "state":
+						return string(a.State) == v
+					case "image":
+						return globMatch(v, a.Image)
+					case "label":
+						return labelMatch(v, a.Labels)
+					}
+					return false
+				}) {
+					apps = append(apps, a)
+				}
 			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), apps)
-			}
-			return printApps(cmd.OutOrStdout(), apps)
+			w := cmd.OutOrStdout()
+			return render(w, &listOut, apps, func(a *pod.App) string { return a.ID }, func(bool) error { return printApps(w, apps) })
 		},
 	}
-	listOut.add(list)
+	listOut.add(list, "app", "id", "name", "state", "image", "label")
 	c.AddCommand(sandbox, add, start, stop, rmApp, reopen, status, list)
 	return c
 }
@@ -682,17 +701,80 @@ type podView struct {
 	Apps []*pod.App `json:"apps"`
 }
 
+// state is the pod's state as list shows it: broken wins.
+func (v podView) state() string {
+	if v.Broken != "" {
+		return "broken"
+	}
+	return string(v.State)
+}
+
+// ip is the pod's first address; none once stopped or exited (it went
+// back to the pool).
+func (v podView) ip() string {
+	if v.Attachment != nil && !v.Inactive() && len(v.Attachment.PodIPs()) > 0 {
+		return v.Attachment.PodIPs()[0]
+	}
+	return ""
+}
+
+func (v podView) ports() string {
+	var out []string
+	for _, p := range v.Ports {
+		proto := p.Protocol
+		if proto == "" {
+			proto = "tcp"
+		}
+		out = append(out, fmt.Sprintf("%d->%d/%s", p.HostPort, p.ContainerPort, strings.ToLower(proto)))
+	}
+	return strings.Join(out, ",")
+}
+
+func (v podView) labels() string {
+	keys := make([]string, 0, len(v.Labels))
+	for k := range v.Labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for i, k := range keys {
+		keys[i] = k + "=" + v.Labels[k]
+	}
+	return strings.Join(keys, ",")
+}
+
+// has answers list's --filter KEY=VALUE.
+func (v podView) has(key, value string) bool {
+	switch key {
+	case "id":
+		return strings.HasPrefix(v.ID, value)
+	case "name":
+		return globMatch(value, v.Name)
+	case "state":
+		return v.state() == value || string(v.State) == value
+	case "label":
+		return labelMatch(value, v.Labels)
+	case "flavor":
+		return v.Flavor == value
+	case "image":
+		for _, a := range v.Apps {
+			if globMatch(value, a.Image) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 func podCommands(g *globals) []*cobra.Command {
-	var out outputFlag
-	var listQuiet bool
+	var out listOutput
 	list := &cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},
 		Short:   "List pods",
+		Example: "  runclet list\n  runclet list -q --filter state=exited\n  runclet list --filter label=tier=web --format '{{.Name}} {{.State}}'",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			asJSON, err := out.json()
-			if err != nil {
+			if err := out.check(); err != nil {
 				return err
 			}
 			m, _, err := g.podManager()
@@ -709,39 +791,37 @@ func podCommands(g *globals) []*cobra.Command {
 				if err != nil {
 					continue // removed meanwhile
 				}
-				views = append(views, podView{fresh, apps})
+				v := podView{fresh, apps}
+				if out.match(v.has) {
+					views = append(views, v)
+				}
 			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), views)
-			}
-			if listQuiet {
+			w := cmd.OutOrStdout()
+			return render(w, &out, views, func(v podView) string { return v.ID }, func(wide bool) error {
+				tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+				if wide {
+					fmt.Fprintln(tw, "POD ID\tNAME\tSTATE\tFLAVOR\tAPPS\tIP\tPORTS\tLABELS\tCREATED")
+				} else {
+					fmt.Fprintln(tw, "POD ID\tNAME\tSTATE\tFLAVOR\tAPPS\tIP\tCREATED")
+				}
 				for _, v := range views {
-					fmt.Fprintln(cmd.OutOrStdout(), v.ID)
+					var names []string
+					for _, a := range v.Apps {
+						names = append(names, a.Name+":"+string(a.State))
+					}
+					id, created := v.ID[:12], v.CreatedAt.Local().Format(time.DateTime)
+					if wide {
+						id = v.ID
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", id, v.Name, v.state(), v.Flavor, strings.Join(names, ","), v.ip(), v.ports(), v.labels(), created)
+					} else {
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", id, v.Name, v.state(), v.Flavor, strings.Join(names, ","), v.ip(), created)
+					}
 				}
-				return nil
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 8, 2, ' ', 0)
-			fmt.Fprintln(tw, "POD ID\tNAME\tSTATE\tFLAVOR\tAPPS\tIP\tCREATED")
-			for _, v := range views {
-				var names []string
-				for _, a := range v.Apps {
-					names = append(names, a.Name+":"+string(a.State))
-				}
-				ip := "" // a stopped or exited pod's address went back to the pool
-				if v.Attachment != nil && !v.Inactive() && len(v.Attachment.PodIPs()) > 0 {
-					ip = v.Attachment.PodIPs()[0]
-				}
-				state := string(v.State)
-				if v.Broken != "" {
-					state = "broken"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.ID[:12], v.Name, state, v.Flavor, strings.Join(names, ","), ip, v.CreatedAt.Local().Format(time.DateTime))
-			}
-			return tw.Flush()
+				return tw.Flush()
+			})
 		},
 	}
-	out.add(list)
-	list.Flags().BoolVarP(&listQuiet, "quiet", "q", false, "print pod IDs only")
+	out.add(list, "pod", "id", "name", "state", "label", "image", "flavor")
 
 	var statusOut outputFlag
 	status := &cobra.Command{
