@@ -41,7 +41,7 @@ func (g *globals) imageStore() (*image.Store, error) {
 func imageCommand(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "image", Short: "Manage images"}
 	c.AddCommand(imagePull(g), imageImport(g), imageExport(g), imageList(g), imageInspect(g),
-		imageRemove(g), imageTag(g), imageGC(g), imagePrune(g))
+		imageRemove(g), imageTag(g), imageGC(g), imagePrune(g), imageHistory(g))
 	return c
 }
 

@@ -51,7 +51,7 @@ func main() {
 	root.AddCommand(imageCommand(g), configCommand(g), runCommand(g), appCommand(g),
 		attachCommand(g), execCommand(g), enterCommand(g), daemonCommand(g),
 		inspectCommand(g), versionCommand(g), psCommand(g), portCommand(g), statsCommand(g),
-		eventsCommand(g), cpCommand(g))
+		eventsCommand(g), cpCommand(g), systemCommand(g))
 	root.AddCommand(podCommands(g)...)
 	addCompletions(root, g)
 	if err := root.Execute(); err != nil {
