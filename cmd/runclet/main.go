@@ -53,6 +53,7 @@ func main() {
 		inspectCommand(g), versionCommand(g), psCommand(g), portCommand(g), statsCommand(g),
 		eventsCommand(g), cpCommand(g), systemCommand(g))
 	root.AddCommand(podCommands(g)...)
+	root.AddCommand(genManCommand(root))
 	addCompletions(root, g)
 	if err := root.Execute(); err != nil {
 		var code exitError
