@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/runclet/runclet/integration/testimage"
 )
 
 // TestCLIErrorsSayWhatIsWrong: each error a user met in the CLI trial
@@ -112,5 +114,34 @@ func TestCLIPullProgressKeepsTheImageID(t *testing.T) {
 		if !strings.Contains(shown, "\x1b[") || !strings.Contains(tail, "sha256:") {
 			t.Errorf("%s: the image ID is not drawn after the progress (a redraw comes after it): %q", pass, shown)
 		}
+	}
+}
+
+// TestCLIPullShowsTotal: a pull that downloads draws one total bar
+// (bytes, rate) under the layer lines, and the image ID after it.
+func TestCLIPullShowsTotal(t *testing.T) {
+	pi := newPodInstance(t)
+	img, err := testimage.Busybox()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pi.reg.Push("test/fresh:latest", img); err != nil {
+		t.Fatal(err)
+	}
+	term := newTerminal(t)
+	cmd := exec.Command(runcletBin, "--config", pi.config, "--root", pi.root, "--run-root", pi.runRoot, "image", "pull", pi.reg.Host()+"/test/fresh:latest")
+	term.start(cmd)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("pull: %v: %q", err, term.out.String())
+	}
+	term.waitFor("sha256:")
+	time.Sleep(300 * time.Millisecond)
+	shown := term.out.String()
+	last := shown[strings.LastIndex(shown, "total ["):]
+	if !strings.Contains(last, "=]") || !strings.Contains(last, "B/s") {
+		t.Errorf("the last total line is not a full bar with a rate: %q", last)
+	}
+	if tail := shown[strings.LastIndex(shown, "\x1b")+1:]; !strings.Contains(tail, "total [") || !strings.Contains(tail, "sha256:") {
+		t.Errorf("the total line and then the ID should end the output: %q", tail)
 	}
 }

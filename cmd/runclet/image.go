@@ -443,6 +443,10 @@ type progress struct {
 	last  time.Time
 	mu    chan struct{}
 	done  bool // finish has drawn the last state
+	// For the total line: each downloaded layer's size and bytes so
+	// far, and when the first download began.
+	size, got map[string]int64
+	start     time.Time
 }
 
 func newProgress(w io.Writer, quiet bool) *progress {
@@ -450,7 +454,7 @@ func newProgress(w io.Writer, quiet bool) *progress {
 	if quiet || !ok || !term.IsTerminal(int(f.Fd())) {
 		return nil
 	}
-	p := &progress{w: w, state: map[string]image.ProgressEvent{}, mu: make(chan struct{}, 1)}
+	p := &progress{w: w, state: map[string]image.ProgressEvent{}, mu: make(chan struct{}, 1), size: map[string]int64{}, got: map[string]int64{}}
 	return p
 }
 
@@ -462,6 +466,20 @@ func (p *progress) event(ev image.ProgressEvent) {
 	}
 	if ev.Total == 0 {
 		ev.Total = p.state[ev.ID].Total
+	}
+	switch ev.Action {
+	case "downloading":
+		if p.start.IsZero() {
+			p.start = time.Now()
+		}
+		if _, ok := p.size[ev.ID]; !ok {
+			p.size[ev.ID] = ev.Total
+		}
+		p.got[ev.ID] = ev.Current
+	case "extracting", "done":
+		if n, ok := p.size[ev.ID]; ok {
+			p.got[ev.ID] = n // downloaded in full
+		}
 	}
 	p.state[ev.ID] = ev
 	if p.done {
@@ -488,6 +506,37 @@ func (p *progress) redraw() {
 		fmt.Fprintf(p.w, "\x1b[2K%s\n", line)
 	}
 	p.drawn = len(p.order)
+	if len(p.size) > 0 {
+		fmt.Fprintf(p.w, "\x1b[2K%s\n", p.totalLine())
+		p.drawn++
+	}
+}
+
+// totalLine is one bar for the whole pull: bytes, rate and time left.
+func (p *progress) totalLine() string {
+	var total, got int64
+	for id, n := range p.size {
+		total += n
+		got += p.got[id]
+	}
+	const width = 30
+	filled := 0
+	if total > 0 {
+		filled = int(got * width / total)
+	}
+	bar := strings.Repeat("=", filled)
+	if filled < width {
+		bar += ">" + strings.Repeat(" ", width-filled-1)
+	}
+	line := fmt.Sprintf("total [%s] %s/%s", bar, humanSize(got), humanSize(total))
+	if elapsed := time.Since(p.start); elapsed > 0 && got > 0 {
+		rate := float64(got) / elapsed.Seconds()
+		line += fmt.Sprintf("  %s/s", humanSize(int64(rate)))
+		if got < total {
+			line += fmt.Sprintf("  ETA %s", time.Duration(float64(total-got)/rate*float64(time.Second)).Round(time.Second))
+		}
+	}
+	return line
 }
 
 // finish draws the final state once; later events draw nothing, so
