@@ -14,9 +14,10 @@ help: ## list the targets
 
 # nri_no_wasm: runclet hosts NRI plugins over its socket only, not as WASM
 # modules (that support adds 4 MB).
-build: ## build bin/runclet and bin/stage1-runc
+build: ## build bin/runclet, bin/stage1-runc and bin/runclet-init (static, for run --init)
 	$(GO) build -trimpath -tags nri_no_wasm -ldflags '$(LDFLAGS) -s -w' -o bin/runclet ./cmd/runclet
 	CGO_ENABLED=1 $(GO) build -trimpath -tags seccomp -ldflags '$(LDFLAGS) -s -w' -o bin/stage1-runc ./cmd/stage1-runc
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS) -s -w' -o bin/runclet-init ./cmd/runclet-init
 
 # gotest runs `go test -json`, prints failures and skips, and (with CI=true
 # or STRICT=1) fails on a skip integration/scripts/skips-allowed.txt lacks.
@@ -94,6 +95,7 @@ install: build install-files ## install binaries, systemd units, default config,
 install-files:
 	install -D -m 0755 $(BINSRC)/runclet $(DESTDIR)$(BINDIR)/runclet
 	install -D -m 0755 $(BINSRC)/stage1-runc $(DESTDIR)$(BINDIR)/stage1-runc
+	install -D -m 0755 $(BINSRC)/runclet-init $(DESTDIR)$(BINDIR)/runclet-init
 	install -d $(DESTDIR)$(UNITDIR)
 	for u in $(UNITS); do \
 	  sed 's|@BINDIR@|$(BINDIR)|g' cmd/runclet/dist/$$u > $(DESTDIR)$(UNITDIR)/$$u && chmod 0644 $(DESTDIR)$(UNITDIR)/$$u || exit 1; \
@@ -116,7 +118,7 @@ uninstall: ## remove what make install installed (same PREFIX, DESTDIR)
 	  else echo "keeping $(CONF): it is not the default configuration"; fi; \
 	fi
 	-rmdir $(dir $(CONF)) 2>/dev/null
-	rm -f $(DESTDIR)$(BINDIR)/runclet $(DESTDIR)$(BINDIR)/stage1-runc
+	rm -f $(DESTDIR)$(BINDIR)/runclet $(DESTDIR)$(BINDIR)/stage1-runc $(DESTDIR)$(BINDIR)/runclet-init
 	rm -f $(addprefix $(DESTDIR)$(UNITDIR)/,$(UNITS))
 	rm -f $(DESTDIR)$(MANDIR)/man1/runclet.1 $(DESTDIR)$(MANDIR)/man1/runclet-*.1
 	rm -f $(DESTDIR)$(BASHCOMPDIR)/runclet $(DESTDIR)$(ZSHCOMPDIR)/_runclet $(DESTDIR)$(FISHCOMPDIR)/runclet.fish

@@ -31,7 +31,7 @@ func TestCLIMakeInstall(t *testing.T) {
 	dest := t.TempDir()
 	makeTarget(t, "install-files", "DESTDIR="+dest)
 	want := []string{
-		"usr/local/bin/runclet", "usr/local/bin/stage1-runc",
+		"usr/local/bin/runclet", "usr/local/bin/stage1-runc", "usr/local/bin/runclet-init",
 		"usr/local/lib/systemd/system/runclet.service", "usr/local/lib/systemd/system/runclet-gc.service", "usr/local/lib/systemd/system/runclet-gc.timer",
 		"etc/runclet/runclet.toml",
 		"usr/local/share/man/man1/runclet.1", "usr/local/share/man/man1/runclet-run.1", "usr/local/share/man/man1/runclet-exec.1", "usr/local/share/man/man1/runclet-image-pull.1",

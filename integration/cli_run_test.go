@@ -88,3 +88,45 @@ func TestCLIListHidesIPOfStoppedPods(t *testing.T) {
 		t.Errorf("stopped pod's IP %s in status: %q", ip, out)
 	}
 }
+
+// TestCLIRunInit: with --init the app's orphans are reaped (without it a
+// pid 1 that never waits collects zombies), signals reach the app (so a
+// stop needs no grace period for an app that ignores SIGTERM as pid 1),
+// and the app's exit code comes back.
+func TestCLIRunInit(t *testing.T) {
+	pi := newPodInstance(t)
+	img := pi.busybox()
+	// The orphan "sleep 0.2" is reparented to pid 1, which (sleep) never waits.
+	orphaning := []string{"--", "sh", "-c", "(sleep 0.2 &); exec sleep 300"}
+	zombies := func(podID string) string {
+		t.Helper()
+		time.Sleep(1 * time.Second)
+		return pi.run("exec", podID, "sh", "-c", "ps -o stat,comm | grep '^Z' || true")
+	}
+	without := lastLine(pi.run(append([]string{"run", "-d", img}, orphaning...)...))
+	if z := zombies(without); !strings.Contains(z, "sleep") {
+		t.Fatalf("without --init no zombie appeared (the test proves nothing): %q", z)
+	}
+	with := lastLine(pi.run(append([]string{"run", "-d", "--init", img}, orphaning...)...))
+	if z := zombies(with); z != "" {
+		t.Errorf("with --init zombies remain: %q", z)
+	}
+	if out := pi.run("exec", with, "cat", "/proc/1/cmdline"); !strings.HasPrefix(out, "/dev/init\x00--\x00sh\x00") {
+		t.Errorf("pid 1 with --init: %q", out)
+	}
+	// SIGTERM reaches sleep through init: stop is prompt.
+	start := time.Now()
+	pi.run("stop", "-t", "10", with)
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("stop of an --init pod took %v: SIGTERM was not forwarded", took)
+	}
+	_, _, err := pi.try("run", "--rm", "--init", img, "--", "sh", "-c", "exit 5")
+	if code := exitCodeOf(t, err); code != 5 {
+		t.Errorf("--init exit code %d, want 5", code)
+	}
+	// The image's own command, when none is given.
+	if out := pi.run("run", "--rm", "--init", "--entrypoint", "echo", img, "--", "via", "init"); out != "via init\n" {
+		t.Errorf("--init --entrypoint: %q", out)
+	}
+	pi.run("rm", "--force", without)
+}

@@ -143,6 +143,7 @@ type appFlags struct {
 	readonlyTmpfs                           bool
 	envFiles, labels                        []string
 	pull                                    string
+	init                                    bool
 }
 
 func (f *appFlags) add(c *cobra.Command) {
@@ -155,6 +156,7 @@ func (f *appFlags) add(c *cobra.Command) {
 	c.Flags().StringArrayVar(&f.envFiles, "env-file", nil, "read environment from a file of KEY=VALUE (or KEY) lines; # starts a comment (repeatable)")
 	c.Flags().StringArrayVarP(&f.labels, "label", "l", nil, "label KEY=VALUE (repeatable)")
 	c.Flags().StringVar(&f.pull, "pull", "missing", "pull the image: always, missing (when not in the store) or never")
+	c.Flags().BoolVar(&f.init, "init", false, "run a tiny init (runclet-init, at /dev/init) as the app's first process: it reaps orphans and forwards signals")
 	c.Flags().StringArrayVarP(&f.volumes, "volume", "v", nil, "bind mount HOSTPATH:PATH[:ro] (repeatable)")
 	c.Flags().StringSliceVar(&f.capAdd, "cap-add", nil, "capabilities to add")
 	c.Flags().StringSliceVar(&f.capDrop, "cap-drop", nil, "capabilities to drop")
@@ -351,7 +353,11 @@ func runCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if _, err := ensureImage(ctx, images, args[0], cmd.ErrOrStderr(), af.pull); err != nil {
+			img, err := ensureImage(ctx, images, args[0], cmd.ErrOrStderr(), af.pull)
+			if err != nil {
+				return err
+			}
+			if err := af.applyInit(&acfg, images, img); err != nil {
 				return err
 			}
 			acfg.Tty, acfg.Stdin, acfg.StdinOnce = tty, interactive, interactive
@@ -560,7 +566,11 @@ func appCommand(g *globals) *cobra.Command {
 					return errdefs.AlreadyExists("pod %s already has an app named %q (%s); name this one with --name", p.ID, cfg.Name, a.ID[:12])
 				}
 			}
-			if _, err := ensureImage(cmd.Context(), images, args[1], cmd.ErrOrStderr(), af.pull); err != nil {
+			img, err := ensureImage(cmd.Context(), images, args[1], cmd.ErrOrStderr(), af.pull)
+			if err != nil {
+				return err
+			}
+			if err := af.applyInit(&cfg, images, img); err != nil {
 				return err
 			}
 			a, err := m.AddApp(cmd.Context(), p.ID, cfg)
@@ -1111,4 +1121,40 @@ func parseLabels(in []string) (map[string]string, error) {
 		out[k] = v
 	}
 	return out, nil
+}
+
+// initPath is where an app sees runclet-init with --init.
+const initPath = "/dev/init"
+
+// applyInit puts runclet-init in front of the app's command: the command
+// becomes /dev/init -- ENTRYPOINT CMD, resolved here from the image as
+// the spec would resolve it (--entrypoint replaces ENTRYPOINT and drops
+// the image's CMD; arguments replace CMD).
+func (f *appFlags) applyInit(cfg *pod.AppConfig, images *image.Store, img image.Image) error {
+	if !f.init {
+		return nil
+	}
+	bin, err := findBeside("runclet-init")
+	if err != nil {
+		return err
+	}
+	ic, err := images.Config(img)
+	if err != nil {
+		return err
+	}
+	s := &cfg.Spec
+	entry, args := ic.Config.Entrypoint, ic.Config.Cmd
+	if len(s.Command) > 0 {
+		entry, args = s.Command, nil
+	}
+	if len(s.Args) > 0 {
+		args = s.Args
+	}
+	if len(entry)+len(args) == 0 {
+		return errdefs.InvalidArgument("--init: image %s has no command and none was given", cfg.Image)
+	}
+	s.Command = append(append([]string{initPath, "--"}, entry...), args...)
+	s.Args = nil
+	s.Mounts = append(s.Mounts, spec.Mount{HostPath: bin, ContainerPath: initPath, Readonly: true})
+	return nil
 }
