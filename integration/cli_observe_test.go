@@ -188,3 +188,33 @@ func TestCLIRunEnvLabelPull(t *testing.T) {
 		t.Errorf("--pull=always: %q, want the registry's image", out)
 	}
 }
+
+// TestCLIStatsOnATerminal: on a terminal stats redraws its table in
+// place with CPU and memory sparklines, and ctrl-c ends it cleanly.
+func TestCLIStatsOnATerminal(t *testing.T) {
+	pi := newPodInstance(t)
+	img := pi.busybox()
+	pi.run("run", "-d", "--name", "busy", img, "--", "sh", "-c", "while true; do :; done")
+	term := newTerminal(t)
+	before := term.termios()
+	cmd := exec.Command(runcletBin, "--config", pi.config, "--root", pi.root, "--run-root", pi.runRoot, "stats", "--interval", "200ms")
+	term.start(cmd)
+	term.waitFor("\x1b[H\x1b[2J")
+	term.waitFor("busy")
+	// Three redraws: each sparkline has three samples.
+	for deadline := time.Now().Add(10 * time.Second); strings.Count(term.out.String(), "\x1b[2J") < 4 && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+	}
+	screen := term.out.String()
+	screen = screen[strings.LastIndex(screen, "\x1b[2J"):]
+	if !strings.Contains(screen, "CPU %") || !strings.ContainsAny(screen, "▁▂▃▄▅▆▇█") {
+		t.Fatalf("no sparklines on the terminal: %q", screen)
+	}
+	term.master.Write([]byte{3}) // ctrl-c
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("stats after ctrl-c: %v", err)
+	}
+	if after := term.termios(); after != before {
+		t.Errorf("terminal settings changed")
+	}
+}
