@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestCLIListOutputsAndFilters: every list takes -q, -o
@@ -19,6 +20,13 @@ func TestCLIListOutputsAndFilters(t *testing.T) {
 	db := lastLine(pi.run("run", "-d", "--name", "db1", "-l", "tier=db", img, "--", "sleep", "300"))
 	done := lastLine(pi.run("run", "-d", "--name", "batch1", img, "--", "true"))
 	pi.waitApp(done, "busybox")
+	// The pod itself is recorded exited by its exit command, just after.
+	for i := 0; pi.status(done).State != "exited"; i++ {
+		if i == 100 {
+			t.Fatalf("pod %s never exited", done)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 
 	lines := func(s string) []string {
 		out := strings.Fields(s)
