@@ -95,7 +95,7 @@ func TestCLIPsPortStats(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &rows); err != nil || len(rows) != 1 {
 		t.Fatalf("stats: %v: %s", err, out)
 	}
-	if r := rows[0]; r.Pod != podID || r.Name != "obs" || r.CPUPercent < 20 || r.Memory == 0 || r.Pids < 2 {
+	if r := rows[0]; r.Pod != podID || r.Name != "obs" || r.CPUPercent < 5 || r.Memory == 0 || r.Pids < 2 {
 		t.Errorf("stats: %+v", r)
 	}
 	if table := pi.run("stats", "--no-stream", "obs"); !strings.Contains(table, "CPU %") || !strings.Contains(table, "obs") {
