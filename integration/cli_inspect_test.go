@@ -137,6 +137,9 @@ func TestCLIVersionAndConfigShow(t *testing.T) {
 	if err := json.Unmarshal([]byte(in.run("version", "-o", "json")), &v); err != nil || v["stage1Contract"] != float64(1) {
 		t.Errorf("version -o json: %v %v", err, v)
 	}
+	if help := in.run("--help"); !strings.Contains(help, "Pods and apps:\n") || !strings.Contains(help, "Looking inside:\n") || strings.Contains(help, "Additional Commands") {
+		t.Errorf("help is not grouped:\n%s", help)
+	}
 	shown := in.run("config", "show")
 	for _, want := range []string{`default_bridge = "rcltshow0"`, `stop_timeout = "42s"`, `root = "` + in.root + `"`, `default_flavor = "runc"`} {
 		if !strings.Contains(shown, want) {

@@ -55,6 +55,7 @@ func main() {
 	root.AddCommand(podCommands(g)...)
 	root.AddCommand(genManCommand(root))
 	addCompletions(root, g)
+	groupCommands(root)
 	if err := root.Execute(); err != nil {
 		var code exitError
 		if errors.As(err, &code) {
