@@ -73,4 +73,29 @@ func TestCLIEvents(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("events after ctrl-c: %v", err)
 	}
+
+	// --since replays what the records show for a past window, in text.
+	id := lastLine(pi.run("run", "-d", "--name", "past", img, "--", "sleep", "300"))
+	replay := exec.Command(runcletBin, "--config", pi.config, "--root", pi.root, "--run-root", pi.runRoot, "events", "--since", "1m")
+	out, _ := replay.StdoutPipe()
+	if err := replay.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer replay.Process.Kill()
+	stopper := time.AfterFunc(10*time.Second, func() { replay.Process.Kill() }) // ends the scan below if the line never comes
+	defer stopper.Stop()
+	sc := bufio.NewScanner(out)
+	var seen []string
+	for sc.Scan() {
+		seen = append(seen, sc.Text())
+		if strings.Contains(sc.Text(), "app started "+id[:12]) {
+			break
+		}
+	}
+	text := strings.Join(seen, "\n")
+	if !strings.Contains(text, "pod created "+id[:12]+" (past)") || !strings.Contains(text, "app started "+id[:12]+" (past) app ") {
+		t.Errorf("events --since 1m:\n%s", text)
+	}
+	replay.Process.Signal(os.Interrupt)
+	replay.Wait()
 }
