@@ -7,16 +7,17 @@ LDFLAGS := -X main.version=$(VERSION)
 # packages at a time matches the 2-core CI machine.
 TESTFLAGS ?= -count=1 -timeout 30m -p 2
 
-.PHONY: help build test test-unit lint fuzz install clean bench bench-images bench-pods critest e2e-node
+.PHONY: help build test test-unit lint fuzz install install-files uninstall tarball clean bench bench-images bench-pods critest e2e-node
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
 
 # nri_no_wasm: runclet hosts NRI plugins over its socket only, not as WASM
 # modules (that support adds 4 MB).
-build: ## build bin/runclet and bin/stage1-runc
+build: ## build bin/runclet, bin/stage1-runc and bin/runclet-init (static, for run --init)
 	$(GO) build -trimpath -tags nri_no_wasm -ldflags '$(LDFLAGS) -s -w' -o bin/runclet ./cmd/runclet
 	CGO_ENABLED=1 $(GO) build -trimpath -tags seccomp -ldflags '$(LDFLAGS) -s -w' -o bin/stage1-runc ./cmd/stage1-runc
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS) -s -w' -o bin/runclet-init ./cmd/runclet-init
 
 # gotest runs `go test -json`, prints failures and skips, and (with CI=true
 # or STRICT=1) fails on a skip integration/scripts/skips-allowed.txt lacks.
@@ -73,9 +74,60 @@ endif
 e2e-node: build ## a real kubelet + kube-apiserver on a private runclet daemon: the node e2e scenarios (root; E2E_FLAGS="-run RE")
 	$(GO) run ./integration/cmd/e2enode -runclet bin/runclet $(E2E_FLAGS)
 
-install: build ## install the binaries into $(PREFIX)/bin
-	install -D -m 0755 bin/runclet $(DESTDIR)$(PREFIX)/bin/runclet
-	install -D -m 0755 bin/stage1-runc $(DESTDIR)$(PREFIX)/bin/stage1-runc
+# Where `make install` puts things (DESTDIR is prepended to each). The
+# binaries from BINSRC (bin/ after `make build`).
+BINSRC      ?= bin
+BINDIR      ?= $(PREFIX)/bin
+MANDIR      ?= $(PREFIX)/share/man
+UNITDIR     ?= $(PREFIX)/lib/systemd/system
+SYSCONFDIR  ?= /etc
+BASHCOMPDIR ?= $(PREFIX)/share/bash-completion/completions
+ZSHCOMPDIR  ?= $(PREFIX)/share/zsh/site-functions
+FISHCOMPDIR ?= $(PREFIX)/share/fish/vendor_completions.d
+UNITS       := runclet.service runclet-gc.service runclet-gc.timer
+CONF        := $(DESTDIR)$(SYSCONFDIR)/runclet/runclet.toml
+
+install: build install-files ## install binaries, systemd units, default config, man pages and completions (PREFIX, DESTDIR)
+
+# The files of a node install, from already built binaries (BINSRC). The
+# default config is written only when there is none: an existing one is
+# the operator's.
+install-files:
+	install -D -m 0755 $(BINSRC)/runclet $(DESTDIR)$(BINDIR)/runclet
+	install -D -m 0755 $(BINSRC)/stage1-runc $(DESTDIR)$(BINDIR)/stage1-runc
+	install -D -m 0755 $(BINSRC)/runclet-init $(DESTDIR)$(BINDIR)/runclet-init
+	install -d $(DESTDIR)$(UNITDIR)
+	for u in $(UNITS); do \
+	  sed 's|@BINDIR@|$(BINDIR)|g' cmd/runclet/dist/$$u > $(DESTDIR)$(UNITDIR)/$$u && chmod 0644 $(DESTDIR)$(UNITDIR)/$$u || exit 1; \
+	done
+	if [ ! -e $(CONF) ]; then \
+	  install -d $(dir $(CONF)) && $(BINSRC)/runclet config default > $(CONF) && chmod 0644 $(CONF); \
+	fi
+	install -d $(DESTDIR)$(MANDIR)/man1
+	$(BINSRC)/runclet gen-man $(DESTDIR)$(MANDIR)/man1
+	install -d $(DESTDIR)$(BASHCOMPDIR) $(DESTDIR)$(ZSHCOMPDIR) $(DESTDIR)$(FISHCOMPDIR)
+	$(BINSRC)/runclet completion bash > $(DESTDIR)$(BASHCOMPDIR)/runclet
+	$(BINSRC)/runclet completion zsh > $(DESTDIR)$(ZSHCOMPDIR)/_runclet
+	$(BINSRC)/runclet completion fish > $(DESTDIR)$(FISHCOMPDIR)/runclet.fish
+
+# Removes what install-files put in place; the config only when it is
+# still the default (an edited one is kept, and said so).
+uninstall: ## remove what make install installed (same PREFIX, DESTDIR)
+	if [ -e $(CONF) ]; then \
+	  if $(DESTDIR)$(BINDIR)/runclet config default 2>/dev/null | cmp -s - $(CONF); then rm -f $(CONF); \
+	  else echo "keeping $(CONF): it is not the default configuration"; fi; \
+	fi
+	-rmdir $(dir $(CONF)) 2>/dev/null
+	rm -f $(DESTDIR)$(BINDIR)/runclet $(DESTDIR)$(BINDIR)/stage1-runc $(DESTDIR)$(BINDIR)/runclet-init
+	rm -f $(addprefix $(DESTDIR)$(UNITDIR)/,$(UNITS))
+	rm -f $(DESTDIR)$(MANDIR)/man1/runclet.1 $(DESTDIR)$(MANDIR)/man1/runclet-*.1
+	rm -f $(DESTDIR)$(BASHCOMPDIR)/runclet $(DESTDIR)$(ZSHCOMPDIR)/_runclet $(DESTDIR)$(FISHCOMPDIR)/runclet.fish
+
+# A tarball of the node install (PREFIX=/usr/local, config under /etc):
+# extract it at / on the node, then systemctl enable --now runclet.
+tarball: build ## _output/runclet-VERSION-OS-ARCH.tar.gz: the make install tree, to extract at /
+	rm -rf _output/root && $(MAKE) install-files DESTDIR=$(CURDIR)/_output/root
+	tar -C _output/root --owner=0 --group=0 -czf _output/runclet-$(VERSION)-$$($(GO) env GOOS)-$$($(GO) env GOARCH).tar.gz .
 
 clean: ## remove build output
 	rm -rf bin

@@ -142,7 +142,7 @@ func loggingInterceptor(base *slog.Logger) grpc.UnaryServerInterceptor {
 		l := base.With("req", requestID(), "method", method)
 		start := time.Now()
 		resp, err := handler(withLogger(ctx, l), req)
-		logRequest(ctx, l, method, start, err)
+		logRequest(ctx, l.With(objectIDs(req, resp)...), method, start, err)
 		return resp, err
 	}
 }
@@ -156,6 +156,42 @@ func loggingStreamInterceptor(base *slog.Logger) grpc.StreamServerInterceptor {
 		logRequest(ss.Context(), l, method, start, err)
 		return err
 	}
+}
+
+// objectIDs names the pod sandbox and container a request is about,
+// from the request (StartContainer, StopPodSandbox, ...) or, for the
+// calls that make them (RunPodSandbox, CreateContainer), the response:
+// every log line about an object says which one.
+func objectIDs(req, resp any) []any {
+	type podID interface{ GetPodSandboxId() string }
+	type containerID interface{ GetContainerId() string }
+	var attrs []any
+	for _, key := range []struct {
+		name string
+		get  func(any) string
+	}{
+		{"pod", func(v any) string {
+			if x, ok := v.(podID); ok {
+				return x.GetPodSandboxId()
+			}
+			return ""
+		}},
+		{"container", func(v any) string {
+			if x, ok := v.(containerID); ok {
+				return x.GetContainerId()
+			}
+			return ""
+		}},
+	} {
+		id := key.get(req)
+		if id == "" && resp != nil {
+			id = key.get(resp)
+		}
+		if id != "" {
+			attrs = append(attrs, key.name, id)
+		}
+	}
+	return attrs
 }
 
 type loggedStream struct {

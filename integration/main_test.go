@@ -26,8 +26,12 @@ func TestMain(m *testing.M) {
 	for _, b := range [][]string{
 		{"build", "-o", runcletBin, "github.com/runclet/runclet/cmd/runclet"},
 		{"build", "-tags", "seccomp", "-o", filepath.Join(dir, "stage1-runc"), "github.com/runclet/runclet/cmd/stage1-runc"},
+		{"build", "-o", filepath.Join(dir, "runclet-init"), "github.com/runclet/runclet/cmd/runclet-init"}, // static: runs in any image
 	} {
 		build := exec.Command("go", b...)
+		if filepath.Base(b[len(b)-1]) == "runclet-init" {
+			build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		}
 		build.Stdout, build.Stderr = os.Stderr, os.Stderr
 		if err := build.Run(); err != nil {
 			fmt.Fprintln(os.Stderr, "building:", b, err)

@@ -217,6 +217,24 @@ func buildMounts(app App, pod Pod, iso isolation) ([]specs.Mount, string, error)
 		extra = append(extra, sm)
 		rootProp = strongerPropagation(rootProp, prop)
 	}
+	for _, tm := range app.Tmpfs {
+		dst, err := cleanContainerPath("tmpfs path", tm.ContainerPath)
+		if err != nil {
+			return nil, "", err
+		}
+		if dst == "/" {
+			return nil, "", errdefs.InvalidArgument("tmpfs over the app's root is not allowed")
+		}
+		if taken[dst] {
+			return nil, "", errdefs.InvalidArgument("mount container path %q is used twice", dst)
+		}
+		taken[dst] = true
+		opts := slices.Clone(tm.Options)
+		if opts == nil {
+			opts = []string{"nosuid", "nodev", "mode=1777"}
+		}
+		extra = append(extra, specs.Mount{Destination: dst, Type: "tmpfs", Source: "tmpfs", Options: opts})
+	}
 	extra = append(extra, podFileMounts(app, pod, taken)...)
 	slices.SortStableFunc(extra, func(a, b specs.Mount) int {
 		return mountDepth(a.Destination) - mountDepth(b.Destination)

@@ -68,6 +68,15 @@ type Mount struct {
 	GIDMappings []specs.LinuxIDMapping
 }
 
+// TmpfsMount is a tmpfs of the app's own.
+type TmpfsMount struct {
+	// ContainerPath is the absolute mount point.
+	ContainerPath string
+	// Options are tmpfs mount options ("size=64m", "mode=1777", "noexec");
+	// nil means nosuid, nodev, mode=1777.
+	Options []string
+}
+
 // Device is a host device node exposed to an app. The node's type and numbers
 // are part of the value, so that Generate never stats the host: use
 // DeviceFromHost to fill them in.
@@ -183,6 +192,9 @@ type App struct {
 
 	// Mounts are bind mounts, sorted by Generate so parents precede children.
 	Mounts []Mount
+	// Tmpfs are tmpfs mounts (the CLI's --tmpfs, and /tmp, /var/tmp, /run
+	// with --read-only), sorted with Mounts.
+	Tmpfs []TmpfsMount
 	// Devices are host devices exposed to the app.
 	Devices []Device
 	// HostDevices are all of the host's devices, exposed when Privileged.

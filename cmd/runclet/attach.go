@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -92,7 +93,14 @@ func resolveApp(ctx context.Context, m *pod.Manager, args []string) (*pod.Pod, *
 		}
 	}
 	if found == nil {
-		return nil, nil, errdefs.NotFound("no such app in pod %s", p.ID)
+		if len(args) == 1 {
+			return nil, nil, errdefs.NotFound("pod %s has no apps", p.ID)
+		}
+		var names []string
+		for _, a := range apps {
+			names = append(names, a.Name)
+		}
+		return nil, nil, errdefs.NotFound("app %q not found in pod %s (its apps: %s)", args[1], p.ID, strings.Join(names, ", "))
 	}
 	return p, found, nil
 }
@@ -111,6 +119,9 @@ func attachCommand(g *globals) *cobra.Command {
 			}
 			p, a, err := resolveApp(cmd.Context(), m, args)
 			if err != nil {
+				return err
+			}
+			if err := podRunning(p); err != nil {
 				return err
 			}
 			code, err := attachSession(cmd.Context(), m, p.ID, a, !noStdin && a.Stdin, detachKeys)
@@ -158,15 +169,34 @@ func execCommand(g *globals) *cobra.Command {
 	var workdir string
 	var timeout time.Duration
 	c := &cobra.Command{
-		Use:   "exec [-i] [-t] POD [APP] -- CMD [ARGS...]",
+		Use:   "exec [-i] [-t] [-e K=V] [-w DIR] POD [APP] CMD [ARGS...]",
 		Short: "Run a command inside a running app (its user, namespaces, cgroup, seccomp)",
-		Args:  cobra.MinimumNArgs(2),
+		Long: `Run a command inside a running app (its user, namespaces, cgroup, seccomp).
+
+Flags come before POD: everything after POD [APP] is the command and its
+arguments. The second word is the app when the pod has an app of that name
+or ID (or ID prefix) and a command follows; otherwise it is the command and
+the pod's only app is used. "--" may separate the command explicitly:
+runclet exec POD [APP] -- CMD [ARGS...]. With -t, TERM is the client's
+(xterm when unset) unless -e sets it.`,
+		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			dash := cmd.ArgsLenAtDash()
-			if dash < 1 || dash == len(args) {
-				return errdefs.InvalidArgument("usage: runclet exec [-i] [-t] POD [APP] -- CMD [ARGS...]")
+			m, _, err := g.podManager()
+			if err != nil {
+				return err
 			}
-			code, err := runExec(cmd.Context(), g, args[:dash], pod.ExecConfig{Cmd: args[dash:], Env: env, Cwd: workdir, Timeout: timeout}, interactive, tty)
+			target, command, err := splitExecArgs(cmd.Context(), m, args, cmd.ArgsLenAtDash())
+			if err != nil {
+				return err
+			}
+			if tty && !hasEnv(env, "TERM") {
+				t := os.Getenv("TERM")
+				if t == "" {
+					t = "xterm"
+				}
+				env = append(env, "TERM="+t)
+			}
+			code, err := runExec(cmd.Context(), m, target, pod.ExecConfig{Cmd: command, Env: env, Cwd: workdir, Timeout: timeout}, interactive, tty)
 			if err != nil {
 				return err
 			}
@@ -176,6 +206,8 @@ func execCommand(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+	// Flags end at POD: `exec POD ls -l` passes -l to ls, as podman does.
+	c.Flags().SetInterspersed(false)
 	c.Flags().BoolVarP(&interactive, "interactive", "i", false, "forward stdin")
 	c.Flags().BoolVarP(&tty, "tty", "t", false, "allocate a terminal")
 	c.Flags().StringArrayVarP(&env, "env", "e", nil, "extra environment KEY=VALUE")
@@ -184,13 +216,63 @@ func execCommand(g *globals) *cobra.Command {
 	return c
 }
 
-func runExec(ctx context.Context, g *globals, target []string, cfg pod.ExecConfig, interactive, tty bool) (int, error) {
-	m, _, err := g.podManager()
+func hasEnv(env []string, key string) bool {
+	for _, e := range env {
+		if k, _, _ := strings.Cut(e, "="); k == key {
+			return true
+		}
+	}
+	return false
+}
+
+// splitExecArgs splits exec's arguments into POD [APP] and the command.
+// dash is cobra's position of a "--" given before POD; a "--" right after
+// POD or POD APP is the separator too (flag parsing stopped at POD, so it
+// is still in args).
+func splitExecArgs(ctx context.Context, m *pod.Manager, args []string, dash int) (target, command []string, err error) {
+	usage := errdefs.InvalidArgument("usage: runclet exec [-i] [-t] POD [APP] CMD [ARGS...]")
+	if dash == 0 {
+		dash = -1 // "exec -- POD ...": the dash only ended the flags
+	}
+	if dash < 0 {
+		for i := 1; i <= 2 && i < len(args); i++ {
+			if args[i] == "--" {
+				dash = i
+				args = append(args[:i:i], args[i+1:]...)
+				break
+			}
+		}
+	}
+	if dash > 0 {
+		if dash > 2 || dash == len(args) {
+			return nil, nil, usage
+		}
+		return args[:dash], args[dash:], nil
+	}
+	if len(args) >= 3 {
+		p, err := m.FindPod(args[0])
+		if err != nil {
+			return nil, nil, err
+		}
+		apps, err := m.Layout().ListApps(p.ID)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, a := range apps {
+			if a.ID == args[1] || a.Name == args[1] || len(args[1]) >= 4 && strings.HasPrefix(a.ID, args[1]) {
+				return args[:2], args[2:], nil
+			}
+		}
+	}
+	return args[:1], args[1:], nil
+}
+
+func runExec(ctx context.Context, m *pod.Manager, target []string, cfg pod.ExecConfig, interactive, tty bool) (int, error) {
+	p, a, err := resolveApp(ctx, m, target)
 	if err != nil {
 		return -1, err
 	}
-	p, a, err := resolveApp(ctx, m, target)
-	if err != nil {
+	if err := runningApp(p, a); err != nil {
 		return -1, err
 	}
 	lt, err := newLocalTerminal(tty)
@@ -205,14 +287,44 @@ func runExec(ctx context.Context, g *globals, target []string, cfg pod.ExecConfi
 	return m.Exec(ctx, p.ID, a.ID, cfg, s)
 }
 
+// runningApp says plainly why a command cannot reach an app, before
+// anything dials a supervisor that a stopped pod no longer has.
+func runningApp(p *pod.Pod, a *pod.App) error {
+	if err := podRunning(p); err != nil {
+		return err
+	}
+	if a.State != pod.AppRunning {
+		return errdefs.FailedPrecondition("app %s of pod %s is %s, not running", a.Name, p.ID, a.State)
+	}
+	return nil
+}
+
+func podRunning(p *pod.Pod) error {
+	switch {
+	case p.Broken != "":
+		return errdefs.FailedPrecondition("pod %s is broken (%s): it can only be stopped and removed", p.ID, p.Broken)
+	case p.State != pod.PodReady:
+		return errdefs.FailedPrecondition("pod %s (%s) is %s: its apps no longer run", p.ID, p.Name, p.State)
+	}
+	return nil
+}
+
 func enterCommand(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "enter POD [APP]",
 		Short: "Open a shell inside a running app (exec -i -t /bin/sh)",
 		Args:  cobra.RangeArgs(1, 2),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			m, _, err := g.podManager()
+			if err != nil {
+				return err
+			}
 			tty := term.IsTerminal(int(os.Stdin.Fd()))
-			code, err := runExec(cmd.Context(), g, args, pod.ExecConfig{Cmd: []string{"/bin/sh"}}, true, tty)
+			cfg := pod.ExecConfig{Cmd: []string{"/bin/sh"}}
+			if tty {
+				cfg.Env = []string{"TERM=" + cmp.Or(os.Getenv("TERM"), "xterm")}
+			}
+			code, err := runExec(cmd.Context(), m, args, cfg, true, tty)
 			if err != nil {
 				return err
 			}

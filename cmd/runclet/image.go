@@ -2,9 +2,13 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -37,7 +41,7 @@ func (g *globals) imageStore() (*image.Store, error) {
 func imageCommand(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "image", Short: "Manage images"}
 	c.AddCommand(imagePull(g), imageImport(g), imageExport(g), imageList(g), imageInspect(g),
-		imageRemove(g), imageTag(g), imageGC(g), imagePrune(g))
+		imageRemove(g), imageTag(g), imageGC(g), imagePrune(g), imageHistory(g))
 	return c
 }
 
@@ -62,15 +66,18 @@ func imagePull(g *globals) *cobra.Command {
 				opts.Auth = &authn.AuthConfig{Username: user, Password: pass}
 			}
 			out := cmd.OutOrStdout()
-			if p := newProgress(out, quiet); p != nil {
+			p := newProgress(out, quiet)
+			if p != nil {
 				opts.Progress = p.event
-				defer p.finish()
 			}
 			// Ctrl-C cancels the pull, which removes its partial downloads
 			// and layers; a second Ctrl-C ends runclet at once.
 			ctx, stop := interruptible(cmd.Context())
 			defer stop()
 			img, err := s.Pull(ctx, args[0], opts)
+			// The last redraw moves the cursor up over the layer lines: it
+			// must come before the image ID, which it would overwrite.
+			p.finish()
 			if err != nil {
 				return interruptedErr(ctx, "pull of "+args[0], err)
 			}
@@ -138,21 +145,39 @@ func imageExport(g *globals) *cobra.Command {
 				}
 				return err
 			}
-			f, err := os.CreateTemp(dirOf(file), ".runclet-export-*")
+			// Written to a temporary file next to FILE and renamed, so
+			// FILE is never half written; errors name FILE, not the
+			// temporary file.
+			dir := dirOf(file)
+			if st, err := os.Stat(dir); err != nil {
+				return errdefs.InvalidArgument("export to %s: directory %s: %w", file, dir, unwrapPath(err))
+			} else if !st.IsDir() {
+				return errdefs.InvalidArgument("export to %s: %s is not a directory", file, dir)
+			}
+			if st, err := os.Stat(file); err == nil && st.IsDir() {
+				return errdefs.InvalidArgument("export to %s: it is a directory; name a file", file)
+			}
+			f, err := os.CreateTemp(dir, ".runclet-export-*")
 			if err != nil {
-				return err
+				return fmt.Errorf("export to %s: %w", file, unwrapPath(err))
 			}
 			defer os.Remove(f.Name())
+			// Exported archives are for people: the umask decides their
+			// mode, as for any file a command writes (CreateTemp is 0600).
+			if err := f.Chmod(0o666 &^ os.FileMode(currentUmask())); err != nil {
+				f.Close()
+				return fmt.Errorf("export to %s: %w", file, unwrapPath(err))
+			}
 			done, err := s.ExportImages(cmd.Context(), f, refs)
 			if err != nil {
 				f.Close()
 				return err
 			}
 			if err := f.Close(); err != nil {
-				return err
+				return fmt.Errorf("export to %s: %w", file, unwrapPath(err))
 			}
 			if err := os.Rename(f.Name(), file); err != nil {
-				return err
+				return fmt.Errorf("export to %s: %w", file, unwrapPath(err))
 			}
 			printExported(cmd.OutOrStdout(), done)
 			return nil
@@ -206,57 +231,71 @@ func printJSON(w io.Writer, v any) error {
 }
 
 func imageList(g *globals) *cobra.Command {
-	var out outputFlag
-	var quiet bool
+	var out listOutput
 	c := &cobra.Command{
 		Use:     "ls",
 		Aliases: []string{"list"},
 		Short:   "List images",
+		Example: "  runclet image ls\n  runclet image ls -q --filter dangling=true\n  runclet image ls --format '{{.ID}} {{.Size}}'",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			asJSON, err := out.json()
-			if err != nil {
+			if err := out.check(); err != nil {
 				return err
 			}
 			s, err := g.imageStore()
 			if err != nil {
 				return err
 			}
-			imgs, err := s.List()
+			all, err := s.List()
 			if err != nil {
 				return err
 			}
+			imgs := []image.Image{}
+			for _, img := range all {
+				if out.match(func(k, v string) bool {
+					switch k {
+					case "id":
+						return strings.HasPrefix(img.ID.Encoded(), strings.TrimPrefix(v, "sha256:"))
+					case "reference":
+						for _, t := range append(slices.Clone(img.RepoTags), img.RepoDigests...) {
+							if globMatch(v, t) {
+								return true
+							}
+						}
+					case "dangling":
+						return (len(img.RepoTags) == 0) == (v == "true")
+					}
+					return false
+				}) {
+					imgs = append(imgs, img)
+				}
+			}
 			w := cmd.OutOrStdout()
-			if asJSON {
-				return printJSON(w, imgs)
-			}
-			if quiet {
+			return render(w, &out, imgs, func(img image.Image) string { return img.ID.Encoded() }, func(wide bool) error {
+				tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+				fmt.Fprintln(tw, "IMAGE\tTAG\tDIGEST\tIMAGE ID\tSIZE")
 				for _, img := range imgs {
-					fmt.Fprintln(w, img.ID.Encoded())
+					dg := img.ManifestDigest.String()
+					if img.IndexDigest != "" {
+						dg = img.IndexDigest.String()
+					}
+					id := img.ID.Encoded()
+					if !wide {
+						id = id[:12]
+					}
+					if len(img.RepoTags) == 0 {
+						fmt.Fprintf(tw, "<none>\t<none>\t%s\t%s\t%s\n", dg, id, humanSize(img.Size))
+					}
+					for _, t := range img.RepoTags {
+						i := strings.LastIndex(t, ":")
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t[:i], t[i+1:], dg, id, humanSize(img.Size))
+					}
 				}
-				return nil
-			}
-			tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-			fmt.Fprintln(tw, "IMAGE\tTAG\tDIGEST\tIMAGE ID\tSIZE")
-			for _, img := range imgs {
-				dg := img.ManifestDigest.String()
-				if img.IndexDigest != "" {
-					dg = img.IndexDigest.String()
-				}
-				id := img.ID.Encoded()[:12]
-				if len(img.RepoTags) == 0 {
-					fmt.Fprintf(tw, "<none>\t<none>\t%s\t%s\t%s\n", dg, id, humanSize(img.Size))
-				}
-				for _, t := range img.RepoTags {
-					i := strings.LastIndex(t, ":")
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t[:i], t[i+1:], dg, id, humanSize(img.Size))
-				}
-			}
-			return tw.Flush()
+				return tw.Flush()
+			})
 		},
 	}
-	out.add(c)
-	c.Flags().BoolVarP(&quiet, "quiet", "q", false, "print image IDs only")
+	out.add(c, "image", "id", "reference", "dangling")
 	return c
 }
 
@@ -273,7 +312,7 @@ func imageInspect(g *globals) *cobra.Command {
 			}
 			img, err := s.Get(args[0])
 			if err != nil {
-				return err
+				return shortPrefixHint(s, args[0], err)
 			}
 			cfg, err := s.Config(img)
 			if err != nil {
@@ -309,7 +348,7 @@ until they are removed themselves. Removing one of several tags always works.`,
 			for _, a := range args {
 				img, err := s.Remove(a, image.RemoveOptions{Force: force})
 				if err != nil {
-					return err
+					return shortPrefixHint(s, a, err)
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "removed %s (%s)\n", a, img.ID)
 			}
@@ -403,6 +442,11 @@ type progress struct {
 	drawn int
 	last  time.Time
 	mu    chan struct{}
+	done  bool // finish has drawn the last state
+	// For the total line: each downloaded layer's size and bytes so
+	// far, and when the first download began.
+	size, got map[string]int64
+	start     time.Time
 }
 
 func newProgress(w io.Writer, quiet bool) *progress {
@@ -410,7 +454,7 @@ func newProgress(w io.Writer, quiet bool) *progress {
 	if quiet || !ok || !term.IsTerminal(int(f.Fd())) {
 		return nil
 	}
-	p := &progress{w: w, state: map[string]image.ProgressEvent{}, mu: make(chan struct{}, 1)}
+	p := &progress{w: w, state: map[string]image.ProgressEvent{}, mu: make(chan struct{}, 1), size: map[string]int64{}, got: map[string]int64{}}
 	return p
 }
 
@@ -423,7 +467,24 @@ func (p *progress) event(ev image.ProgressEvent) {
 	if ev.Total == 0 {
 		ev.Total = p.state[ev.ID].Total
 	}
+	switch ev.Action {
+	case "downloading":
+		if p.start.IsZero() {
+			p.start = time.Now()
+		}
+		if _, ok := p.size[ev.ID]; !ok {
+			p.size[ev.ID] = ev.Total
+		}
+		p.got[ev.ID] = ev.Current
+	case "extracting", "done":
+		if n, ok := p.size[ev.ID]; ok {
+			p.got[ev.ID] = n // downloaded in full
+		}
+	}
 	p.state[ev.ID] = ev
+	if p.done {
+		return
+	}
 	final := ev.Action == "done" || ev.Action == "already exists"
 	if !final && time.Since(p.last) < 100*time.Millisecond {
 		return
@@ -445,10 +506,107 @@ func (p *progress) redraw() {
 		fmt.Fprintf(p.w, "\x1b[2K%s\n", line)
 	}
 	p.drawn = len(p.order)
+	if len(p.size) > 0 {
+		fmt.Fprintf(p.w, "\x1b[2K%s\n", p.totalLine())
+		p.drawn++
+	}
 }
 
+// totalLine is one bar for the whole pull: bytes, rate and time left.
+func (p *progress) totalLine() string {
+	var total, got int64
+	for id, n := range p.size {
+		total += n
+		got += p.got[id]
+	}
+	const width = 30
+	filled := 0
+	if total > 0 {
+		filled = int(got * width / total)
+	}
+	bar := strings.Repeat("=", filled)
+	if filled < width {
+		bar += ">" + strings.Repeat(" ", width-filled-1)
+	}
+	line := fmt.Sprintf("total [%s] %s/%s", bar, humanSize(got), humanSize(total))
+	if elapsed := time.Since(p.start); elapsed > 0 && got > 0 {
+		rate := float64(got) / elapsed.Seconds()
+		line += fmt.Sprintf("  %s/s", humanSize(int64(rate)))
+		if got < total {
+			line += fmt.Sprintf("  ETA %s", time.Duration(float64(total-got)/rate*float64(time.Second)).Round(time.Second))
+		}
+	}
+	return line
+}
+
+// finish draws the final state once; later events draw nothing, so
+// nothing printed after finish is overwritten. A nil progress is quiet.
 func (p *progress) finish() {
+	if p == nil {
+		return
+	}
 	p.mu <- struct{}{}
 	defer func() { <-p.mu }()
-	p.redraw()
+	if !p.done {
+		p.redraw()
+	}
+	p.done = true
+}
+
+// shortPrefixHint explains a "not found" for a hex string shorter than
+// the 6 characters an image ID prefix needs when some image ID starts
+// with it: the user meant an ID, not a name.
+func shortPrefixHint(s *image.Store, ref string, err error) error {
+	if !errdefs.IsNotFound(err) || len(ref) >= 6 || !isHexString(ref) {
+		return err
+	}
+	imgs, lerr := s.List()
+	if lerr != nil {
+		return err
+	}
+	for _, img := range imgs {
+		if strings.HasPrefix(img.ID.Encoded(), ref) {
+			return errdefs.InvalidArgument("image %q not found: an image ID prefix needs at least 6 characters (image %s starts with it)", ref, img.ID.Encoded()[:12])
+		}
+	}
+	return err
+}
+
+func isHexString(s string) bool {
+	for _, c := range s {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// unwrapPath keeps only the cause of a *PathError or *LinkError: the
+// caller names the path the user gave, not a temporary file's.
+func unwrapPath(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	var le *os.LinkError
+	if errors.As(err, &le) {
+		return le.Err
+	}
+	return err
+}
+
+// currentUmask is the process's umask, from /proc (reading it with
+// umask(2) would change it for a moment under other threads).
+func currentUmask() int {
+	b, err := os.ReadFile("/proc/self/status")
+	if err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+				if n, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32); err == nil {
+					return int(n)
+				}
+			}
+		}
+	}
+	return 0o022
 }

@@ -7,10 +7,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
-	"github.com/runclet/runclet/internal/errdefs"
 	"github.com/runclet/runclet/internal/fsutil"
 	"github.com/runclet/runclet/runtime/config"
 	"github.com/runclet/runclet/runtime/network"
@@ -49,8 +49,13 @@ func main() {
 	pf.BoolVar(&g.debug, "debug", false, "log debug messages")
 
 	root.AddCommand(imageCommand(g), configCommand(g), runCommand(g), appCommand(g),
-		attachCommand(g), execCommand(g), enterCommand(g), daemonCommand(g))
+		attachCommand(g), execCommand(g), enterCommand(g), daemonCommand(g),
+		inspectCommand(g), versionCommand(g), psCommand(g), portCommand(g), statsCommand(g),
+		eventsCommand(g), cpCommand(g), systemCommand(g))
 	root.AddCommand(podCommands(g)...)
+	root.AddCommand(genManCommand(root))
+	addCompletions(root, g)
+	groupCommands(root)
 	if err := root.Execute(); err != nil {
 		var code exitError
 		if errors.As(err, &code) {
@@ -84,13 +89,30 @@ func (g *globals) load(cmd *cobra.Command) error {
 	return nil
 }
 
-// exitCode separates "you asked for something wrong" (2) from failures (1),
-// so scripts can tell a typo from a broken registry.
+// The exit codes of runclet's own failures, as podman and docker use them,
+// so that a script can tell them from the exit code of the app or command,
+// which runclet passes through otherwise (docs/cli.md).
+const (
+	exitRuncletFailed = 125 // runclet itself failed: bad flags, no such pod, ...
+	exitCannotInvoke  = 126 // the command exists but cannot be run
+	exitNotFound      = 127 // the command was not found in the image
+)
+
+// exitCode maps runclet's own error to its exit code: 127 and 126 when
+// the app's or exec's command could not be found or run (the messages of
+// stage1's explainStartError, which cross the supervisor's socket as
+// text), else 125.
 func exitCode(err error) int {
-	if errors.Is(err, errdefs.ErrInvalidArgument) || errors.Is(err, errdefs.ErrNotFound) {
-		return 2
+	msg := err.Error()
+	if i := strings.Index(msg, "exec: \""); i >= 0 {
+		switch rest := msg[i:]; {
+		case strings.Contains(rest, ": not found in the image"):
+			return exitNotFound
+		case strings.Contains(rest, ": permission denied"):
+			return exitCannotInvoke
+		}
 	}
-	return 1
+	return exitRuncletFailed
 }
 
 func configCommand(g *globals) *cobra.Command {
@@ -104,6 +126,6 @@ func configCommand(g *globals) *cobra.Command {
 			_, err := fmt.Fprint(cmd.OutOrStdout(), config.DefaultTOML())
 			return err
 		},
-	})
+	}, configShowCommand(g))
 	return c
 }

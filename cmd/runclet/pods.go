@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -27,7 +30,7 @@ import (
 // podFlags are the options of a pod (runclet run, app sandbox).
 type podFlags struct {
 	name, hostname, flavor, net string
-	ports                       []string
+	ports, labels               []string
 	sharePID                    bool
 }
 
@@ -36,18 +39,26 @@ func (f *podFlags) add(c *cobra.Command) {
 	c.Flags().StringVar(&f.hostname, "hostname", "", "pod hostname (default: the pod name)")
 	c.Flags().StringVar(&f.flavor, "stage1", "", "stage1 flavor: runc (isolated) or fly (host namespaces)")
 	c.Flags().StringVar(&f.net, "net", "default", "network: default (CNI) or host")
-	c.Flags().StringSliceVarP(&f.ports, "port", "p", nil, "publish HOSTPORT:PORT[/tcp|udp] (repeatable)")
+	c.Flags().StringSliceVarP(&f.ports, "port", "p", nil, "publish [[HOSTIP:]HOSTPORT:]PORT[/tcp|udp|sctp]; without HOSTPORT a free one (repeatable)")
 	c.Flags().BoolVar(&f.sharePID, "share-pid", false, "one pid namespace for all the pod's apps")
 }
 
 func (f *podFlags) config() (pod.PodConfig, error) {
 	cfg := pod.PodConfig{Name: f.name, Hostname: f.hostname, Flavor: f.flavor, SharePID: f.sharePID}
+	labels, err := parseLabels(f.labels)
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Labels = labels
 	switch f.net {
 	case "default", "":
 	case "host":
 		cfg.HostNetwork = true
 	default:
 		return cfg, errdefs.InvalidArgument("--net %q: want default or host", f.net)
+	}
+	if cfg.HostNetwork && len(f.ports) > 0 {
+		return cfg, errdefs.InvalidArgument("--net host with --port %s: an app on the host's network listens on the host's ports itself; drop --port", strings.Join(f.ports, ","))
 	}
 	for _, p := range f.ports {
 		pm, err := parsePort(p)
@@ -59,13 +70,34 @@ func (f *podFlags) config() (pod.PodConfig, error) {
 	return cfg, nil
 }
 
+// parsePort reads -p [[HOSTIP:]HOSTPORT:]PORT[/PROTO]; without a host
+// port one that is free now is picked (`runclet port` shows it).
 func parsePort(s string) (network.PortMapping, error) {
+	bad := errdefs.InvalidArgument("--port %q: want [[HOSTIP:]HOSTPORT:]PORT[/tcp|udp|sctp]", s)
 	spec, proto, _ := strings.Cut(s, "/")
-	host, ctr, ok := strings.Cut(spec, ":")
-	hp, err1 := strconv.ParseUint(host, 10, 16)
-	cp, err2 := strconv.ParseUint(ctr, 10, 16)
-	if !ok || err1 != nil || err2 != nil || hp == 0 || cp == 0 {
-		return network.PortMapping{}, errdefs.InvalidArgument("--port %q: want HOSTPORT:PORT[/tcp|udp]", s)
+	parts := strings.Split(spec, ":")
+	hostIP, host, ctr := "", "", parts[len(parts)-1]
+	switch len(parts) {
+	case 1:
+	case 2:
+		host = parts[0]
+	case 3:
+		hostIP, host = parts[0], parts[1]
+		if net.ParseIP(hostIP) == nil {
+			return network.PortMapping{}, bad
+		}
+	default:
+		return network.PortMapping{}, bad
+	}
+	cp, err := strconv.ParseUint(ctr, 10, 16)
+	if err != nil || cp == 0 {
+		return network.PortMapping{}, bad
+	}
+	var hp uint64
+	if host != "" {
+		if hp, err = strconv.ParseUint(host, 10, 16); err != nil || hp == 0 {
+			return network.PortMapping{}, bad
+		}
 	}
 	if proto == "" {
 		proto = "tcp"
@@ -73,7 +105,32 @@ func parsePort(s string) (network.PortMapping, error) {
 	if proto != "tcp" && proto != "udp" && proto != "sctp" {
 		return network.PortMapping{}, errdefs.InvalidArgument("--port %q: protocol must be tcp, udp or sctp", s)
 	}
-	return network.PortMapping{Protocol: proto, HostPort: int32(hp), ContainerPort: int32(cp)}, nil
+	if hp == 0 {
+		p, err := freeHostPort(proto, hostIP)
+		if err != nil {
+			return network.PortMapping{}, fmt.Errorf("--port %q: picking a free host port: %w", s, err)
+		}
+		hp = uint64(p)
+	}
+	return network.PortMapping{Protocol: proto, HostIP: hostIP, HostPort: int32(hp), ContainerPort: int32(cp)}, nil
+}
+
+// freeHostPort asks the kernel for a port free now (sctp: a tcp one).
+func freeHostPort(proto, ip string) (int, error) {
+	if proto == "udp" {
+		c, err := net.ListenPacket("udp", net.JoinHostPort(ip, "0"))
+		if err != nil {
+			return 0, err
+		}
+		defer c.Close()
+		return c.LocalAddr().(*net.UDPAddr).Port, nil
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(ip, "0"))
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // appFlags are the options of an app (runclet run, app add).
@@ -82,6 +139,11 @@ type appFlags struct {
 	env, volumes, capAdd, capDrop           []string
 	privileged, readonly                    bool
 	pids                                    int64
+	tmpfs                                   []string
+	readonlyTmpfs                           bool
+	envFiles, labels                        []string
+	pull                                    string
+	init                                    bool
 }
 
 func (f *appFlags) add(c *cobra.Command) {
@@ -90,18 +152,64 @@ func (f *appFlags) add(c *cobra.Command) {
 	c.Flags().StringVarP(&f.memory, "memory", "m", "", "memory limit, e.g. 64M or 1G")
 	c.Flags().Int64Var(&f.pids, "pids-limit", 0, "maximum number of processes")
 	c.Flags().StringVar(&f.entrypoint, "entrypoint", "", "override the image's entrypoint")
-	c.Flags().StringArrayVarP(&f.env, "env", "e", nil, "environment KEY=VALUE (repeatable)")
+	c.Flags().StringArrayVarP(&f.env, "env", "e", nil, "environment KEY=VALUE, or KEY to pass runclet's own value (repeatable)")
+	c.Flags().StringArrayVar(&f.envFiles, "env-file", nil, "read environment from a file of KEY=VALUE (or KEY) lines; # starts a comment (repeatable)")
+	c.Flags().StringArrayVarP(&f.labels, "label", "l", nil, "label KEY=VALUE (repeatable)")
+	c.Flags().StringVar(&f.pull, "pull", "missing", "pull the image: always, missing (when not in the store) or never")
+	c.Flags().BoolVar(&f.init, "init", false, "run a tiny init (runclet-init, at /dev/init) as the app's first process: it reaps orphans and forwards signals")
 	c.Flags().StringArrayVarP(&f.volumes, "volume", "v", nil, "bind mount HOSTPATH:PATH[:ro] (repeatable)")
 	c.Flags().StringSliceVar(&f.capAdd, "cap-add", nil, "capabilities to add")
 	c.Flags().StringSliceVar(&f.capDrop, "cap-drop", nil, "capabilities to drop")
 	c.Flags().BoolVar(&f.privileged, "privileged", false, "all capabilities and devices, no seccomp")
-	c.Flags().BoolVar(&f.readonly, "read-only", false, "read-only root filesystem")
+	c.Flags().BoolVar(&f.readonly, "read-only", false, "read-only root filesystem, with a tmpfs on /tmp, /var/tmp and /run (see --read-only-tmpfs)")
+	c.Flags().BoolVar(&f.readonlyTmpfs, "read-only-tmpfs", true, "with --read-only, mount a tmpfs on /tmp, /var/tmp and /run (--read-only-tmpfs=false: everything read-only)")
+	c.Flags().StringArrayVar(&f.tmpfs, "tmpfs", nil, "mount a tmpfs at PATH[:OPTIONS], e.g. /cache:size=64m,mode=0700 (repeatable)")
+}
+
+// readonlyTmpfsMounts are the writable places an app on a read-only rootfs
+// gets, as podman's --read-only-tmpfs gives them.
+var readonlyTmpfsMounts = []spec.TmpfsMount{
+	{ContainerPath: "/tmp", Options: []string{"nosuid", "nodev", "mode=1777"}},
+	{ContainerPath: "/var/tmp", Options: []string{"nosuid", "nodev", "mode=1777"}},
+	{ContainerPath: "/run", Options: []string{"nosuid", "nodev", "mode=755"}},
+}
+
+// parseTmpfs reads --tmpfs PATH[:OPTIONS]: nosuid and nodev always,
+// mode=1777 unless OPTIONS sets a mode.
+func parseTmpfs(v string) (spec.TmpfsMount, error) {
+	dst, opts, _ := strings.Cut(v, ":")
+	if !filepath.IsAbs(dst) {
+		return spec.TmpfsMount{}, errdefs.InvalidArgument("--tmpfs %q: want an absolute PATH[:OPTIONS]", v)
+	}
+	m := spec.TmpfsMount{ContainerPath: filepath.Clean(dst), Options: []string{"nosuid", "nodev"}}
+	mode := false
+	for _, o := range strings.Split(opts, ",") {
+		switch {
+		case o == "":
+		case strings.ContainsAny(o, " \t"):
+			return spec.TmpfsMount{}, errdefs.InvalidArgument("--tmpfs %q: option %q", v, o)
+		default:
+			mode = mode || strings.HasPrefix(o, "mode=")
+			m.Options = append(m.Options, o)
+		}
+	}
+	if !mode {
+		m.Options = append(m.Options, "mode=1777")
+	}
+	return m, nil
 }
 
 func (f *appFlags) config(img string, args []string) (pod.AppConfig, error) {
 	cfg := pod.AppConfig{Name: f.name, Image: img}
 	s := &cfg.Spec
-	s.Args, s.Env, s.User, s.WorkingDir = args, f.env, f.user, f.workdir
+	env, err := f.environment()
+	if err != nil {
+		return cfg, err
+	}
+	if cfg.Labels, err = parseLabels(f.labels); err != nil {
+		return cfg, err
+	}
+	s.Args, s.Env, s.User, s.WorkingDir = args, env, f.user, f.workdir
 	if f.entrypoint != "" {
 		s.Command = []string{f.entrypoint}
 	}
@@ -119,7 +227,36 @@ func (f *appFlags) config(img string, args []string) (pod.AppConfig, error) {
 		if len(parts) < 2 || len(parts) > 3 || !filepath.IsAbs(parts[0]) || !filepath.IsAbs(parts[1]) || (len(parts) == 3 && parts[2] != "ro" && parts[2] != "rw") {
 			return cfg, errdefs.InvalidArgument("--volume %q: want HOSTPATH:PATH[:ro], both absolute", v)
 		}
+		// Checked here, before a pod exists, rather than met by the
+		// container's init as a mount failure.
+		if _, err := os.Stat(parts[0]); errors.Is(err, fs.ErrNotExist) {
+			return cfg, errdefs.InvalidArgument("--volume %q: volume source %s does not exist", v, parts[0])
+		} else if err != nil {
+			return cfg, errdefs.InvalidArgument("--volume %q: volume source: %w", v, err)
+		}
 		s.Mounts = append(s.Mounts, spec.Mount{HostPath: parts[0], ContainerPath: parts[1], Readonly: len(parts) == 3 && parts[2] == "ro"})
+	}
+	taken := map[string]bool{}
+	for _, m := range s.Mounts {
+		taken[filepath.Clean(m.ContainerPath)] = true
+	}
+	for _, v := range f.tmpfs {
+		m, err := parseTmpfs(v)
+		if err != nil {
+			return cfg, err
+		}
+		if taken[m.ContainerPath] {
+			return cfg, errdefs.InvalidArgument("--tmpfs %q: %s is mounted twice", v, m.ContainerPath)
+		}
+		taken[m.ContainerPath] = true
+		s.Tmpfs = append(s.Tmpfs, m)
+	}
+	if f.readonly && f.readonlyTmpfs {
+		for _, m := range readonlyTmpfsMounts {
+			if !taken[m.ContainerPath] { // the user's own mount there wins
+				s.Tmpfs = append(s.Tmpfs, m)
+			}
+		}
 	}
 	if cfg.Name == "" {
 		cfg.Name = appNameFromImage(img)
@@ -166,10 +303,21 @@ func parseBytes(s string) (int64, error) {
 
 // ensureImage returns the image, pulling it when it is not in the store,
 // as `docker run` and `rkt run` do.
-func ensureImage(ctx context.Context, images *image.Store, ref string, out io.Writer) (image.Image, error) {
+func ensureImage(ctx context.Context, images *image.Store, ref string, out io.Writer, policy string) (image.Image, error) {
 	img, err := images.Get(ref)
-	if err == nil || !errdefs.IsNotFound(err) {
+	switch policy {
+	case "", "missing":
+		if err == nil || !errdefs.IsNotFound(err) {
+			return img, err
+		}
+	case "never":
+		if errdefs.IsNotFound(err) {
+			return img, errdefs.NotFound("image %q is not in the store and --pull=never", ref)
+		}
 		return img, err
+	case "always":
+	default:
+		return img, errdefs.InvalidArgument("--pull %q: want always, missing or never", policy)
 	}
 	opts := image.PullOptions{}
 	if p := newProgress(out, false); p != nil {
@@ -196,9 +344,7 @@ func runCommand(g *globals) *cobra.Command {
 				return err
 			}
 			ctx := cmd.Context()
-			if _, err := ensureImage(ctx, images, args[0], cmd.ErrOrStderr()); err != nil {
-				return err
-			}
+			// Flags first: a bad one fails before a pull or a pod.
 			pcfg, err := pf.config()
 			if err != nil {
 				return err
@@ -207,7 +353,15 @@ func runCommand(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
+			img, err := ensureImage(ctx, images, args[0], cmd.ErrOrStderr(), af.pull)
+			if err != nil {
+				return err
+			}
+			if err := af.applyInit(&acfg, images, img); err != nil {
+				return err
+			}
 			acfg.Tty, acfg.Stdin, acfg.StdinOnce = tty, interactive, interactive
+			pcfg.Labels = acfg.Labels // run's --label labels the pod and its app
 			// rkt's run: the pod exits when its app has (detached too).
 			pcfg.ExitWithApps = true
 			p, err := m.CreatePod(ctx, pcfg)
@@ -378,6 +532,7 @@ func appCommand(g *globals) *cobra.Command {
 		},
 	}
 	pf.add(sandbox)
+	sandbox.Flags().StringArrayVarP(&pf.labels, "label", "l", nil, "pod label KEY=VALUE (repeatable)")
 
 	var af appFlags
 	add := &cobra.Command{
@@ -398,11 +553,24 @@ func appCommand(g *globals) *cobra.Command {
 				// only: an app added here would be invisible to kubelet.
 				return errdefs.FailedPrecondition("pod %s (%s/%s) belongs to the CRI: kubelet manages it through the runclet daemon, which would not see an app added here; use crictl create", p.ID, p.Namespace, p.Name)
 			}
-			if _, err := ensureImage(cmd.Context(), images, args[1], cmd.ErrOrStderr()); err != nil {
-				return err
-			}
 			cfg, err := af.config(args[1], args[2:])
 			if err != nil {
+				return err
+			}
+			apps, err := m.Layout().ListApps(p.ID)
+			if err != nil {
+				return err
+			}
+			for _, a := range apps {
+				if a.Name == cfg.Name {
+					return errdefs.AlreadyExists("pod %s already has an app named %q (%s); name this one with --name", p.ID, cfg.Name, a.ID[:12])
+				}
+			}
+			img, err := ensureImage(cmd.Context(), images, args[1], cmd.ErrOrStderr(), af.pull)
+			if err != nil {
+				return err
+			}
+			if err := af.applyInit(&cfg, images, img); err != nil {
 				return err
 			}
 			a, err := m.AddApp(cmd.Context(), p.ID, cfg)
@@ -456,6 +624,7 @@ func appCommand(g *globals) *cobra.Command {
 		return err
 	})
 	stop.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "grace period before SIGKILL")
+	stop.Flags().VarP((*seconds)(&timeout), "time", "t", "grace period before SIGKILL (seconds, or a duration such as 1m; same as --timeout)")
 	rmApp := podApp("rm", "Remove an app (killing it if it runs)", "remove", func(ctx context.Context, m *pod.Manager, p *pod.Pod, app string) error {
 		return m.RemoveApp(ctx, p.ID, app)
 	})
@@ -478,27 +647,45 @@ func appCommand(g *globals) *cobra.Command {
 		return printApps(os.Stdout, []*pod.App{a})
 	})
 	out.add(status)
-	var listOut outputFlag
+	var listOut listOutput
 	list := &cobra.Command{
-		Use:   "list POD",
-		Short: "List a pod's apps",
-		Args:  cobra.ExactArgs(1),
+		Use:     "list POD",
+		Short:   "List a pod's apps",
+		Example: "  runclet app list web -q --filter state=running",
+		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			asJSON, err := listOut.json()
+			if err := listOut.check(); err != nil {
+				return err
+			}
+			_, _, all, err := g.podStatus(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
-			_, _, apps, err := g.podStatus(cmd.Context(), args[0])
-			if err != nil {
-				return err
+			apps := []*pod.App{}
+			for _, a := range all {
+				if listOut.match(func(k, v string) bool {
+					switch k {
+					case "id":
+						return strings.HasPrefix(a.ID, v)
+					case "name":
+						return globMatch(v, a.Name)
+					case "state":
+						return string(a.State) == v
+					case "image":
+						return globMatch(v, a.Image)
+					case "label":
+						return labelMatch(v, a.Labels)
+					}
+					return false
+				}) {
+					apps = append(apps, a)
+				}
 			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), apps)
-			}
-			return printApps(cmd.OutOrStdout(), apps)
+			w := cmd.OutOrStdout()
+			return render(w, &listOut, apps, func(a *pod.App) string { return a.ID }, func(bool) error { return printApps(w, apps) })
 		},
 	}
-	listOut.add(list)
+	listOut.add(list, "app", "id", "name", "state", "image", "label")
 	c.AddCommand(sandbox, add, start, stop, rmApp, reopen, status, list)
 	return c
 }
@@ -524,16 +711,80 @@ type podView struct {
 	Apps []*pod.App `json:"apps"`
 }
 
+// state is the pod's state as list shows it: broken wins.
+func (v podView) state() string {
+	if v.Broken != "" {
+		return "broken"
+	}
+	return string(v.State)
+}
+
+// ip is the pod's first address; none once stopped or exited (it went
+// back to the pool).
+func (v podView) ip() string {
+	if v.Attachment != nil && !v.Inactive() && len(v.Attachment.PodIPs()) > 0 {
+		return v.Attachment.PodIPs()[0]
+	}
+	return ""
+}
+
+func (v podView) ports() string {
+	var out []string
+	for _, p := range v.Ports {
+		proto := p.Protocol
+		if proto == "" {
+			proto = "tcp"
+		}
+		out = append(out, fmt.Sprintf("%d->%d/%s", p.HostPort, p.ContainerPort, strings.ToLower(proto)))
+	}
+	return strings.Join(out, ",")
+}
+
+func (v podView) labels() string {
+	keys := make([]string, 0, len(v.Labels))
+	for k := range v.Labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for i, k := range keys {
+		keys[i] = k + "=" + v.Labels[k]
+	}
+	return strings.Join(keys, ",")
+}
+
+// has answers list's --filter KEY=VALUE.
+func (v podView) has(key, value string) bool {
+	switch key {
+	case "id":
+		return strings.HasPrefix(v.ID, value)
+	case "name":
+		return globMatch(value, v.Name)
+	case "state":
+		return v.state() == value || string(v.State) == value
+	case "label":
+		return labelMatch(value, v.Labels)
+	case "flavor":
+		return v.Flavor == value
+	case "image":
+		for _, a := range v.Apps {
+			if globMatch(value, a.Image) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 func podCommands(g *globals) []*cobra.Command {
-	var out outputFlag
+	var out listOutput
 	list := &cobra.Command{
 		Use:     "list",
 		Aliases: []string{"ls"},
 		Short:   "List pods",
+		Example: "  runclet list\n  runclet list -q --filter state=exited\n  runclet list --filter label=tier=web --format '{{.Name}} {{.State}}'",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			asJSON, err := out.json()
-			if err != nil {
+			if err := out.check(); err != nil {
 				return err
 			}
 			m, _, err := g.podManager()
@@ -550,32 +801,37 @@ func podCommands(g *globals) []*cobra.Command {
 				if err != nil {
 					continue // removed meanwhile
 				}
-				views = append(views, podView{fresh, apps})
-			}
-			if asJSON {
-				return printJSON(cmd.OutOrStdout(), views)
-			}
-			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 8, 2, ' ', 0)
-			fmt.Fprintln(tw, "POD ID\tNAME\tSTATE\tFLAVOR\tAPPS\tIP\tCREATED")
-			for _, v := range views {
-				var names []string
-				for _, a := range v.Apps {
-					names = append(names, a.Name+":"+string(a.State))
+				v := podView{fresh, apps}
+				if out.match(v.has) {
+					views = append(views, v)
 				}
-				ip := ""
-				if v.Attachment != nil && len(v.Attachment.PodIPs()) > 0 {
-					ip = v.Attachment.PodIPs()[0]
-				}
-				state := string(v.State)
-				if v.Broken != "" {
-					state = "broken"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", v.ID[:12], v.Name, state, v.Flavor, strings.Join(names, ","), ip, v.CreatedAt.Local().Format(time.DateTime))
 			}
-			return tw.Flush()
+			w := cmd.OutOrStdout()
+			return render(w, &out, views, func(v podView) string { return v.ID }, func(wide bool) error {
+				tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
+				if wide {
+					fmt.Fprintln(tw, "POD ID\tNAME\tSTATE\tFLAVOR\tAPPS\tIP\tPORTS\tLABELS\tCREATED")
+				} else {
+					fmt.Fprintln(tw, "POD ID\tNAME\tSTATE\tFLAVOR\tAPPS\tIP\tCREATED")
+				}
+				for _, v := range views {
+					var names []string
+					for _, a := range v.Apps {
+						names = append(names, a.Name+":"+string(a.State))
+					}
+					id, created := v.ID[:12], v.CreatedAt.Local().Format(time.DateTime)
+					if wide {
+						id = v.ID
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", id, v.Name, v.state(), v.Flavor, strings.Join(names, ","), v.ip(), v.ports(), v.labels(), created)
+					} else {
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", id, v.Name, v.state(), v.Flavor, strings.Join(names, ","), v.ip(), created)
+					}
+				}
+				return tw.Flush()
+			})
 		},
 	}
-	out.add(list)
+	out.add(list, "pod", "id", "name", "state", "label", "image", "flavor")
 
 	var statusOut outputFlag
 	status := &cobra.Command{
@@ -599,7 +855,7 @@ func podCommands(g *globals) []*cobra.Command {
 			if p.Broken != "" {
 				fmt.Fprintf(w, "broken: %s; it can only be stopped and removed\n", p.Broken)
 			}
-			if p.Attachment != nil {
+			if p.Attachment != nil && !p.Inactive() {
 				fmt.Fprintf(w, "network %s: %s\n", p.Attachment.Network, strings.Join(p.Attachment.PodIPs(), ", "))
 			}
 			return printApps(w, apps)
@@ -623,21 +879,30 @@ func podCommands(g *globals) []*cobra.Command {
 		},
 	}
 	stop.Flags().DurationVar(&timeout, "timeout", 10*time.Second, "grace period before SIGKILL")
+	stop.Flags().VarP((*seconds)(&timeout), "time", "t", "grace period before SIGKILL (seconds, or a duration such as 1m; same as --timeout)")
 	stop.Flags().BoolVar(&stopForce, "force", false, "also stop a pod the CRI daemon (kubelet) manages")
+	rmTime := seconds(10 * time.Second)
 	rm := &cobra.Command{
 		Use:   "rm POD...",
-		Short: "Remove pods (stopping them first)",
+		Short: "Remove pods, stopping running ones first (stop signal, SIGKILL after --time)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return eachPod(g, cmd, args, func(ctx context.Context, m *pod.Manager, p *pod.Pod) error {
 				if err := notCRIPod(p, "remove", rmForce); err != nil {
 					return err
 				}
+				// RemovePod kills at once: the grace period is StopPod's.
+				if !rmForce && !p.Inactive() {
+					if err := m.StopPod(ctx, p.ID, time.Duration(rmTime)); err != nil {
+						return err
+					}
+				}
 				return m.RemovePod(ctx, p.ID)
 			})
 		},
 	}
-	rm.Flags().BoolVarP(&rmForce, "force", "f", false, "also remove a pod the CRI daemon (kubelet) manages; the daemon drops it from its view")
+	rm.Flags().BoolVarP(&rmForce, "force", "f", false, "kill running apps at once, and also remove a pod the CRI daemon (kubelet) manages (the daemon drops it from its view)")
+	rm.Flags().VarP(&rmTime, "time", "t", "grace period before SIGKILL when stopping a running pod (seconds, or a duration such as 1m)")
 	var gcOpts pod.GCOptions
 	gc := &cobra.Command{
 		Use:   "gc",
@@ -782,4 +1047,114 @@ func logsCommand(g *globals) *cobra.Command {
 	c.Flags().IntVar(&tail, "tail", crilog.TailAll, "only the last N lines (-1: all)")
 	c.Flags().DurationVar(&since, "since", 0, "only lines newer than this, e.g. 10m")
 	return c
+}
+
+// seconds is a grace period flag that takes podman's plain seconds
+// ("-t 5") as well as Go durations ("-t 1m30s").
+type seconds time.Duration
+
+func (d *seconds) String() string { return time.Duration(*d).String() }
+func (d *seconds) Type() string   { return "seconds" }
+func (d *seconds) Set(v string) error {
+	if n, err := strconv.ParseUint(v, 10, 32); err == nil {
+		*d = seconds(time.Duration(n) * time.Second)
+		return nil
+	}
+	x, err := time.ParseDuration(v)
+	if err != nil || x < 0 {
+		return errdefs.InvalidArgument("%q: want seconds or a duration such as 30s", v)
+	}
+	*d = seconds(x)
+	return nil
+}
+
+// environment is --env-file then -e, in order (a later KEY wins in the
+// app); a KEY without "=" takes runclet's own value and is left out when
+// runclet has none, as docker and podman do.
+func (f *appFlags) environment() ([]string, error) {
+	var out []string
+	add := func(e, from string) error {
+		k, _, hasValue := strings.Cut(e, "=")
+		if k == "" || strings.ContainsAny(k, " \t") {
+			return errdefs.InvalidArgument("%s %q: want KEY=VALUE or KEY", from, e)
+		}
+		if hasValue {
+			out = append(out, e)
+		} else if v, ok := os.LookupEnv(k); ok {
+			out = append(out, k+"="+v)
+		}
+		return nil
+	}
+	for _, file := range f.envFiles {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, errdefs.InvalidArgument("--env-file: %w", err)
+		}
+		for n, line := range strings.Split(string(b), "\n") {
+			line = strings.TrimSpace(line)
+			if line == "" || strings.HasPrefix(line, "#") {
+				continue
+			}
+			if err := add(line, fmt.Sprintf("--env-file %s line %d:", file, n+1)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	for _, e := range f.env {
+		if err := add(e, "--env"); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func parseLabels(in []string) (map[string]string, error) {
+	if len(in) == 0 {
+		return nil, nil
+	}
+	out := map[string]string{}
+	for _, l := range in {
+		k, v, _ := strings.Cut(l, "=")
+		if k == "" {
+			return nil, errdefs.InvalidArgument("--label %q: want KEY=VALUE", l)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// initPath is where an app sees runclet-init with --init.
+const initPath = "/dev/init"
+
+// applyInit puts runclet-init in front of the app's command: the command
+// becomes /dev/init -- ENTRYPOINT CMD, resolved here from the image as
+// the spec would resolve it (--entrypoint replaces ENTRYPOINT and drops
+// the image's CMD; arguments replace CMD).
+func (f *appFlags) applyInit(cfg *pod.AppConfig, images *image.Store, img image.Image) error {
+	if !f.init {
+		return nil
+	}
+	bin, err := findBeside("runclet-init")
+	if err != nil {
+		return err
+	}
+	ic, err := images.Config(img)
+	if err != nil {
+		return err
+	}
+	s := &cfg.Spec
+	entry, args := ic.Config.Entrypoint, ic.Config.Cmd
+	if len(s.Command) > 0 {
+		entry, args = s.Command, nil
+	}
+	if len(s.Args) > 0 {
+		args = s.Args
+	}
+	if len(entry)+len(args) == 0 {
+		return errdefs.InvalidArgument("--init: image %s has no command and none was given", cfg.Image)
+	}
+	s.Command = append(append([]string{initPath, "--"}, entry...), args...)
+	s.Args = nil
+	s.Mounts = append(s.Mounts, spec.Mount{HostPath: bin, ContainerPath: initPath, Readonly: true})
+	return nil
 }

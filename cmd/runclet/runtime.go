@@ -90,3 +90,18 @@ func (g *globals) stage1Path() (string, error) {
 	}
 	return "", errdefs.FailedPrecondition("stage1-runc not found next to runclet nor on PATH; set stage1.path in the config")
 }
+
+// findBeside finds a helper binary next to this one (how make build and
+// make install lay them out) or on PATH.
+func findBeside(name string) (string, error) {
+	if self, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(self), name)
+		if _, err := os.Stat(p); err == nil {
+			return p, nil
+		}
+	}
+	if p, err := exec.LookPath(name); err == nil {
+		return p, nil
+	}
+	return "", errdefs.FailedPrecondition("%s not found next to runclet nor on PATH (make install puts it there)", name)
+}

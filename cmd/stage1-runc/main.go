@@ -13,6 +13,7 @@ import (
 
 	"github.com/runclet/runclet/internal/fsutil"
 	"github.com/runclet/runclet/stage1-runc/container"
+	"github.com/runclet/runclet/stage1-runc/proto"
 	"github.com/runclet/runclet/stage1-runc/supervisor"
 )
 
@@ -29,6 +30,7 @@ func main() {
 	switch os.Args[1] {
 	case "version", "--version":
 		fmt.Println("stage1-runc", version)
+		fmt.Println("contract:", proto.Version) // runclet version reads both lines
 	case "supervise":
 		fsutil.CloseInheritedOnExec() // the ready pipe stays usable here
 		os.Exit(supervise(os.Args[2:]))
