@@ -5,6 +5,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/runclet/runclet/internal/fsutil"
 	"github.com/runclet/runclet/stage1-runc/container"
+	"github.com/runclet/runclet/stage1-runc/proto"
 	"github.com/runclet/runclet/stage1-runc/supervisor"
 )
 
@@ -47,37 +49,15 @@ func usage() {
 }
 
 func supervise(args []string) int {
-	fs := flag.NewFlagSet("supervise", flag.ContinueOnError)
-	var o supervisor.Options
-	var debugLog bool
-	fs.StringVar(&o.PodID, "pod-id", "", "pod ID")
-	fs.StringVar(&o.Flavor, "flavor", "runc", "stage1 flavor: runc or fly")
-	fs.StringVar(&o.RunDir, "run-dir", "", "pod runtime directory (socket, pid file)")
-	fs.StringVar(&o.StateRoot, "state-root", "", "libcontainer state root (runc --root)")
-	fs.IntVar(&o.ReadyFD, "ready-fd", 0, "pipe to report readiness on")
-	fs.BoolVar(&o.SystemdCgroup, "systemd-cgroup", false, "use the systemd cgroup driver")
-	fs.IntVar(&o.MaxLogLine, "max-log-line", 16<<10, "CRI log line size before splitting")
-	fs.BoolVar(&debugLog, "debug", false, "debug logging")
-	fs.StringVar(&o.PidNS, "pid-ns", "", "create a pod-wide pid namespace and pin it at this path")
-	var exitCmd string
-	var exitArgs []string
-	fs.StringVar(&exitCmd, "exit-command", "", "program to run once every app has exited")
-	fs.Func("exit-command-arg", "an argument of the exit command (repeatable)", func(a string) error {
-		exitArgs = append(exitArgs, a)
-		return nil
-	})
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if exitCmd != "" {
-		o.ExitCommand = append([]string{exitCmd}, exitArgs...)
-	}
-	if o.PodID == "" || o.RunDir == "" || o.StateRoot == "" {
-		fmt.Fprintln(os.Stderr, "stage1-runc supervise: --pod-id, --run-dir and --state-root are required")
+	o, err := proto.ParseSuperviseArgs(args, os.Stderr)
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "stage1-runc supervise:", err)
+		}
 		return 2
 	}
 	level := slog.LevelInfo
-	if debugLog {
+	if o.Debug {
 		level = slog.LevelDebug
 	}
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("pod", o.PodID))

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -47,8 +48,9 @@ type Options struct {
 // Manager runs pods. Every method takes the pod's lock for its changes,
 // so the CLI and a daemon can share one data root.
 type Manager struct {
-	opts Options
-	l    Layout
+	opts   Options
+	l      Layout
+	hellos sync.Map // pod ID → proto.HelloResult of its supervisor
 }
 
 // New returns a Manager and hooks pod layer use into image GC.
@@ -901,6 +903,7 @@ func (m *Manager) removePod(ctx context.Context, p *Pod) error {
 	if err := os.RemoveAll(m.l.RunDir(p.ID)); err != nil {
 		return err
 	}
+	m.hellos.Delete(p.ID)
 	// Out of sight first, then removed: a process that would open the
 	// pod's lock file now (the exit command, a gc) fails to find the pod
 	// instead of making a new lock file that keeps its directory from

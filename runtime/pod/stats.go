@@ -41,21 +41,10 @@ func (m *Manager) AppStats(ctx context.Context, podID string, appIDs []string) (
 	ctx, cancel := context.WithTimeout(ctx, statsTimeout)
 	defer cancel()
 	var res proto.StatsResult
-	err := proto.Call(ctx, m.l.supervisorSocket(podID), proto.MethodStats, proto.StatsParams{Names: appIDs}, &res)
-	if err != nil {
-		return nil, olderSupervisor(err, podID, proto.MethodStats)
+	if err := m.call(ctx, podID, proto.MethodStats, proto.StatsParams{Names: appIDs}, &res); err != nil {
+		return nil, err
 	}
 	return res.Apps, nil
-}
-
-// olderSupervisor explains the answer of a supervisor started by an older
-// runclet to a method added to the contract since: FailedPrecondition,
-// not the supervisor's InvalidArgument (the request was fine).
-func olderSupervisor(err error, podID, method string) error {
-	if errors.Is(err, errdefs.ErrInvalidArgument) && strings.Contains(err.Error(), "unknown method") {
-		return errdefs.FailedPrecondition("the supervisor of pod %s predates the %s call (an older runclet started it; the pod must be recreated): %w", podID, method, err)
-	}
-	return err
 }
 
 // PodStats are a pod's own statistics: its cgroup (everything its apps

@@ -89,7 +89,7 @@ func newPodRig(t *testing.T) *podRig {
 	}
 	defer rd.Close()
 	go func() {
-		r.done <- Run(Options{PodID: "suptest", Flavor: "fly", RunDir: r.runDir, StateRoot: r.stateRoot, ReadyFD: readyFD(t, wr), MaxLogLine: 16 << 10})
+		r.done <- Run(proto.SuperviseArgs{PodID: "suptest", Flavor: "fly", RunDir: r.runDir, StateRoot: r.stateRoot, ReadyFD: readyFD(t, wr), MaxLogLine: 16 << 10})
 	}()
 	if s, _ := bufio.NewReader(rd).ReadString('\n'); s != "ok\n" {
 		t.Fatalf("supervisor: %q", s)
@@ -127,7 +127,7 @@ func newPodRig(t *testing.T) *podRig {
 func (r *podRig) call(method string, params, result any) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	return proto.Call(ctx, SocketPath(r.runDir), method, params, result)
+	return proto.Call(ctx, proto.SocketPath(r.runDir), method, params, result)
 }
 
 // addApp writes a bundle running cmd in the busybox rootfs and adds it.
@@ -310,7 +310,7 @@ func TestRunHoldsAPidNamespace(t *testing.T) {
 	defer rd.Close()
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(Options{PodID: "pidns", Flavor: "runc", RunDir: runDir, StateRoot: filepath.Join(dir, "runc"), ReadyFD: readyFD(t, wr), PidNS: pin})
+		done <- Run(proto.SuperviseArgs{PodID: "pidns", Flavor: "runc", RunDir: runDir, StateRoot: filepath.Join(dir, "runc"), ReadyFD: readyFD(t, wr), PidNS: pin})
 	}()
 	if s, _ := bufio.NewReader(rd).ReadString('\n'); s != "ok\n" {
 		t.Fatalf("supervisor: %q", s)
@@ -334,7 +334,7 @@ func TestRunHoldsAPidNamespace(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := proto.Call(ctx, SocketPath(runDir), proto.MethodShutdown, nil, nil); err != nil {
+	if err := proto.Call(ctx, proto.SocketPath(runDir), proto.MethodShutdown, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-done; err != nil {

@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"github.com/runclet/runclet/stage1-runc/proto"
 	"os"
 	"path/filepath"
 	"testing"
@@ -24,13 +25,13 @@ func TestListenSocketPrivateFromBirth(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.Chmod(dir, 0o711)
-	s := &supervisor{opts: Options{RunDir: dir}}
+	s := &supervisor{opts: proto.SuperviseArgs{RunDir: dir}}
 	ln, err := s.listen()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	for path, want := range map[string]os.FileMode{dir: 0o700, SocketPath(dir): 0o600} {
+	for path, want := range map[string]os.FileMode{dir: 0o700, proto.SocketPath(dir): 0o600} {
 		st, err := os.Lstat(path)
 		if err != nil || st.Mode().Perm() != want {
 			t.Errorf("%s: mode %v, want %v (%v)", path, st.Mode().Perm(), want, err)

@@ -16,7 +16,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -31,32 +30,8 @@ import (
 	"github.com/runclet/runclet/stage1-runc/proto"
 )
 
-// Options are the supervisor's command-line arguments (see the contract).
-type Options struct {
-	PodID     string
-	Flavor    string
-	RunDir    string // <run root>/pods/<id>: socket and pid file
-	StateRoot string // libcontainer state root shared by all pods
-	// ReadyFD, when > 0, is a pipe the supervisor writes "ok\n" (or an
-	// error) to once it serves, then closes: stage0 waits on it.
-	ReadyFD       int
-	SystemdCgroup bool
-	MaxLogLine    int
-	// PidNS, when set, asks for a pod-wide pid namespace pinned there.
-	PidNS string
-	// ExitCommand (program and arguments), when set, is run detached each
-	// time an app's exit leaves every app of the pod exited: stage0 then
-	// ends the pod (see the contract).
-	ExitCommand []string
-}
-
-// SocketPath and PidPath are where a supervisor of runDir listens and
-// records its pid.
-func SocketPath(runDir string) string { return filepath.Join(runDir, "supervisor.sock") }
-func PidPath(runDir string) string    { return filepath.Join(runDir, "supervisor.pid") }
-
 type supervisor struct {
-	opts Options
+	opts proto.SuperviseArgs
 	copt container.Options
 
 	mu   sync.Mutex
@@ -73,7 +48,7 @@ type supervisor struct {
 
 // Run serves until Shutdown or SIGTERM, then kills what is left and
 // returns.
-func Run(opts Options) error {
+func Run(opts proto.SuperviseArgs) error {
 	if opts.ReadyFD > 0 {
 		// Inherited without close-on-exec: keep it out of every process
 		// started here, or stage0 would wait for their exit, not ours.
@@ -127,8 +102,8 @@ func Run(opts Options) error {
 	s.stopping.Store(true)
 	s.killAll()
 	stopPidnsHolder(s.pidns, s.pidnsGone, opts.RunDir, opts.PidNS)
-	os.Remove(SocketPath(opts.RunDir))
-	os.Remove(PidPath(opts.RunDir))
+	os.Remove(proto.SocketPath(opts.RunDir))
+	os.Remove(proto.PidPath(opts.RunDir))
 	return nil
 }
 
@@ -141,7 +116,7 @@ func (s *supervisor) listen() (net.Listener, error) {
 	if err := fsutil.PrivateDir(s.opts.RunDir, nil); err != nil {
 		return nil, err
 	}
-	sock := SocketPath(s.opts.RunDir)
+	sock := proto.SocketPath(s.opts.RunDir)
 	os.Remove(sock) // a stale socket of a dead supervisor
 	ln, err := proto.Listen(sock)
 	if err != nil {
@@ -151,7 +126,7 @@ func (s *supervisor) listen() (net.Listener, error) {
 		ln.Close()
 		return nil, err
 	}
-	if err := fsutil.WriteFileAtomic(PidPath(s.opts.RunDir), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
+	if err := fsutil.WriteFileAtomic(proto.PidPath(s.opts.RunDir), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
 		ln.Close()
 		return nil, err
 	}
@@ -203,8 +178,9 @@ func (s *supervisor) handle(conn net.Conn) {
 		}
 		return
 	}
-	if req.Version != proto.Version {
-		reply(conn, nil, errdefs.FailedPrecondition("stage1 contract version %d requested, this supervisor speaks %d", req.Version, proto.Version))
+	// Hello answers any version: it is how a peer learns which to speak.
+	if req.Method != proto.MethodHello && (req.Version < proto.MinVersion || req.Version > proto.Version) {
+		reply(conn, nil, errdefs.FailedPrecondition("stage1 contract version %d requested, this supervisor speaks %d to %d", req.Version, proto.MinVersion, proto.Version))
 		return
 	}
 	switch req.Method {
@@ -247,7 +223,7 @@ func decode[T any](req proto.Request) (T, error) {
 func (s *supervisor) dispatch(ctx context.Context, req proto.Request) (any, error) {
 	switch req.Method {
 	case proto.MethodHello:
-		return proto.HelloResult{Version: proto.Version, Pid: os.Getpid(), PodID: s.opts.PodID, Flavor: s.opts.Flavor}, nil
+		return proto.HelloResult{Version: proto.Version, Pid: os.Getpid(), PodID: s.opts.PodID, Flavor: s.opts.Flavor, Features: proto.Features}, nil
 	case proto.MethodAddApp:
 		p, err := decode[proto.AddAppParams](req)
 		if err != nil {
