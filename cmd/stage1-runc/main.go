@@ -36,6 +36,8 @@ func main() {
 		os.Exit(supervise(os.Args[2:]))
 	case "pidns-init":
 		os.Exit(supervisor.PidnsInit())
+	case "destroy":
+		os.Exit(destroy(os.Args[2:]))
 	case "ns-holder":
 		os.Exit(supervisor.NSHolder(os.Args[2:]))
 	default:
@@ -44,7 +46,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: stage1-runc supervise --pod-id ID --run-dir DIR --state-root DIR [--flavor runc|fly] [--ready-fd N]\n       stage1-runc ns-holder [--pid-ns] HOSTNAME\n       stage1-runc version")
+	fmt.Fprintln(os.Stderr, "usage: stage1-runc supervise --pod-id ID --run-dir DIR --state-root DIR [--flavor runc|fly] [--ready-fd N]\n       stage1-runc destroy --state-root DIR [--systemd-cgroup] [ID BUNDLE]...\n       stage1-runc ns-holder [--pid-ns] HOSTNAME\n       stage1-runc version")
 	os.Exit(2)
 }
 
@@ -68,4 +70,23 @@ func supervise(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// destroy removes containers a dead supervisor left (rkt's stage1 gc):
+// stage0 runs it instead of knowing libcontainer's state and cgroups.
+func destroy(args []string) int {
+	a, err := proto.ParseDestroyArgs(args, os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "stage1-runc destroy:", err)
+		return 2
+	}
+	opts := container.Options{StateRoot: a.StateRoot, SystemdCgroup: a.SystemdCgroup}
+	code := 0
+	for _, c := range a.Containers {
+		if err := container.DestroyByID(opts, c.ID, c.Bundle); err != nil {
+			fmt.Fprintf(os.Stderr, "stage1-runc destroy %s: %v\n", c.ID, err)
+			code = 1
+		}
+	}
+	return code
 }

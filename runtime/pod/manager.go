@@ -524,7 +524,7 @@ func (m *Manager) AddApp(ctx context.Context, podID string, cfg AppConfig) (_ *A
 		if m.SupervisorAlive(context.Background(), podID) {
 			return nil // it undid its own creation
 		}
-		return m.cleanupContainer(a.ID, m.appCgroupOf(p, a))
+		return m.destroyContainers(podID, a)
 	})
 	var st proto.AppState
 	err = m.call(ctx, podID, proto.MethodAddApp, proto.AddAppParams{
@@ -698,9 +698,9 @@ func (m *Manager) removeApp(ctx context.Context, a *App) error {
 	if err != nil && !errdefs.IsNotFound(err) && !errors.Is(err, errdefs.ErrUnavailable) {
 		return err
 	}
-	if err != nil {
-		// No supervisor to do it: clean up what it would have.
-		if err := m.cleanupContainer(a.ID, m.appCgroup(a)); err != nil {
+	if err != nil && m.containersLeft(a) {
+		// No supervisor to do it: stage1 cleans up what it would have.
+		if err := m.destroyContainers(a.PodID, a); err != nil {
 			return err
 		}
 	}
@@ -711,25 +711,6 @@ func (m *Manager) removeApp(ctx context.Context, a *App) error {
 		return err
 	}
 	return os.RemoveAll(m.l.AppDir(a.PodID, a.ID))
-}
-
-func (m *Manager) appCgroup(a *App) string {
-	p, err := m.l.LoadPod(a.PodID)
-	if err != nil || m.opts.SystemdCgroup {
-		return ""
-	}
-	return p.CgroupParent + "/" + a.ID
-}
-
-// cleanupContainer removes a container a dead supervisor left: its
-// processes (via its cgroup) and its libcontainer state directory.
-func (m *Manager) cleanupContainer(id, cgroup string) error {
-	var errs []error
-	if cgroup != "" {
-		errs = append(errs, removeCgroup(cgroup))
-	}
-	errs = append(errs, os.RemoveAll(filepath.Join(m.l.StateRoot(), id)))
-	return errors.Join(errs...)
 }
 
 // StopPod stops every app (timeout each), shuts the supervisor down and
@@ -804,10 +785,10 @@ func (m *Manager) stopPod(ctx context.Context, p *Pod, timeout time.Duration, fi
 	if err := m.call(ctx, p.ID, proto.MethodShutdown, nil, nil); err != nil && !errors.Is(err, errdefs.ErrUnavailable) {
 		return err
 	}
-	for _, a := range apps {
-		if err := m.cleanupContainer(a.ID, m.appCgroupOf(p, a)); err != nil {
-			errs = append(errs, err)
-		}
+	if m.containersLeft(apps...) {
+		// A supervisor that is gone (or failed to remove an app) leaves
+		// its containers: stage1 removes them.
+		errs = append(errs, m.destroyContainers(p.ID, apps...))
 	}
 	if p.NetNS != "" && m.opts.Network != nil {
 		if err := m.opts.Network.Teardown(ctx, p.ID, p.NetNS, p.Ports); err != nil {
@@ -840,13 +821,6 @@ func (m *Manager) endPidnsHolder(p *Pod) error {
 func isPidnsHolder(pid int) bool {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
 	return err == nil && (strings.HasSuffix(string(b), "\x00pidns-init\x00") || strings.Contains(string(b), "\x00ns-holder\x00--pid-ns\x00"))
-}
-
-func (m *Manager) appCgroupOf(p *Pod, a *App) string {
-	if m.opts.SystemdCgroup {
-		return ""
-	}
-	return p.CgroupParent + "/" + a.ID
 }
 
 // RemovePod stops the pod if needed and removes everything it was:

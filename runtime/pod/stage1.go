@@ -137,3 +137,34 @@ func (m *Manager) SupervisorAlive(ctx context.Context, podID string) bool {
 	var h proto.HelloResult
 	return proto.Call(ctx, m.l.supervisorSocket(podID), proto.MethodHello, nil, &h) == nil && h.PodID == podID
 }
+
+// destroyContainers runs `stage1-runc destroy` for apps of a pod whose
+// supervisor is gone: stage1 kills what is left in their cgroups and
+// removes the cgroups and libcontainer state, as the supervisor would have.
+func (m *Manager) destroyContainers(podID string, apps ...*App) error {
+	args := proto.DestroyArgs{StateRoot: m.l.StateRoot(), SystemdCgroup: m.opts.SystemdCgroup}
+	for _, a := range apps {
+		args.Containers = append(args.Containers, proto.DestroyContainer{ID: a.ID, Bundle: m.l.Bundle(podID, a.ID)})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, m.opts.Stage1Path, append([]string{"destroy"}, args.Args()...)...)
+	cmd.Dir = "/"
+	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("destroy the containers of pod %s: %w: %s", podID, err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
+// containersLeft says whether any of apps still has libcontainer state
+// (libcontainer makes the state directory before the cgroup, and removes
+// it last).
+func (m *Manager) containersLeft(apps ...*App) bool {
+	for _, a := range apps {
+		if _, err := os.Lstat(filepath.Join(m.l.StateRoot(), a.ID)); err == nil {
+			return true
+		}
+	}
+	return false
+}

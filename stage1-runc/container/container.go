@@ -327,20 +327,6 @@ func (a *App) Destroy() error {
 	return nil
 }
 
-// DestroyByID removes a container left behind by a supervisor that died:
-// its processes are killed and its state and cgroup removed.
-func DestroyByID(opts Options, id string) error {
-	c, err := libcontainer.Load(opts.StateRoot, id)
-	if errors.Is(err, libcontainer.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	c.Signal(unix.SIGKILL)
-	return c.Destroy()
-}
-
 // NewConsoleSocket returns a socket pair for receiving a pty master from
 // the container: the first end is handed to Create, the second read with
 // RecvConsole.

@@ -100,3 +100,54 @@ func ParseSuperviseArgs(args []string, out io.Writer) (SuperviseArgs, error) {
 	}
 	return a, nil
 }
+
+// DestroyArgs are the arguments of `stage1-runc destroy`, which stage0
+// runs when a pod's supervisor is gone: it removes what the supervisor
+// would have of each container (processes, cgroup, libcontainer state).
+type DestroyArgs struct {
+	StateRoot     string
+	SystemdCgroup bool
+	// Containers are libcontainer IDs and their bundles (the bundle finds
+	// the cgroup of a container whose state was never written).
+	Containers []DestroyContainer
+}
+
+// DestroyContainer names one container to destroy.
+type DestroyContainer struct{ ID, Bundle string }
+
+// Args is the command line after `stage1-runc destroy`: the flags, then
+// an ID and a bundle for each container.
+func (a DestroyArgs) Args() []string {
+	args := []string{"--state-root", a.StateRoot}
+	if a.SystemdCgroup {
+		args = append(args, "--systemd-cgroup")
+	}
+	args = append(args, "--")
+	for _, c := range a.Containers {
+		args = append(args, c.ID, c.Bundle)
+	}
+	return args
+}
+
+// ParseDestroyArgs parses what Args made; errors (and usage) go to out.
+func ParseDestroyArgs(args []string, out io.Writer) (DestroyArgs, error) {
+	fs := flag.NewFlagSet("destroy", flag.ContinueOnError)
+	fs.SetOutput(out)
+	var a DestroyArgs
+	fs.StringVar(&a.StateRoot, "state-root", "", "libcontainer state root (runc --root)")
+	fs.BoolVar(&a.SystemdCgroup, "systemd-cgroup", false, "use the systemd cgroup driver")
+	if err := fs.Parse(args); err != nil {
+		return a, err
+	}
+	rest := fs.Args()
+	if a.StateRoot == "" || len(rest)%2 != 0 {
+		return a, fmt.Errorf("usage: destroy --state-root DIR [--systemd-cgroup] [ID BUNDLE]...")
+	}
+	for i := 0; i < len(rest); i += 2 {
+		if rest[i] == "" || filepath.Base(rest[i]) != rest[i] || rest[i] == ".." || rest[i] == "." {
+			return a, fmt.Errorf("bad container ID %q", rest[i])
+		}
+		a.Containers = append(a.Containers, DestroyContainer{ID: rest[i], Bundle: rest[i+1]})
+	}
+	return a, nil
+}

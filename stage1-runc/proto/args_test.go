@@ -51,3 +51,20 @@ func TestRequestVersionsAndFeatures(t *testing.T) {
 		}
 	}
 }
+
+func TestDestroyArgsRoundTrip(t *testing.T) {
+	for _, a := range []DestroyArgs{
+		{StateRoot: "/run/r/runc"},
+		{StateRoot: "/s", SystemdCgroup: true, Containers: []DestroyContainer{{"a1", "/r/pods/p/apps/a1/bundle"}, {"-b", ""}}},
+	} {
+		got, err := ParseDestroyArgs(a.Args(), io.Discard)
+		if err != nil || !reflect.DeepEqual(got, a) {
+			t.Errorf("round trip of %+v: %+v %v", a, got, err)
+		}
+	}
+	for _, args := range [][]string{nil, {"--state-root", "/s", "--", "odd"}, {"--state-root", "/s", "--", "../x", "/b"}, {"--state-root", "/s", "--", "a/b", "/b"}} {
+		if _, err := ParseDestroyArgs(args, io.Discard); err == nil {
+			t.Errorf("%q parsed", args)
+		}
+	}
+}
