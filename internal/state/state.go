@@ -46,9 +46,8 @@ var (
 		AppUnknown: {AppExited},
 	}
 	podNext = map[Pod][]Pod{
-		PodPreparing: {PodReady},
+		PodPreparing: {PodReady, PodStopped}, // stopped: removed half-made
 		PodReady:     {PodStopped, PodExited},
-		PodExited:    {PodStopped},
 	}
 )
 

@@ -18,6 +18,7 @@ import (
 
 	"github.com/runclet/runclet/internal/errdefs"
 	"github.com/runclet/runclet/internal/fsutil"
+	"github.com/runclet/runclet/internal/state"
 	"github.com/runclet/runclet/runtime/image"
 	"github.com/runclet/runclet/runtime/network"
 	"github.com/runclet/runclet/spec"
@@ -611,8 +612,8 @@ func (m *Manager) StartApp(ctx context.Context, podID, app string) (*App, error)
 	if err != nil {
 		return nil, err
 	}
-	if a.State != AppCreated {
-		return nil, errdefs.FailedPrecondition("app %s is %s, not created", a.Name, a.State)
+	if err := state.Check("app "+a.Name, a.State, AppRunning); err != nil {
+		return nil, err
 	}
 	var st proto.AppState
 	if err := m.call(ctx, podID, proto.MethodStartApp, proto.NameParams{Name: a.ID}, &st); err != nil {
@@ -747,7 +748,7 @@ func (m *Manager) ExitPod(ctx context.Context, podID string) error {
 	if err != nil {
 		return err
 	}
-	if p.State != PodReady {
+	if !state.Can(p.State, PodExited) {
 		return nil
 	}
 	if !p.ExitWithApps {

@@ -220,8 +220,8 @@ func (a *app) start() (any, error) {
 	a.mu.Lock()
 	status := a.status
 	a.mu.Unlock()
-	if status != state.AppCreated {
-		return nil, errdefs.FailedPrecondition("app %s is %s, not created", a.name, status)
+	if err := state.Check("app "+a.name, status, state.AppRunning); err != nil {
+		return nil, err
 	}
 	// The start time is set before the start: an app that exits at once
 	// may have its exit recorded before Start returns, and that record
