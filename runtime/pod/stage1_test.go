@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/runclet/runclet/internal/errdefs"
+	"github.com/runclet/runclet/internal/unixsock"
 	"github.com/runclet/runclet/stage1-runc/proto"
 )
 
@@ -22,7 +23,7 @@ func fakeSupervisor(t *testing.T, l Layout, hello proto.HelloResult) func() []pr
 	if err := os.MkdirAll(l.RunDir(hello.PodID), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := proto.Listen(l.supervisorSocket(hello.PodID))
+	ln, err := unixsock.Listen(l.supervisorSocket(hello.PodID))
 	if err != nil {
 		t.Fatal(err)
 	}

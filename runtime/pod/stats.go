@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/runclet/runclet/internal/errdefs"
+	"github.com/runclet/runclet/internal/fsutil"
 	"github.com/runclet/runclet/runtime/network"
 	"github.com/runclet/runclet/stage1-runc/proto"
 )
@@ -412,7 +413,7 @@ func (h cgroupHierarchies) cpu(path string) *CPUStats {
 		return nil
 	}
 	if dir := h.v2dir(path); dir != "" {
-		if kv, err := readKeyValues(filepath.Join(dir, "cpu.stat")); err == nil {
+		if kv, err := fsutil.ReadKeyValues(filepath.Join(dir, "cpu.stat")); err == nil {
 			if v, ok := kv["usage_usec"]; ok {
 				return &CPUStats{UsageNanos: v * 1000}
 			}
@@ -427,7 +428,7 @@ func (h cgroupHierarchies) memory(path string) *MemoryStats {
 		if err != nil {
 			return nil
 		}
-		kv, _ := readKeyValues(filepath.Join(dir, "memory.stat"))
+		kv, _ := fsutil.ReadKeyValues(filepath.Join(dir, "memory.stat"))
 		limit, _ := readUint(filepath.Join(dir, "memory.limit_in_bytes"))
 		return memoryStats(usage, limit, kv["total_inactive_file"], kv["total_rss"], kv["total_pgfault"], kv["total_pgmajfault"])
 	}
@@ -436,7 +437,7 @@ func (h cgroupHierarchies) memory(path string) *MemoryStats {
 		if err != nil {
 			return nil // no memory controller in this subtree
 		}
-		kv, _ := readKeyValues(filepath.Join(dir, "memory.stat"))
+		kv, _ := fsutil.ReadKeyValues(filepath.Join(dir, "memory.stat"))
 		limit, _ := readUint(filepath.Join(dir, "memory.max")) // "max" does not parse: 0
 		return memoryStats(usage, limit, kv["inactive_file"], kv["anon"], kv["pgfault"], kv["pgmajfault"])
 	}
@@ -475,23 +476,4 @@ func readUint(file string) (uint64, error) {
 		return 0, err
 	}
 	return strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
-}
-
-// readKeyValues reads a flat-keyed cgroup file ("key value" lines).
-func readKeyValues(file string) (map[string]uint64, error) {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]uint64{}
-	for _, line := range strings.Split(string(b), "\n") {
-		k, v, ok := strings.Cut(line, " ")
-		if !ok {
-			continue
-		}
-		if n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64); err == nil {
-			out[k] = n
-		}
-	}
-	return out, nil
 }

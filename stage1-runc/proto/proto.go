@@ -25,6 +25,7 @@ import (
 
 	"github.com/runclet/runclet/internal/errdefs"
 	"github.com/runclet/runclet/internal/state"
+	"github.com/runclet/runclet/internal/unixsock"
 )
 
 // Version is the contract version this build speaks; it also answers
@@ -413,7 +414,7 @@ func (r *remoteError) Unwrap() error { return r.class }
 // caller reads the response with ReadResponse (and then, for streaming
 // methods, uses the connection).
 func Dial(ctx context.Context, socket, method string, params any) (net.Conn, *bufio.Reader, error) {
-	conn, err := dialUnix(ctx, socket)
+	conn, err := unixsock.Dial(ctx, socket)
 	if err != nil {
 		return nil, nil, errdefs.Unavailable("pod supervisor at %s: %w", socket, err)
 	}

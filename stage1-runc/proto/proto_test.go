@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/runclet/runclet/internal/errdefs"
+	"github.com/runclet/runclet/internal/unixsock"
 )
 
 func TestErrorClassesSurviveTheWire(t *testing.T) {
@@ -45,7 +46,7 @@ func TestCallOverALongSocketPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	sock := filepath.Join(dir, "supervisor.sock")
-	ln, err := Listen(sock)
+	ln, err := unixsock.Listen(sock)
 	if err != nil {
 		t.Fatal(err)
 	}

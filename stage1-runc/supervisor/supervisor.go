@@ -26,6 +26,7 @@ import (
 
 	"github.com/runclet/runclet/internal/errdefs"
 	"github.com/runclet/runclet/internal/fsutil"
+	"github.com/runclet/runclet/internal/unixsock"
 	"github.com/runclet/runclet/stage1-runc/container"
 	"github.com/runclet/runclet/stage1-runc/proto"
 )
@@ -118,7 +119,7 @@ func (s *supervisor) listen() (net.Listener, error) {
 	}
 	sock := proto.SocketPath(s.opts.RunDir)
 	os.Remove(sock) // a stale socket of a dead supervisor
-	ln, err := proto.Listen(sock)
+	ln, err := unixsock.Listen(sock)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", sock, err)
 	}
