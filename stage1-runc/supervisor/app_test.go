@@ -24,6 +24,7 @@ import (
 
 	"github.com/runclet/runclet/integration/hostcgroup"
 	"github.com/runclet/runclet/internal/errdefs"
+	"github.com/runclet/runclet/internal/testutil"
 	"github.com/runclet/runclet/spec"
 	"github.com/runclet/runclet/stage1-runc/container"
 	"github.com/runclet/runclet/stage1-runc/proto"
@@ -52,9 +53,7 @@ type podRig struct {
 
 func newPodRig(t *testing.T) *podRig {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: apps are containers")
-	}
+	testutil.RequiresRoot(t, "apps are containers")
 	bb, err := exec.LookPath("busybox")
 	if err != nil {
 		t.Skip("needs a busybox binary for the app's rootfs")
@@ -298,9 +297,7 @@ func noSeccomp(s *specs.Spec) {
 // With PidNS, Run starts a holder of a new pid namespace, pins it, and at
 // shutdown ends the holder and unpins it.
 func TestRunHoldsAPidNamespace(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: a pid namespace")
-	}
+	testutil.RequiresRoot(t, "a pid namespace")
 	dir := t.TempDir()
 	runDir, pin := filepath.Join(dir, "pod"), filepath.Join(dir, "pidns")
 	rd, wr, err := os.Pipe()

@@ -1,10 +1,12 @@
 package supervisor
 
 import (
-	"github.com/runclet/runclet/stage1-runc/proto"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/runclet/runclet/internal/testutil"
+	"github.com/runclet/runclet/stage1-runc/proto"
 
 	"golang.org/x/sys/unix"
 )
@@ -13,9 +15,7 @@ import (
 // born in must already be root's alone, even one an older stage0 made
 // 0711; the socket ends up 0600.
 func TestListenSocketPrivateFromBirth(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: the supervisor runs as root")
-	}
+	testutil.RequiresRoot(t, "the supervisor runs as root")
 	old := unix.Umask(0) // the worst umask: the socket is born 0777
 	defer unix.Umask(old)
 	base := t.TempDir()

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/runclet/runclet/internal/errdefs"
+	"github.com/runclet/runclet/internal/testutil"
 	"github.com/runclet/runclet/stage1-runc/proto"
 )
 
@@ -195,9 +196,7 @@ func TestReadyWritesOkOrTheError(t *testing.T) {
 // Run serves on the pod's socket, reports ready and, on Shutdown, removes
 // its socket and pid file and returns.
 func TestRunServesUntilShutdown(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: the supervisor runs as root")
-	}
+	testutil.RequiresRoot(t, "the supervisor runs as root")
 	runDir := filepath.Join(t.TempDir(), "pod")
 	r, w, err := os.Pipe()
 	if err != nil {
