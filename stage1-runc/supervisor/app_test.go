@@ -132,6 +132,12 @@ func (r *podRig) call(method string, params, result any) error {
 // addApp writes a bundle running cmd in the busybox rootfs and adds it.
 func (r *podRig) addApp(name string, cmd ...string) proto.AppState {
 	r.t.Helper()
+	return r.addAppWith(name, nil, cmd...)
+}
+
+// addAppWith is addApp with edit changing the AddApp parameters.
+func (r *podRig) addAppWith(name string, edit func(*proto.AddAppParams), cmd ...string) proto.AppState {
+	r.t.Helper()
 	s, err := spec.Generate(ocispec.ImageConfig{Env: []string{"PATH=/bin"}},
 		func(string) ([]byte, error) { return nil, fs.ErrNotExist },
 		spec.App{Name: name, ID: name, Command: cmd, RootfsPath: r.rootfs},
@@ -146,8 +152,11 @@ func (r *podRig) addApp(name string, cmd ...string) proto.AppState {
 		r.t.Fatal(err)
 	}
 	var st proto.AppState
-	if err := r.call(proto.MethodAddApp, proto.AddAppParams{Name: name, ContainerID: name, Bundle: bundle,
-		LogPath: filepath.Join(r.dir, "apps", name+".log"), ExitFile: r.exitFile(name)}, &st); err != nil {
+	p := proto.AddAppParams{Name: name, ContainerID: name, Bundle: bundle, LogPath: filepath.Join(r.dir, "apps", name+".log"), ExitFile: r.exitFile(name)}
+	if edit != nil {
+		edit(&p)
+	}
+	if err := r.call(proto.MethodAddApp, p, &st); err != nil {
 		r.t.Fatalf("AddApp %s: %v", name, err)
 	}
 	return st
