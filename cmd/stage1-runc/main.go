@@ -46,7 +46,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: stage1-runc supervise --pod-id ID --run-dir DIR --state-root DIR [--flavor runc|fly] [--ready-fd N]\n       stage1-runc destroy --state-root DIR [--systemd-cgroup] [ID BUNDLE]...\n       stage1-runc ns-holder [--pid-ns] HOSTNAME\n       stage1-runc version")
+	fmt.Fprintln(os.Stderr, "usage: stage1-runc supervise --pod-id ID --run-dir DIR --state-root DIR [--flavor runc|fly] [--ready-fd N]\n       stage1-runc destroy --state-root DIR [--systemd-cgroup] [--cgroup-parent PATH] -- [ID BUNDLE]...\n       stage1-runc ns-holder [--pid-ns] HOSTNAME\n       stage1-runc version")
 	os.Exit(2)
 }
 
@@ -85,6 +85,12 @@ func destroy(args []string) int {
 	for _, c := range a.Containers {
 		if err := container.DestroyByID(opts, c.ID, c.Bundle); err != nil {
 			fmt.Fprintf(os.Stderr, "stage1-runc destroy %s: %v\n", c.ID, err)
+			code = 1
+		}
+	}
+	if a.CgroupParent != "" {
+		if err := container.DestroyCgroupTree(a.CgroupParent); err != nil {
+			fmt.Fprintf(os.Stderr, "stage1-runc destroy: cgroup %s: %v\n", a.CgroupParent, err)
 			code = 1
 		}
 	}

@@ -870,7 +870,8 @@ func (m *Manager) removePod(ctx context.Context, p *Pod) error {
 		}
 	}
 	if p.CgroupParentOwned && !m.opts.SystemdCgroup {
-		errs = append(errs, removeCgroup(p.CgroupParent))
+		// libcontainer made it as its apps' parent: stage1 removes it.
+		errs = append(errs, m.destroy(proto.DestroyArgs{CgroupParent: p.CgroupParent}, p.ID))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("remove pod %s: %w", p.ID, err)

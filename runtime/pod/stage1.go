@@ -142,7 +142,13 @@ func (m *Manager) SupervisorAlive(ctx context.Context, podID string) bool {
 // supervisor is gone: stage1 kills what is left in their cgroups and
 // removes the cgroups and libcontainer state, as the supervisor would have.
 func (m *Manager) destroyContainers(podID string, apps ...*App) error {
-	args := proto.DestroyArgs{StateRoot: m.l.StateRoot(), SystemdCgroup: m.opts.SystemdCgroup}
+	return m.destroy(proto.DestroyArgs{}, podID, apps...)
+}
+
+// destroy runs `stage1-runc destroy` with args completed by the layout,
+// the cgroup driver and apps.
+func (m *Manager) destroy(args proto.DestroyArgs, podID string, apps ...*App) error {
+	args.StateRoot, args.SystemdCgroup = m.l.StateRoot(), m.opts.SystemdCgroup
 	for _, a := range apps {
 		args.Containers = append(args.Containers, proto.DestroyContainer{ID: a.ID, Bundle: m.l.Bundle(podID, a.ID)})
 	}

@@ -48,6 +48,20 @@ func DestroyByID(opts Options, id, bundle string) error {
 	return errors.Join(errs...)
 }
 
+// DestroyCgroupTree kills every process in the cgroupfs tree at path
+// (relative to each hierarchy's root) and removes the tree: a pod's
+// cgroup, which libcontainer made as the parent of its apps'.
+func DestroyCgroupTree(path string) error {
+	m, err := manager.New(&cgroups.Cgroup{Path: path, Resources: &cgroups.Resources{}})
+	if err != nil || !m.Exists() {
+		return err
+	}
+	if err := killCgroup(m); err != nil {
+		return err
+	}
+	return m.Destroy()
+}
+
 // bundleCgroup is the cgroup manager of the container id would be, made
 // from its bundle; nil when the bundle is gone.
 func bundleCgroup(id, bundle string, systemd bool) (cgroups.Manager, error) {

@@ -110,6 +110,9 @@ type DestroyArgs struct {
 	// Containers are libcontainer IDs and their bundles (the bundle finds
 	// the cgroup of a container whose state was never written).
 	Containers []DestroyContainer
+	// CgroupParent, when set, is a pod cgroup (cgroupfs driver) removed
+	// with whatever still runs in it, after the containers.
+	CgroupParent string
 }
 
 // DestroyContainer names one container to destroy.
@@ -121,6 +124,9 @@ func (a DestroyArgs) Args() []string {
 	args := []string{"--state-root", a.StateRoot}
 	if a.SystemdCgroup {
 		args = append(args, "--systemd-cgroup")
+	}
+	if a.CgroupParent != "" {
+		args = append(args, "--cgroup-parent", a.CgroupParent)
 	}
 	args = append(args, "--")
 	for _, c := range a.Containers {
@@ -136,12 +142,13 @@ func ParseDestroyArgs(args []string, out io.Writer) (DestroyArgs, error) {
 	var a DestroyArgs
 	fs.StringVar(&a.StateRoot, "state-root", "", "libcontainer state root (runc --root)")
 	fs.BoolVar(&a.SystemdCgroup, "systemd-cgroup", false, "use the systemd cgroup driver")
+	fs.StringVar(&a.CgroupParent, "cgroup-parent", "", "a pod cgroup to remove after the containers")
 	if err := fs.Parse(args); err != nil {
 		return a, err
 	}
 	rest := fs.Args()
 	if a.StateRoot == "" || len(rest)%2 != 0 {
-		return a, fmt.Errorf("usage: destroy --state-root DIR [--systemd-cgroup] [ID BUNDLE]...")
+		return a, fmt.Errorf("usage: destroy --state-root DIR [--systemd-cgroup] [--cgroup-parent PATH] -- [ID BUNDLE]...")
 	}
 	for i := 0; i < len(rest); i += 2 {
 		if rest[i] == "" || filepath.Base(rest[i]) != rest[i] || rest[i] == ".." || rest[i] == "." {

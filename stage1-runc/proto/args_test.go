@@ -56,6 +56,7 @@ func TestDestroyArgsRoundTrip(t *testing.T) {
 	for _, a := range []DestroyArgs{
 		{StateRoot: "/run/r/runc"},
 		{StateRoot: "/s", SystemdCgroup: true, Containers: []DestroyContainer{{"a1", "/r/pods/p/apps/a1/bundle"}, {"-b", ""}}},
+		{StateRoot: "/s", CgroupParent: "/runclet/p"},
 	} {
 		got, err := ParseDestroyArgs(a.Args(), io.Discard)
 		if err != nil || !reflect.DeepEqual(got, a) {
