@@ -3,7 +3,6 @@ package pod
 import (
 	"context"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -26,7 +25,7 @@ import (
 // reused): Processes re-reads them after opening a handle.
 func (m *Manager) PodPids(podID string) (supervisor, holder int) {
 	dir := m.l.RunDir(podID)
-	return readPidFile(proto.PidPath(dir)), readPidFile(filepath.Join(dir, "pidns-init.pid"))
+	return readPidFile(proto.PidPath(dir)), readPidFile(proto.HolderPidPath(dir))
 }
 
 func readPidFile(path string) int {

@@ -809,10 +809,8 @@ func (m *Manager) stopPod(ctx context.Context, p *Pod, timeout time.Duration, fi
 // endPidnsHolder ends the process holding a shared pid namespace when
 // its supervisor died before doing so, and unpins the namespace.
 func (m *Manager) endPidnsHolder(p *Pod) error {
-	if b, err := os.ReadFile(filepath.Join(m.l.RunDir(p.ID), "pidns-init.pid")); err == nil {
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 {
-			killHolder(pid) // liveness.go
-		}
+	if pid := readPidFile(proto.HolderPidPath(m.l.RunDir(p.ID))); pid > 0 {
+		killHolder(pid) // liveness.go
 	}
 	return unpinNS(p.PIDNS)
 }

@@ -9,9 +9,11 @@ import (
 )
 
 // SocketPath and PidPath are where the supervisor of a pod's run dir
-// listens and records its pid.
-func SocketPath(runDir string) string { return filepath.Join(runDir, "supervisor.sock") }
-func PidPath(runDir string) string    { return filepath.Join(runDir, "supervisor.pid") }
+// listens and records its pid; HolderPidPath where the pid of the pod's
+// pid namespace holder is.
+func SocketPath(runDir string) string    { return filepath.Join(runDir, "supervisor.sock") }
+func PidPath(runDir string) string       { return filepath.Join(runDir, "supervisor.pid") }
+func HolderPidPath(runDir string) string { return filepath.Join(runDir, "pidns-init.pid") }
 
 // SuperviseArgs are the arguments of `stage1-runc supervise`: stage0
 // builds the command line with Args, the supervisor parses it with

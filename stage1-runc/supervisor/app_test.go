@@ -321,7 +321,7 @@ func TestRunHoldsAPidNamespace(t *testing.T) {
 	if s, _ := bufio.NewReader(rd).ReadString('\n'); s != "ok\n" {
 		t.Fatalf("supervisor: %q", s)
 	}
-	b, err := os.ReadFile(pidnsHolderPid(runDir))
+	b, err := os.ReadFile(proto.HolderPidPath(runDir))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -351,7 +351,7 @@ func TestRunHoldsAPidNamespace(t *testing.T) {
 			t.Fatalf("holder %d runs after shutdown", holder)
 		}
 	}
-	for _, p := range []string{pin, pidnsHolderPid(runDir)} {
+	for _, p := range []string{pin, proto.HolderPidPath(runDir)} {
 		if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("%s after shutdown: %v", p, err)
 		}

@@ -221,68 +221,55 @@ func decode[T any](req proto.Request) (T, error) {
 	return p, nil
 }
 
+// with decodes req's parameters and calls fn with them.
+func with[T any](req proto.Request, fn func(T) (any, error)) (any, error) {
+	p, err := decode[T](req)
+	if err != nil {
+		return nil, err
+	}
+	return fn(p)
+}
+
 func (s *supervisor) dispatch(ctx context.Context, req proto.Request) (any, error) {
 	switch req.Method {
 	case proto.MethodHello:
 		return proto.HelloResult{Version: proto.Version, Pid: os.Getpid(), PodID: s.opts.PodID, Flavor: s.opts.Flavor, Features: proto.Features}, nil
 	case proto.MethodAddApp:
-		p, err := decode[proto.AddAppParams](req)
-		if err != nil {
-			return nil, err
-		}
-		return s.addApp(p)
+		return with(req, s.addApp)
 	case proto.MethodStartApp:
-		p, err := decode[proto.NameParams](req)
-		if err != nil {
-			return nil, err
-		}
-		return s.withApp(p.Name, func(a *app) (any, error) { return a.start() })
+		return with(req, func(p proto.NameParams) (any, error) {
+			return s.withApp(p.Name, func(a *app) (any, error) { return a.start() })
+		})
 	case proto.MethodStopApp:
-		p, err := decode[proto.StopAppParams](req)
-		if err != nil {
-			return nil, err
-		}
-		return s.withApp(p.Name, func(a *app) (any, error) { return a.stop(syscall.Signal(p.Signal), p.Timeout) })
+		return with(req, func(p proto.StopAppParams) (any, error) {
+			return s.withApp(p.Name, func(a *app) (any, error) { return a.stop(syscall.Signal(p.Signal), p.Timeout) })
+		})
 	case proto.MethodKillApp:
-		p, err := decode[proto.KillAppParams](req)
-		if err != nil {
-			return nil, err
-		}
-		return s.withApp(p.Name, func(a *app) (any, error) { return nil, a.kill(syscall.Signal(p.Signal)) })
+		return with(req, func(p proto.KillAppParams) (any, error) {
+			return s.withApp(p.Name, func(a *app) (any, error) { return nil, a.kill(syscall.Signal(p.Signal)) })
+		})
 	case proto.MethodRemove:
-		p, err := decode[proto.NameParams](req)
-		if err != nil {
-			return nil, err
-		}
-		return nil, s.removeApp(p.Name)
+		return with(req, func(p proto.NameParams) (any, error) { return nil, s.removeApp(p.Name) })
 	case proto.MethodState:
 		return s.state(), nil
 	case proto.MethodReopenLog:
-		p, err := decode[proto.NameParams](req)
-		if err != nil {
-			return nil, err
-		}
-		return s.withApp(p.Name, func(a *app) (any, error) {
-			if a.log == nil {
-				return nil, errdefs.FailedPrecondition("app %s has no log file", a.name)
-			}
-			return nil, a.log.Reopen()
+		return with(req, func(p proto.NameParams) (any, error) {
+			return s.withApp(p.Name, func(a *app) (any, error) {
+				if a.log == nil {
+					return nil, errdefs.FailedPrecondition("app %s has no log file", a.name)
+				}
+				return nil, a.log.Reopen()
+			})
 		})
 	case proto.MethodStats:
-		var p proto.StatsParams
-		if len(req.Params) > 0 {
-			var err error
-			if p, err = decode[proto.StatsParams](req); err != nil {
-				return nil, err
-			}
+		if len(req.Params) == 0 {
+			return s.stats(nil), nil
 		}
-		return s.stats(p.Names), nil
+		return with(req, func(p proto.StatsParams) (any, error) { return s.stats(p.Names), nil })
 	case proto.MethodUpdateApp:
-		p, err := decode[proto.UpdateAppParams](req)
-		if err != nil {
-			return nil, err
-		}
-		return s.withApp(p.Name, func(a *app) (any, error) { return nil, a.update(p.Resources) })
+		return with(req, func(p proto.UpdateAppParams) (any, error) {
+			return s.withApp(p.Name, func(a *app) (any, error) { return nil, a.update(p.Resources) })
+		})
 	case proto.MethodShutdown:
 		// Remove every app before answering, so that when stage0 goes on
 		// to clean up the pod nothing of the supervisor's is still moving.
