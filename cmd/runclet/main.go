@@ -10,9 +10,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/runclet/runclet/runtime/config"
 	"github.com/runclet/runclet/internal/errdefs"
 	"github.com/runclet/runclet/internal/fsutil"
+	"github.com/runclet/runclet/runtime/config"
 	"github.com/runclet/runclet/runtime/network"
 )
 

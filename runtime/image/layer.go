@@ -21,9 +21,9 @@ import (
 	"github.com/opencontainers/go-digest"
 	"golang.org/x/sys/unix"
 
-	"github.com/runclet/runclet/runtime/config"
 	"github.com/runclet/runclet/internal/errdefs"
 	"github.com/runclet/runclet/internal/fsutil"
+	"github.com/runclet/runclet/runtime/config"
 	"github.com/runclet/runclet/runtime/image/unpack"
 )
 

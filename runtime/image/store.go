@@ -37,9 +37,9 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
-	"github.com/runclet/runclet/runtime/config"
 	"github.com/runclet/runclet/internal/errdefs"
 	"github.com/runclet/runclet/internal/fsutil"
+	"github.com/runclet/runclet/runtime/config"
 )
 
 // Image is one stored image: a platform manifest, its config and layers.
