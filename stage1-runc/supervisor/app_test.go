@@ -170,7 +170,7 @@ func (r *podRig) exitFile(name string) string { return filepath.Join(r.dir, "app
 // is removed by Shutdown.
 func TestAppLifecycle(t *testing.T) {
 	r := newPodRig(t)
-	st := r.addApp("web", "sh", "-c", "echo hello; trap '' TERM; while :; do sleep 1; done")
+	st := r.addApp("web", "sh", "-c", "trap '' TERM; echo hello; while :; do sleep 1; done")
 	if st.Status != "created" {
 		t.Fatalf("added: %+v", st)
 	}
