@@ -2,7 +2,6 @@ package cri
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io/fs"
 	"net"
@@ -12,10 +11,9 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/runclet/runclet/internal/errdefs"
 	"github.com/runclet/runclet/internal/fsutil"
+	"github.com/runclet/runclet/internal/unixsock"
 )
 
 // DaemonOptions configure Run.
@@ -102,10 +100,6 @@ func daemonLock(path, what string) (*fsutil.Lock, error) {
 	return lock, nil
 }
 
-// maxSunPath is the usable length of a unix socket path (sun_path is 108
-// bytes with its terminating NUL).
-const maxSunPath = 107
-
 // ListenUnix listens on a unix socket at path with mode 0600 from its
 // first instant (root only: kubelet runs as root). A socket
 // left at path (by a daemon that crashed: the caller holds the daemon
@@ -137,18 +131,9 @@ func ListenUnix(path string) (net.Listener, error) {
 	}
 	defer os.RemoveAll(tmp)
 	tmpSock := filepath.Join(tmp, "s")
-	var ln net.Listener
-	err = viaDirFD(tmpSock, func(p string) error {
-		var err error
-		ln, err = net.Listen("unix", p)
-		return err
-	})
+	ln, err := unixsock.Listen(tmpSock) // Close does not unlink; Run removes the path
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
-	}
-	// Close must not unlink through a /proc alias; Run removes the path.
-	if ul, ok := ln.(*net.UnixListener); ok {
-		ul.SetUnlinkOnClose(false)
 	}
 	if err := os.Chmod(tmpSock, 0o600); err != nil { // in our 0700 dir
 		ln.Close()
@@ -159,34 +144,4 @@ func ListenUnix(path string) (net.Listener, error) {
 		return nil, fmt.Errorf("listen on %s: %w", path, err)
 	}
 	return ln, nil
-}
-
-// DialUnix connects to a unix socket however long its path.
-func DialUnix(ctx context.Context, path string) (net.Conn, error) {
-	var conn net.Conn
-	err := viaDirFD(path, func(p string) error {
-		var d net.Dialer
-		var err error
-		conn, err = d.DialContext(ctx, "unix", p)
-		return err
-	})
-	return conn, err
-}
-
-// viaDirFD calls fn with a name for path that fits in sun_path: the path
-// itself, or its directory opened and named through /proc/self/fd.
-func viaDirFD(path string, fn func(string) error) error {
-	if len(path) <= maxSunPath {
-		return fn(path)
-	}
-	dir, err := os.OpenFile(filepath.Dir(path), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer dir.Close()
-	alias := fmt.Sprintf("/proc/self/fd/%d/%s", dir.Fd(), filepath.Base(path))
-	if len(alias) > maxSunPath {
-		return errors.New("socket name too long even through /proc/self/fd: " + filepath.Base(path))
-	}
-	return fn(alias)
 }

@@ -9,6 +9,7 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/runclet/runclet/internal/errdefs"
+	"github.com/runclet/runclet/internal/state"
 	"github.com/runclet/runclet/runtime/pod"
 )
 
@@ -61,28 +62,6 @@ func newIndex() *index {
 	return &index{pods: map[string]*sandboxEntry{}, ctrs: map[string]*containerEntry{}}
 }
 
-func podRank(s pod.PodState) int {
-	switch s {
-	case pod.PodPreparing:
-		return 0
-	case pod.PodReady:
-		return 1
-	}
-	return 2
-}
-
-func appRank(s pod.AppState) int {
-	switch s {
-	case pod.AppCreated:
-		return 0
-	case pod.AppRunning:
-		return 1
-	case pod.AppUnknown:
-		return 2
-	}
-	return 3
-}
-
 // addPod stores a new pod (or replaces one).
 func (x *index) addPod(p *pod.Pod) {
 	x.mu.Lock()
@@ -108,7 +87,7 @@ func (x *index) updatePod(p *pod.Pod) bool {
 	if !ok {
 		return false
 	}
-	if podRank(p.State) >= podRank(old.pod.State) {
+	if state.Forward(old.pod.State, p.State) {
 		if p.State == old.pod.State && p.Broken == "" && old.pod.Broken != "" {
 			// Broken is forward-only too: a refresh that read the disk
 			// before the supervisor or holder died must not undo it.
@@ -170,7 +149,7 @@ func (x *index) updateApp(a *pod.App) bool {
 	if !ok {
 		return false
 	}
-	if appRank(a.State) >= appRank(old.app.State) {
+	if state.Forward(old.app.State, a.State) {
 		c := *old
 		c.app = a
 		x.ctrs[a.ID] = &c

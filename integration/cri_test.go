@@ -27,6 +27,7 @@ import (
 
 	"github.com/runclet/runclet/integration/testimage"
 	"github.com/runclet/runclet/integration/testregistry"
+	"github.com/runclet/runclet/internal/testutil"
 )
 
 // criInstance is a private runclet (own roots, config, bridge rclcri<rand>
@@ -50,7 +51,7 @@ type criInstance struct {
 
 func newCRIInstance(t *testing.T) *criInstance {
 	t.Helper()
-	needRoot(t)
+	testutil.RequiresRoot(t, whyRoot)
 	b := make([]byte, 3)
 	rand.Read(b)
 	bridge := "rclcri" + hex.EncodeToString(b)

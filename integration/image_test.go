@@ -11,6 +11,7 @@ import (
 
 	"github.com/runclet/runclet/integration/testimage"
 	"github.com/runclet/runclet/integration/testregistry"
+	"github.com/runclet/runclet/internal/testutil"
 )
 
 type lsEntry struct {
@@ -38,7 +39,7 @@ func wantSize(t *testing.T, img v1.Image) int64 {
 }
 
 func TestImagePullThenList(t *testing.T) {
-	needRoot(t)
+	testutil.RequiresRoot(t, whyRoot)
 	reg := testregistry.StartTB(t)
 	src, err := testimage.MultiLayer()
 	if err != nil {
@@ -89,7 +90,7 @@ func TestImagePullThenList(t *testing.T) {
 }
 
 func TestImageCLIImportExportTagRemove(t *testing.T) {
-	needRoot(t)
+	testutil.RequiresRoot(t, whyRoot)
 	dir := t.TempDir()
 	archive := filepath.Join(dir, "busybox.tar")
 	// The same tool the README's demo uses.

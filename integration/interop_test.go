@@ -25,6 +25,7 @@ import (
 	"github.com/runclet/runclet/integration/peer"
 	"github.com/runclet/runclet/integration/testimage"
 	"github.com/runclet/runclet/integration/testregistry"
+	"github.com/runclet/runclet/internal/testutil"
 )
 
 // The image tools runclet's archives are checked against, with the Debian
@@ -372,7 +373,7 @@ func compress(t *testing.T, src, dst, kind string) {
 // TestImageInteropImport imports what other tools write, each into a
 // fresh store (issue 19). The table in docs/images.md is this test's.
 func TestImageInteropImport(t *testing.T) {
-	needRoot(t)
+	testutil.RequiresRoot(t, whyRoot)
 	x := newInterop(t)
 	multiName, busyName := "example.com/multi:v1", "example.com/busybox:latest"
 	rows := []struct {
@@ -489,7 +490,7 @@ type exported struct{ name, id, manifest string }
 // image pulled with a Docker schema2 manifest and one with an OCI
 // manifest, in one archive (issue 19).
 func TestImageInteropExport(t *testing.T) {
-	needRoot(t)
+	testutil.RequiresRoot(t, whyRoot)
 	x := newInterop(t)
 	src := newInstance(t, "")
 	src.run("image", "pull", "-q", x.multiDocker)

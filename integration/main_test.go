@@ -11,6 +11,9 @@ import (
 	"testing"
 )
 
+// whyRoot is why most tests here need root.
+const whyRoot = "runclet unpacks images with their owners and device nodes"
+
 // runcletBin is built once per test run, so the tests exercise exactly
 // what `make build` ships.
 var runcletBin string
@@ -80,11 +83,4 @@ func (in *instance) try(args ...string) (string, string, error) {
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	return stdout.String(), stderr.String(), err
-}
-
-func needRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: runclet unpacks images with their owners and device nodes")
-	}
 }

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/runclet/runclet/integration/testregistry"
+	"github.com/runclet/runclet/internal/testutil"
 )
 
 // podmanConflist is /etc/cni/net.d/87-podman-bridge.conflist as Debian
@@ -46,7 +47,7 @@ func freeThird(t testing.TB, second, start int) int {
 // `runclet gc` removes the bridge once no pod uses it; a bridge of
 // somebody else on the same subnet makes the next pod fail with both named.
 func TestPodmanConflistBesideNamedNetworkAndBridgeGC(t *testing.T) {
-	needRoot(t)
+	testutil.RequiresRoot(t, whyRoot)
 	if _, err := os.Stat("/usr/lib/cni/bridge"); err != nil {
 		t.Skip("needs containernetworking-plugins in /usr/lib/cni")
 	}

@@ -21,6 +21,7 @@ import (
 	"github.com/runclet/runclet/integration/hostcgroup"
 	"github.com/runclet/runclet/integration/testimage"
 	"github.com/runclet/runclet/integration/testregistry"
+	"github.com/runclet/runclet/internal/testutil"
 )
 
 // podInstance is a runclet instance with a private pod network (its own
@@ -39,7 +40,7 @@ var subnetSeq struct {
 
 func newPodInstance(t *testing.T) *podInstance {
 	t.Helper()
-	needRoot(t)
+	testutil.RequiresRoot(t, whyRoot)
 	b := make([]byte, 3)
 	rand.Read(b)
 	bridge := "rclt" + hex.EncodeToString(b)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/runclet/runclet/integration/testimage"
 	"github.com/runclet/runclet/integration/testregistry"
+	"github.com/runclet/runclet/internal/testutil"
 )
 
 func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool) {
@@ -31,7 +32,7 @@ func waitFor(t *testing.T, what string, timeout time.Duration, cond func() bool)
 // layers in layers/tmp/; runclet says why and exits non-zero. Before,
 // the signal killed runclet and left both for a later gc.
 func TestPullInterruptedCleansUp(t *testing.T) {
-	needRoot(t)
+	testutil.RequiresRoot(t, whyRoot)
 	in := newInstance(t, "")
 	reg := testregistry.StartTB(t)
 	big, err := testimage.Random(3, 8<<20)

@@ -15,6 +15,7 @@ import (
 	"github.com/opencontainers/runtime-tools/validate"
 
 	"github.com/runclet/runclet/internal/errdefs"
+	"github.com/runclet/runclet/internal/fsutil"
 )
 
 // ConfigName is the spec's file name in a bundle.
@@ -41,7 +42,7 @@ func WriteBundle(dir string, s *specs.Spec) error {
 			return fmt.Errorf("create rootfs mount point: %w", err)
 		}
 	}
-	if err := writeFileAtomic(filepath.Join(dir, ConfigName), append(data, '\n')); err != nil {
+	if err := fsutil.WriteFileAtomic(filepath.Join(dir, ConfigName), append(data, '\n'), 0o600); err != nil {
 		return fmt.Errorf("write bundle %s: %w", dir, err)
 	}
 	return nil
@@ -57,48 +58,6 @@ func bundleRootfs(dir string, s *specs.Spec) string {
 		return filepath.Join(dir, DefaultRootfs)
 	}
 	return ""
-}
-
-// writeFileAtomic replaces name with data via a synced temporary file.
-func writeFileAtomic(name string, data []byte) (err error) {
-	dir := filepath.Dir(name)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(name)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			_ = f.Close()
-			_ = os.Remove(tmp)
-		}
-	}()
-	if err = f.Chmod(0o600); err != nil {
-		return err
-	}
-	if _, err = f.Write(data); err != nil {
-		return err
-	}
-	if err = f.Sync(); err != nil {
-		return err
-	}
-	if err = f.Close(); err != nil {
-		return err
-	}
-	if err = os.Rename(tmp, name); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-// syncDir makes a rename in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // ReadBundle reads dir/config.json. A missing file is errdefs.NotFound and

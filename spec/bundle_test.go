@@ -10,6 +10,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/runclet/runclet/internal/errdefs"
+	"github.com/runclet/runclet/internal/fsutil"
 )
 
 func TestWriteBundle(t *testing.T) {
@@ -135,7 +136,7 @@ func TestValidateRejects(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := writeFileAtomic(filepath.Join(dir, ConfigName), data); err != nil {
+	if err := fsutil.WriteFileAtomic(filepath.Join(dir, ConfigName), data, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := Validate(dir); err == nil || !strings.Contains(err.Error(), "root path") {

@@ -5,6 +5,7 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -36,6 +37,8 @@ func main() {
 		os.Exit(supervise(os.Args[2:]))
 	case "pidns-init":
 		os.Exit(supervisor.PidnsInit())
+	case "destroy":
+		os.Exit(destroy(os.Args[2:]))
 	case "ns-holder":
 		os.Exit(supervisor.NSHolder(os.Args[2:]))
 	default:
@@ -44,44 +47,20 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: stage1-runc supervise --pod-id ID --run-dir DIR --state-root DIR [--flavor runc|fly] [--ready-fd N]\n       stage1-runc ns-holder [--pid-ns] HOSTNAME\n       stage1-runc version")
+	fmt.Fprintln(os.Stderr, "usage: stage1-runc supervise --pod-id ID --run-dir DIR --state-root DIR [--flavor runc|fly] [--ready-fd N]\n       stage1-runc destroy --state-root DIR [--systemd-cgroup] [--cgroup-parent PATH] -- [ID BUNDLE]...\n       stage1-runc ns-holder [--pid-ns] HOSTNAME\n       stage1-runc version")
 	os.Exit(2)
 }
 
 func supervise(args []string) int {
-	fs := flag.NewFlagSet("supervise", flag.ContinueOnError)
-	var o supervisor.Options
-	var debugLog bool
-	fs.StringVar(&o.PodID, "pod-id", "", "pod ID")
-	fs.StringVar(&o.Flavor, "flavor", "runc", "stage1 flavor: runc or fly")
-	fs.StringVar(&o.RunDir, "run-dir", "", "pod runtime directory (socket, pid file)")
-	fs.StringVar(&o.StateRoot, "state-root", "", "libcontainer state root (runc --root)")
-	fs.IntVar(&o.ReadyFD, "ready-fd", 0, "pipe to report readiness on")
-	fs.BoolVar(&o.SystemdCgroup, "systemd-cgroup", false, "use the systemd cgroup driver")
-	fs.IntVar(&o.MaxLogLine, "max-log-line", 16<<10, "CRI log line size before splitting")
-	fs.BoolVar(&debugLog, "debug", false, "debug logging")
-	fs.StringVar(&o.PidNS, "pid-ns", "", "create a pod-wide pid namespace and pin it at this path")
-	fs.StringVar(&o.HolderCgroup, "holder-cgroup", "", "cgroupsPath of the leaf the pid namespace holder is moved into")
-	fs.IntVar(&o.HolderPid, "holder-pid", 0, "pid of a pid namespace holder stage0 started (user-namespaced pods)")
-	var exitCmd string
-	var exitArgs []string
-	fs.StringVar(&exitCmd, "exit-command", "", "program to run once every app has exited")
-	fs.Func("exit-command-arg", "an argument of the exit command (repeatable)", func(a string) error {
-		exitArgs = append(exitArgs, a)
-		return nil
-	})
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	if exitCmd != "" {
-		o.ExitCommand = append([]string{exitCmd}, exitArgs...)
-	}
-	if o.PodID == "" || o.RunDir == "" || o.StateRoot == "" {
-		fmt.Fprintln(os.Stderr, "stage1-runc supervise: --pod-id, --run-dir and --state-root are required")
+	o, err := proto.ParseSuperviseArgs(args, os.Stderr)
+	if err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "stage1-runc supervise:", err)
+		}
 		return 2
 	}
 	level := slog.LevelInfo
-	if debugLog {
+	if o.Debug {
 		level = slog.LevelDebug
 	}
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("pod", o.PodID))
@@ -92,4 +71,35 @@ func supervise(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// destroy removes containers a dead supervisor left (rkt's stage1 gc):
+// stage0 runs it instead of knowing libcontainer's state and cgroups.
+func destroy(args []string) int {
+	a, err := proto.ParseDestroyArgs(args, os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "stage1-runc destroy:", err)
+		return 2
+	}
+	opts := container.Options{StateRoot: a.StateRoot, SystemdCgroup: a.SystemdCgroup}
+	code := 0
+	for _, c := range a.Containers {
+		if err := container.DestroyByID(opts, c.ID, c.Bundle); err != nil {
+			fmt.Fprintf(os.Stderr, "stage1-runc destroy %s: %v\n", c.ID, err)
+			code = 1
+		}
+	}
+	if a.HolderCgroup != "" {
+		if err := container.DestroyHolderCgroup(opts, a.HolderCgroup); err != nil {
+			fmt.Fprintf(os.Stderr, "stage1-runc destroy: cgroup %s: %v\n", a.HolderCgroup, err)
+			code = 1
+		}
+	}
+	if a.CgroupParent != "" {
+		if err := container.DestroyCgroupTree(a.CgroupParent); err != nil {
+			fmt.Fprintf(os.Stderr, "stage1-runc destroy: cgroup %s: %v\n", a.CgroupParent, err)
+			code = 1
+		}
+	}
+	return code
 }

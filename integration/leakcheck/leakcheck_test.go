@@ -13,14 +13,13 @@ import (
 	"time"
 
 	"github.com/runclet/runclet/integration/hostcgroup"
+	"github.com/runclet/runclet/internal/testutil"
 )
 
 // Each kind of object a runtime can leak is made by hand after the
 // snapshot and must be reported; objects that existed before must not.
 func TestLeaksListsWhatAppearedSinceTheSnapshot(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: mounts, veths and cgroups")
-	}
+	testutil.RequiresRoot(t, "mounts, veths and cgroups")
 	dir := t.TempDir()
 	b := make([]byte, 3)
 	rand.Read(b)

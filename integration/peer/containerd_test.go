@@ -22,15 +22,14 @@ import (
 
 	"github.com/runclet/runclet/integration/testimage"
 	"github.com/runclet/runclet/integration/testregistry"
+	"github.com/runclet/runclet/internal/testutil"
 )
 
 var mirroredHosts = []string{"registry.k8s.io", "gcr.io", "k8s.gcr.io", "docker.io"}
 
 func needContainerd(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	testutil.RequiresRoot(t, "containerd runs as root")
 	for _, b := range []string{"containerd", "ctr", "containerd-shim-runc-v2"} {
 		if _, err := exec.LookPath(b); err != nil {
 			t.Skipf("%s not installed", b)

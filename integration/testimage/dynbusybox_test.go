@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/runclet/runclet/internal/testutil"
 )
 
 // dynamicBusybox builds DynamicBusybox or skips: it needs apt-get and a
@@ -98,9 +100,7 @@ func extract(t *testing.T, layers ...map[string]entry) string {
 // busybox runs with the libraries it carries and that its shell executes
 // the /bin/<applet> it finds rather than running the applet itself.
 func TestDynamicBusyboxRunsFromPath(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("chroot needs root")
-	}
+	testutil.RequiresRoot(t, "chroot")
 	dynamicBusybox(t)
 	img := Must(DynamicBusybox())
 	dir := extract(t, layerFiles(t, img, 0), layerFiles(t, img, 1))

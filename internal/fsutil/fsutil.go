@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 )
@@ -116,4 +118,23 @@ func (l *Lock) Unlock() error {
 	err := l.f.Close() // closing the last fd of the description drops the flock
 	l.f = nil
 	return err
+}
+
+// ReadKeyValues reads a file of "key value" lines, as cgroup files such
+// as cpu.stat, memory.stat and memory.events are: the values that are
+// unsigned integers, by key.
+func ReadKeyValues(file string) (map[string]uint64, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]uint64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if k, v, ok := strings.Cut(line, " "); ok {
+			if n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64); err == nil {
+				out[k] = n
+			}
+		}
+	}
+	return out, nil
 }

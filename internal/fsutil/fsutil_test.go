@@ -88,3 +88,15 @@ func TestPrivateDirGrantsSearchToGroupsOnly(t *testing.T) {
 		t.Fatalf("after dropping: mode %v, groups %v %v", fi.Mode(), g, err)
 	}
 }
+
+func TestReadKeyValues(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "memory.events")
+	os.WriteFile(f, []byte("low 0\nhigh 12\noom_kill 3\nsome avg10=0.00 total=5\n\n"), 0o600)
+	kv, err := ReadKeyValues(f)
+	if err != nil || len(kv) != 3 || kv["high"] != 12 || kv["oom_kill"] != 3 || kv["low"] != 0 {
+		t.Fatalf("%v %v", kv, err)
+	}
+	if _, err := ReadKeyValues(f + ".none"); err == nil {
+		t.Fatal("a missing file read")
+	}
+}

@@ -24,6 +24,7 @@ import (
 	"github.com/runclet/runclet/integration/testimage"
 	"github.com/runclet/runclet/integration/testregistry"
 	"github.com/runclet/runclet/internal/errdefs"
+	"github.com/runclet/runclet/internal/testutil"
 )
 
 // legacyDockerArchive writes img the way skopeo's and podman's
@@ -76,7 +77,7 @@ func legacyDockerArchive(t *testing.T, name string, img v1.Image) []byte {
 // <hex>.json, which import kept only as metadata; in a store that did not
 // have the config already, import failed with "blob ... not in the store".
 func TestImportLegacyDockerArchiveIntoFreshStore(t *testing.T) {
-	needRoot(t)
+	testutil.RequiresRoot(t, whyRoot)
 	multi := must[v1.Image](t)(testimage.MultiLayer())
 	archive := legacyDockerArchive(t, "example.com/multi:v1", multi)
 	s := newStore(t, nil)
@@ -122,7 +123,7 @@ func dockerSchema2(t *testing.T, img v1.Image) v1.Image {
 // read from an OCI layout. The export now carries an OCI manifest over the
 // same config and layers, named by its full reference.
 func TestExportWritesOCIMediaTypes(t *testing.T) {
-	needRoot(t)
+	testutil.RequiresRoot(t, whyRoot)
 	reg := testregistry.StartTB(t)
 	src := dockerSchema2(t, must[v1.Image](t)(testimage.MultiLayer()))
 	if mt := must[types.MediaType](t)(src.MediaType()); mt != types.DockerManifestSchema2 {
@@ -195,7 +196,7 @@ func TestExportWritesOCIMediaTypes(t *testing.T) {
 
 // `docker save | gzip` and friends, and OCI layout directories.
 func TestImportCompressedArchivesAndDirectories(t *testing.T) {
-	needRoot(t)
+	testutil.RequiresRoot(t, whyRoot)
 	multi := must[v1.Image](t)(testimage.MultiLayer())
 	dir := t.TempDir()
 	plain := filepath.Join(dir, "oci.tar")

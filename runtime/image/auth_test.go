@@ -14,6 +14,7 @@ import (
 	"github.com/runclet/runclet/integration/testimage"
 	"github.com/runclet/runclet/integration/testregistry"
 	"github.com/runclet/runclet/internal/errdefs"
+	"github.com/runclet/runclet/internal/testutil"
 	"github.com/runclet/runclet/runtime/config"
 )
 
@@ -41,7 +42,7 @@ func basicHeader(user, pass string) string {
 // mirror ever sees them, the upstream does. Plain HTTP is allowed for all
 // three so that only where credentials go is tested.
 func TestPullNeverSendsUpstreamCredentialsToMirrors(t *testing.T) {
-	needRoot(t)
+	testutil.RequiresRoot(t, whyRoot)
 	upstream, open, private := testregistry.StartTB(t), testregistry.StartTB(t), testregistry.StartTB(t)
 	src := must[v1.Image](t)(testimage.Busybox())
 	other := must[v1.Image](t)(testimage.WithUser(src, "1000"))
@@ -96,7 +97,7 @@ func TestPullNeverSendsUpstreamCredentialsToMirrors(t *testing.T) {
 // (loopback, so reachable without insecure = true) is never sent
 // credentials unless allow_plain_http_credentials is set for it.
 func TestPullWithholdsCredentialsOverPlainHTTP(t *testing.T) {
-	needRoot(t)
+	testutil.RequiresRoot(t, whyRoot)
 	private, public := testregistry.StartTB(t), testregistry.StartTB(t)
 	src := must[v1.Image](t)(testimage.Busybox())
 	must[v1.Hash](t)(private.Push("library/busybox:1", src))

@@ -8,13 +8,14 @@ import (
 
 	"github.com/runclet/runclet/integration/testimage"
 	"github.com/runclet/runclet/integration/testregistry"
+	"github.com/runclet/runclet/internal/testutil"
 )
 
 // BenchmarkPull pulls a 3-layer image of 16 MiB layers from a registry on
 // 127.0.0.1 into an empty store: fetch, verify, decompress, unpack, record.
 // MB/s is over the compressed bytes transferred.
 func BenchmarkPull(b *testing.B) {
-	needRoot(b)
+	testutil.RequiresRoot(b, whyRoot)
 	reg := testregistry.StartTB(b)
 	src, err := testimage.Random(3, 16<<20)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 	"github.com/runclet/runclet/integration/testimage"
 	"github.com/runclet/runclet/integration/testregistry"
 	"github.com/runclet/runclet/internal/errdefs"
+	"github.com/runclet/runclet/internal/testutil"
 )
 
 // TestRemoveAndPruneKeepWhatPodsUse: an image a pod uses is not removed
@@ -19,7 +20,7 @@ import (
 // tags can go, prune --all keeps it, Force removes the record while GC
 // keeps the layers, and a failing hook stops every removal.
 func TestRemoveAndPruneKeepWhatPodsUse(t *testing.T) {
-	needRoot(t)
+	testutil.RequiresRoot(t, whyRoot)
 	reg := testregistry.StartTB(t)
 	must[v1.Hash](t)(reg.Push("used:1", must[v1.Image](t)(testimage.Busybox())))
 	must[v1.Hash](t)(reg.Push("unused:1", must[v1.Image](t)(testimage.MultiLayer())))

@@ -19,6 +19,7 @@ import (
 
 	"github.com/runclet/runclet/integration/testregistry"
 	"github.com/runclet/runclet/internal/errdefs"
+	"github.com/runclet/runclet/internal/testutil"
 	"github.com/runclet/runclet/runtime/config"
 )
 
@@ -61,7 +62,7 @@ func zerosTar(t *testing.T, size int64) []byte {
 }
 
 func TestPullRefusesLayersOverLimits(t *testing.T) {
-	needRoot(t)
+	testutil.RequiresRoot(t, whyRoot)
 	reg := testregistry.StartTB(t)
 	limits := config.ImageUnpack{MaxLayerSize: 1 << 20, MaxLayerEntries: 100}
 	for _, tc := range []struct {
@@ -168,7 +169,7 @@ func TestZstdWindowIsBounded(t *testing.T) {
 }
 
 func TestUnpackLayerRefusesHugeZstdWindow(t *testing.T) {
-	needRoot(t)
+	testutil.RequiresRoot(t, whyRoot)
 	s := newStore(t, nil)
 	frame := zstdFrame(0x00, []byte{18 << 3}, manyEntriesTar(t, 1))
 	d := digest.FromBytes(frame)

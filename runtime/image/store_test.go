@@ -16,15 +16,12 @@ import (
 	"github.com/runclet/runclet/integration/testimage"
 	"github.com/runclet/runclet/integration/testregistry"
 	"github.com/runclet/runclet/internal/errdefs"
+	"github.com/runclet/runclet/internal/testutil"
 	"github.com/runclet/runclet/runtime/config"
 )
 
-func needRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: layers are unpacked with their real owners, device nodes and trusted.* xattrs")
-	}
-}
+// whyRoot is why most tests here need root.
+const whyRoot = "layers are unpacked with their real owners, device nodes and trusted.* xattrs"
 
 func newStore(t testing.TB, regs map[string]config.Registry) *Store {
 	t.Helper()
@@ -78,7 +75,7 @@ func entries(t testing.TB, s *Store, sub string) []string {
 }
 
 func TestPullByTagAndDigest(t *testing.T) {
-	needRoot(t)
+	testutil.RequiresRoot(t, whyRoot)
 	reg := testregistry.StartTB(t)
 	src := must[v1.Image](t)(testimage.MultiLayer())
 	must[v1.Hash](t)(reg.Push("test/multi:v1", src))
@@ -133,7 +130,7 @@ func TestPullByTagAndDigest(t *testing.T) {
 }
 
 func TestPullResolvesIndexToThisPlatform(t *testing.T) {
-	needRoot(t)
+	testutil.RequiresRoot(t, whyRoot)
 	reg := testregistry.StartTB(t)
 	idx := must[v1.ImageIndex](t)(testimage.Index())
 	must[v1.Hash](t)(reg.PushIndex("test/multiarch:latest", idx))
@@ -153,7 +150,7 @@ func TestPullResolvesIndexToThisPlatform(t *testing.T) {
 }
 
 func TestPullTriesMirrorsInOrderThenUpstream(t *testing.T) {
-	needRoot(t)
+	testutil.RequiresRoot(t, whyRoot)
 	upstream, broken, mirror := testregistry.StartTB(t), testregistry.StartTB(t), testregistry.StartTB(t)
 	src := must[v1.Image](t)(testimage.Busybox())
 	must[v1.Hash](t)(mirror.Push("library/busybox:1", src))
@@ -195,7 +192,7 @@ func TestPullNotFound(t *testing.T) {
 }
 
 func TestConcurrentPullsFetchEachLayerOnce(t *testing.T) {
-	needRoot(t)
+	testutil.RequiresRoot(t, whyRoot)
 	reg := testregistry.StartTB(t)
 	src := must[v1.Image](t)(testimage.MultiLayer())
 	must[v1.Hash](t)(reg.Push("test/multi:v1", src))
@@ -235,7 +232,7 @@ func TestConcurrentPullsFetchEachLayerOnce(t *testing.T) {
 }
 
 func TestCorruptBlobIsRejectedAndNothingStays(t *testing.T) {
-	needRoot(t)
+	testutil.RequiresRoot(t, whyRoot)
 	reg := testregistry.StartTB(t)
 	src := must[v1.Image](t)(testimage.MultiLayer())
 	must[v1.Hash](t)(reg.Push("test/multi:v1", src))
@@ -265,7 +262,7 @@ func TestCorruptBlobIsRejectedAndNothingStays(t *testing.T) {
 }
 
 func TestTagAndRemoveSemantics(t *testing.T) {
-	needRoot(t)
+	testutil.RequiresRoot(t, whyRoot)
 	reg := testregistry.StartTB(t)
 	src := must[v1.Image](t)(testimage.Busybox())
 	must[v1.Hash](t)(reg.Push("library/busybox:a", src))
@@ -300,7 +297,7 @@ func TestTagAndRemoveSemantics(t *testing.T) {
 }
 
 func TestGCKeepsReferencedAndInUseAndRemovesDebris(t *testing.T) {
-	needRoot(t)
+	testutil.RequiresRoot(t, whyRoot)
 	reg := testregistry.StartTB(t)
 	busy := must[v1.Image](t)(testimage.Busybox())
 	multi := must[v1.Image](t)(testimage.MultiLayer())
@@ -343,7 +340,7 @@ func TestGCKeepsReferencedAndInUseAndRemovesDebris(t *testing.T) {
 }
 
 func TestImportExportRoundTrip(t *testing.T) {
-	needRoot(t)
+	testutil.RequiresRoot(t, whyRoot)
 	multi := must[v1.Image](t)(testimage.MultiLayer())
 	for _, format := range []string{"docker", "oci"} {
 		t.Run(format, func(t *testing.T) {

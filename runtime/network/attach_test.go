@@ -17,10 +17,11 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/runclet/runclet/internal/errdefs"
+	"github.com/runclet/runclet/internal/testutil"
 )
 
 func TestDefaultNetworkTwoPods(t *testing.T) {
-	requireRoot(t)
+	testutil.RequiresRoot(t, whyRoot)
 	requirePlugins(t, "bridge", "host-local", "portmap", "loopback")
 	e := newTestEnv(t, 24)
 	m := e.manager(t)
@@ -153,7 +154,7 @@ func TestDefaultNetworkTwoPods(t *testing.T) {
 }
 
 func TestPortMapping(t *testing.T) {
-	requireRoot(t)
+	testutil.RequiresRoot(t, whyRoot)
 	requirePlugins(t, "bridge", "host-local", "portmap", "loopback")
 	e := newTestEnv(t, 24)
 	m := e.manager(t)
@@ -210,7 +211,7 @@ func iptablesSave(t *testing.T) string {
 }
 
 func TestTeardownAfterNetNSGone(t *testing.T) {
-	requireRoot(t)
+	testutil.RequiresRoot(t, whyRoot)
 	requirePlugins(t, "bridge", "host-local", "portmap", "loopback")
 	e := newTestEnv(t, 24)
 	m := e.manager(t)
@@ -246,7 +247,7 @@ func TestTeardownAfterNetNSGone(t *testing.T) {
 }
 
 func TestSetupRollbackIPAMExhausted(t *testing.T) {
-	requireRoot(t)
+	testutil.RequiresRoot(t, whyRoot)
 	requirePlugins(t, "bridge", "host-local", "portmap", "loopback")
 	// A /30 has one usable pod address (.1 is the gateway).
 	e := newTestEnv(t, 30)
@@ -284,7 +285,7 @@ func TestSetupRollbackIPAMExhausted(t *testing.T) {
 }
 
 func TestSetupRollbackLaterPluginFails(t *testing.T) {
-	requireRoot(t)
+	testutil.RequiresRoot(t, whyRoot)
 	requirePlugins(t, "bridge", "host-local", "tuning", "loopback")
 	e := newTestEnv(t, 24)
 	// bridge succeeds (veth, IP, masquerade), then tuning fails.
@@ -324,7 +325,7 @@ func TestSetupRollbackLaterPluginFails(t *testing.T) {
 }
 
 func TestConfDirNetworkIsUsed(t *testing.T) {
-	requireRoot(t)
+	testutil.RequiresRoot(t, whyRoot)
 	requirePlugins(t, "ptp", "host-local", "loopback")
 	e := newTestEnv(t, 24)
 	name := "rcltest-ptp-" + e.tag
@@ -426,7 +427,7 @@ func writeConf(t *testing.T, dir, name string, v any) {
 }
 
 func TestConcurrentSetupTeardown(t *testing.T) {
-	requireRoot(t)
+	testutil.RequiresRoot(t, whyRoot)
 	requirePlugins(t, "bridge", "host-local", "portmap", "loopback")
 	e := newTestEnv(t, 24)
 	m := e.manager(t)
@@ -485,7 +486,7 @@ func TestConcurrentSetupTeardown(t *testing.T) {
 // CNI_ARGS is "K=V;K=V": a pod identity with ';' or '=' would add
 // arguments of its own, such as IP= (which host-local honours).
 func TestSetupRefusesCNIArgsInjection(t *testing.T) {
-	requireRoot(t)
+	testutil.RequiresRoot(t, whyRoot)
 	requirePlugins(t, "bridge", "host-local", "loopback")
 	e := newTestEnv(t, 24)
 	m := e.manager(t)

@@ -19,6 +19,9 @@ import (
 	"github.com/vishvananda/netlink"
 )
 
+// whyRoot is why most tests here need root.
+const whyRoot = "creates network namespaces, bridges and iptables rules"
+
 // Root tests create real namespaces, bridges and iptables rules, all named
 // after a random per-test tag (bridge rcltest<tag>, pod IDs rcltest-<tag>-*,
 // a random 10.244.N.0/24 subnet), and remove them in t.Cleanup.
@@ -132,13 +135,6 @@ func removeNewHostportChains(before map[string]bool) {
 	}
 	for _, c := range fresh {
 		exec.Command("iptables", "-w", "-t", "nat", "-X", c).Run()
-	}
-}
-
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates network namespaces, bridges and iptables rules")
 	}
 }
 

@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/runclet/runclet/internal/testutil"
 )
 
 // podmanConflist is what Debian 12's podman package (4.3.1+ds1-8) ships as
@@ -59,7 +61,7 @@ func linkPresent(name string) bool {
 // refused with an error naming the network, its subnet and the other
 // bridge, before anything is created.
 func TestSetupRefusesSubnetOfAnotherBridge(t *testing.T) {
-	requireRoot(t)
+	testutil.RequiresRoot(t, whyRoot)
 	requirePlugins(t, "bridge", "host-local", "portmap")
 	e := newTestEnv(t, 24)
 	other := "rclov" + e.tag
@@ -90,7 +92,7 @@ func TestSetupRefusesSubnetOfAnotherBridge(t *testing.T) {
 // conf_dir (podman's). The next pod is refused naming both, instead of
 // going to a network the host cannot reach.
 func TestSetupRefusesConfDirNetworkOverlappingBuiltinBridge(t *testing.T) {
-	requireRoot(t)
+	testutil.RequiresRoot(t, whyRoot)
 	requirePlugins(t, "bridge", "host-local", "portmap")
 	e := newTestEnv(t, 24)
 	m := e.manager(t)
@@ -128,7 +130,7 @@ func TestSetupRefusesConfDirNetworkOverlappingBuiltinBridge(t *testing.T) {
 // runclet's; runclet keeps the network its config names, and the pod is
 // reachable from the host.
 func TestPodmanConflistBesideChosenNetwork(t *testing.T) {
-	requireRoot(t)
+	testutil.RequiresRoot(t, whyRoot)
 	requirePlugins(t, "bridge", "host-local", "portmap")
 	podmanBridgeBefore := linkPresent("cni-podman0")
 	for _, chosen := range []string{"builtin", "conf"} {
@@ -222,7 +224,7 @@ func TestNetworkChoiceByNameAndChangeWarning(t *testing.T) {
 // choice and keeps it across restarts; with no free candidate it says
 // which setting to change.
 func TestAutoSubnetSkipsSubnetInUse(t *testing.T) {
-	requireRoot(t)
+	testutil.RequiresRoot(t, whyRoot)
 	requirePlugins(t, "bridge", "host-local", "portmap")
 	e := newTestEnv(t, 24)
 	used := e.subnet
@@ -297,7 +299,7 @@ func TestAutoSubnetSkipsSubnetInUse(t *testing.T) {
 
 // `runclet gc` removes the built-in bridge when no pod uses it, and only then.
 func TestRemoveUnusedBridge(t *testing.T) {
-	requireRoot(t)
+	testutil.RequiresRoot(t, whyRoot)
 	requirePlugins(t, "bridge", "host-local", "portmap")
 	e := newTestEnv(t, 24)
 	m := e.manager(t)

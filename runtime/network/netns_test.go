@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/runclet/runclet/internal/errdefs"
+	"github.com/runclet/runclet/internal/testutil"
 )
 
 func inode(t *testing.T, path string) uint64 {
@@ -43,7 +44,7 @@ func threadNetNSInodes(t *testing.T) map[uint64]int {
 }
 
 func TestNewNetNSAndRemove(t *testing.T) {
-	requireRoot(t)
+	testutil.RequiresRoot(t, whyRoot)
 	path := filepath.Join(t.TempDir(), "ns")
 	t.Cleanup(func() { RemoveNetNS(path) })
 
@@ -172,7 +173,7 @@ func TestNewNetNSAndRemove(t *testing.T) {
 }
 
 func TestNewNetNSFailureLeavesNothing(t *testing.T) {
-	requireRoot(t)
+	testutil.RequiresRoot(t, whyRoot)
 	dir := t.TempDir()
 	if err := NewNetNS(filepath.Join(dir, "missing", "ns")); err == nil {
 		t.Fatal("NewNetNS in a missing directory succeeded")
@@ -208,7 +209,7 @@ func TestRemoveNetNSMissingAndPlainFile(t *testing.T) {
 }
 
 func TestWithNetNSErrorsAndPanics(t *testing.T) {
-	requireRoot(t)
+	testutil.RequiresRoot(t, whyRoot)
 	path := filepath.Join(t.TempDir(), "ns")
 	if err := NewNetNS(path); err != nil {
 		t.Fatal(err)

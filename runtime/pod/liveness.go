@@ -3,12 +3,13 @@ package pod
 import (
 	"context"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/runclet/runclet/stage1-runc/proto"
 )
 
 // A ready pod is only as alive as the processes that hold it: its
@@ -24,7 +25,7 @@ import (
 // reused): Processes re-reads them after opening a handle.
 func (m *Manager) PodPids(podID string) (supervisor, holder int) {
 	dir := m.l.RunDir(podID)
-	return readPidFile(filepath.Join(dir, "supervisor.pid")), readPidFile(filepath.Join(dir, "pidns-init.pid"))
+	return readPidFile(proto.PidPath(dir)), readPidFile(proto.HolderPidPath(dir))
 }
 
 func readPidFile(path string) int {

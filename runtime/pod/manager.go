@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 
 	"github.com/runclet/runclet/internal/errdefs"
 	"github.com/runclet/runclet/internal/fsutil"
+	"github.com/runclet/runclet/internal/state"
 	"github.com/runclet/runclet/runtime/image"
 	"github.com/runclet/runclet/runtime/network"
 	"github.com/runclet/runclet/spec"
@@ -49,8 +51,9 @@ type Options struct {
 // Manager runs pods. Every method takes the pod's lock for its changes,
 // so the CLI and a daemon can share one data root.
 type Manager struct {
-	opts Options
-	l    Layout
+	opts   Options
+	l      Layout
+	hellos sync.Map // pod ID → proto.HelloResult of its supervisor
 }
 
 // New returns a Manager and hooks pod layer use into image GC.
@@ -540,7 +543,7 @@ func (m *Manager) AddApp(ctx context.Context, podID string, cfg AppConfig, opts 
 		if m.SupervisorAlive(context.Background(), podID) {
 			return nil // it undid its own creation
 		}
-		return m.cleanupContainer(a.ID, m.appCgroupOf(p, a))
+		return m.destroyContainers(podID, a)
 	})
 	var st proto.AppState
 	err = m.call(ctx, podID, proto.MethodAddApp, proto.AddAppParams{
@@ -627,8 +630,8 @@ func (m *Manager) StartApp(ctx context.Context, podID, app string) (*App, error)
 	if err != nil {
 		return nil, err
 	}
-	if a.State != AppCreated {
-		return nil, errdefs.FailedPrecondition("app %s is %s, not created", a.Name, a.State)
+	if err := state.Check("app "+a.Name, a.State, AppRunning); err != nil {
+		return nil, err
 	}
 	var st proto.AppState
 	if err := m.call(ctx, podID, proto.MethodStartApp, proto.NameParams{Name: a.ID}, &st); err != nil {
@@ -714,9 +717,9 @@ func (m *Manager) removeApp(ctx context.Context, a *App) error {
 	if err != nil && !errdefs.IsNotFound(err) && !errors.Is(err, errdefs.ErrUnavailable) {
 		return err
 	}
-	if err != nil {
-		// No supervisor to do it: clean up what it would have.
-		if err := m.cleanupContainer(a.ID, m.appCgroup(a)); err != nil {
+	if err != nil && m.containersLeft(a) {
+		// No supervisor to do it: stage1 cleans up what it would have.
+		if err := m.destroyContainers(a.PodID, a); err != nil {
 			return err
 		}
 	}
@@ -727,25 +730,6 @@ func (m *Manager) removeApp(ctx context.Context, a *App) error {
 		return err
 	}
 	return os.RemoveAll(m.l.AppDir(a.PodID, a.ID))
-}
-
-func (m *Manager) appCgroup(a *App) string {
-	p, err := m.l.LoadPod(a.PodID)
-	if err != nil || m.opts.SystemdCgroup {
-		return ""
-	}
-	return p.CgroupParent + "/" + a.ID
-}
-
-// cleanupContainer removes a container a dead supervisor left: its
-// processes (via its cgroup) and its libcontainer state directory.
-func (m *Manager) cleanupContainer(id, cgroup string) error {
-	var errs []error
-	if cgroup != "" {
-		errs = append(errs, removeCgroup(cgroup))
-	}
-	errs = append(errs, os.RemoveAll(filepath.Join(m.l.StateRoot(), id)))
-	return errors.Join(errs...)
 }
 
 // StopPod stops every app (timeout each), shuts the supervisor down and
@@ -782,7 +766,7 @@ func (m *Manager) ExitPod(ctx context.Context, podID string) error {
 	if err != nil {
 		return err
 	}
-	if p.State != PodReady {
+	if !state.Can(p.State, PodExited) {
 		return nil
 	}
 	if !p.ExitWithApps {
@@ -820,10 +804,10 @@ func (m *Manager) stopPod(ctx context.Context, p *Pod, timeout time.Duration, fi
 	if err := m.call(ctx, p.ID, proto.MethodShutdown, nil, nil); err != nil && !errors.Is(err, errdefs.ErrUnavailable) {
 		return err
 	}
-	for _, a := range apps {
-		if err := m.cleanupContainer(a.ID, m.appCgroupOf(p, a)); err != nil {
-			errs = append(errs, err)
-		}
+	if m.containersLeft(apps...) {
+		// A supervisor that is gone (or failed to remove an app) leaves
+		// its containers: stage1 removes them.
+		errs = append(errs, m.destroyContainers(p.ID, apps...))
 	}
 	if p.NetNS != "" && m.opts.Network != nil {
 		if err := m.opts.Network.Teardown(ctx, p.ID, p.NetNS, p.Ports); err != nil {
@@ -843,10 +827,8 @@ func (m *Manager) stopPod(ctx context.Context, p *Pod, timeout time.Duration, fi
 // endPidnsHolder ends the process holding a shared pid namespace when
 // its supervisor died before doing so, and unpins the namespace.
 func (m *Manager) endPidnsHolder(p *Pod) error {
-	if b, err := os.ReadFile(filepath.Join(m.l.RunDir(p.ID), "pidns-init.pid")); err == nil {
-		if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && pid > 1 {
-			killHolder(pid) // liveness.go
-		}
+	if pid := readPidFile(proto.HolderPidPath(m.l.RunDir(p.ID))); pid > 0 {
+		killHolder(pid) // liveness.go
 	}
 	return unpinNS(p.PIDNS)
 }
@@ -858,29 +840,24 @@ func isPidnsHolder(pid int) bool {
 	return err == nil && (strings.HasSuffix(string(b), "\x00pidns-init\x00") || strings.Contains(string(b), "\x00ns-holder\x00--pid-ns\x00"))
 }
 
-// removePodCgroups removes the pid namespace holder's leaf (left by a
-// supervisor that died, or by a user namespace's holder) and the pod's
-// cgroup when runclet made it. Under systemd there is nothing to do:
-// systemd drops an empty scope itself.
+// removePodCgroups has stage1 remove the pid namespace holder's leaf
+// (left by a supervisor that died, or by a user namespace's holder) and
+// the pod's cgroup when runclet's libcontainer made it (cgroupfs; under
+// systemd the slice goes with its last unit).
 func (m *Manager) removePodCgroups(p *Pod) error {
-	if m.opts.SystemdCgroup {
+	var args proto.DestroyArgs
+	if p.PIDNS != "" {
+		if cg, err := m.holderCgroup(p); err == nil {
+			args.HolderCgroup = cg
+		}
+	}
+	if p.CgroupParentOwned && !m.opts.SystemdCgroup {
+		args.CgroupParent = p.CgroupParent
+	}
+	if args.HolderCgroup == "" && args.CgroupParent == "" {
 		return nil
 	}
-	var errs []error
-	if cg, err := m.holderCgroup(p); err == nil && p.PIDNS != "" {
-		errs = append(errs, removeCgroup(cg))
-	}
-	if p.CgroupParentOwned {
-		errs = append(errs, removeCgroup(p.CgroupParent))
-	}
-	return errors.Join(errs...)
-}
-
-func (m *Manager) appCgroupOf(p *Pod, a *App) string {
-	if m.opts.SystemdCgroup {
-		return ""
-	}
-	return p.CgroupParent + "/" + a.ID
+	return m.destroy(args, p.ID)
 }
 
 // RemovePod stops the pod if needed and removes everything it was:
@@ -935,6 +912,7 @@ func (m *Manager) removePod(ctx context.Context, p *Pod) error {
 	if err := os.RemoveAll(m.l.RunDir(p.ID)); err != nil {
 		return err
 	}
+	m.hellos.Delete(p.ID)
 	// Out of sight first, then removed: a process that would open the
 	// pod's lock file now (the exit command, a gc) fails to find the pod
 	// instead of making a new lock file that keeps its directory from

@@ -9,15 +9,14 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/runclet/runclet/internal/fsutil"
+	"github.com/runclet/runclet/internal/testutil"
 )
 
 // A store an older runclet made (data root o+x, pod and app dirs
 // 0711/0755) is tightened when a Manager opens it: 0700 everywhere, and
 // a user-namespaced pod keeps a way to its bundle for its root's group.
 func TestNewTightensAnOlderStore(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: directories are chowned to the pod root's group")
-	}
+	testutil.RequiresRoot(t, "directories are chowned to the pod root's group")
 	base := t.TempDir()
 	l := Layout{Root: filepath.Join(base, "data"), RunRoot: filepath.Join(base, "run")}
 	const gid = 320000

@@ -22,6 +22,7 @@ import (
 	"github.com/runclet/runclet/integration/hostcgroup"
 	"github.com/runclet/runclet/integration/leakcheck"
 	"github.com/runclet/runclet/integration/testimage"
+	"github.com/runclet/runclet/internal/testutil"
 	"github.com/runclet/runclet/runtime/image"
 	"github.com/runclet/runclet/runtime/network"
 	"github.com/runclet/runclet/spec"
@@ -42,9 +43,7 @@ var stage1Once struct {
 // stage1Binary builds stage1-runc once per test binary, as shipped.
 func stage1Binary(t *testing.T) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: pods need namespaces, overlayfs, cgroups and CNI")
-	}
+	testutil.RequiresRoot(t, "pods need namespaces, overlayfs, cgroups and CNI")
 	stage1Once.Do(func() {
 		dir, err := os.MkdirTemp("", "runclet-pod-test-")
 		if err != nil {
@@ -98,9 +97,7 @@ type rigOptions struct {
 
 func newRig(t *testing.T, o rigOptions) *rig {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: pods need namespaces, overlayfs, cgroups and CNI")
-	}
+	testutil.RequiresRoot(t, "pods need namespaces, overlayfs, cgroups and CNI")
 	stage1 := stage1Binary(t)
 	if o.stage1 != "" {
 		stage1 = o.stage1

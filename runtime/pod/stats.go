@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/runclet/runclet/internal/errdefs"
+	"github.com/runclet/runclet/internal/fsutil"
 	"github.com/runclet/runclet/runtime/network"
 	"github.com/runclet/runclet/stage1-runc/proto"
 )
@@ -41,21 +42,10 @@ func (m *Manager) AppStats(ctx context.Context, podID string, appIDs []string) (
 	ctx, cancel := context.WithTimeout(ctx, statsTimeout)
 	defer cancel()
 	var res proto.StatsResult
-	err := proto.Call(ctx, m.l.supervisorSocket(podID), proto.MethodStats, proto.StatsParams{Names: appIDs}, &res)
-	if err != nil {
-		return nil, olderSupervisor(err, podID, proto.MethodStats)
+	if err := m.call(ctx, podID, proto.MethodStats, proto.StatsParams{Names: appIDs}, &res); err != nil {
+		return nil, err
 	}
 	return res.Apps, nil
-}
-
-// olderSupervisor explains the answer of a supervisor started by an older
-// runclet to a method added to the contract since: FailedPrecondition,
-// not the supervisor's InvalidArgument (the request was fine).
-func olderSupervisor(err error, podID, method string) error {
-	if errors.Is(err, errdefs.ErrInvalidArgument) && strings.Contains(err.Error(), "unknown method") {
-		return errdefs.FailedPrecondition("the supervisor of pod %s predates the %s call (an older runclet started it; the pod must be recreated): %w", podID, method, err)
-	}
-	return err
 }
 
 // PodStats are a pod's own statistics: its cgroup (everything its apps
@@ -423,7 +413,7 @@ func (h cgroupHierarchies) cpu(path string) *CPUStats {
 		return nil
 	}
 	if dir := h.v2dir(path); dir != "" {
-		if kv, err := readKeyValues(filepath.Join(dir, "cpu.stat")); err == nil {
+		if kv, err := fsutil.ReadKeyValues(filepath.Join(dir, "cpu.stat")); err == nil {
 			if v, ok := kv["usage_usec"]; ok {
 				return &CPUStats{UsageNanos: v * 1000}
 			}
@@ -438,7 +428,7 @@ func (h cgroupHierarchies) memory(path string) *MemoryStats {
 		if err != nil {
 			return nil
 		}
-		kv, _ := readKeyValues(filepath.Join(dir, "memory.stat"))
+		kv, _ := fsutil.ReadKeyValues(filepath.Join(dir, "memory.stat"))
 		limit, _ := readUint(filepath.Join(dir, "memory.limit_in_bytes"))
 		return memoryStats(usage, limit, kv["total_inactive_file"], kv["total_rss"], kv["total_pgfault"], kv["total_pgmajfault"])
 	}
@@ -447,7 +437,7 @@ func (h cgroupHierarchies) memory(path string) *MemoryStats {
 		if err != nil {
 			return nil // no memory controller in this subtree
 		}
-		kv, _ := readKeyValues(filepath.Join(dir, "memory.stat"))
+		kv, _ := fsutil.ReadKeyValues(filepath.Join(dir, "memory.stat"))
 		limit, _ := readUint(filepath.Join(dir, "memory.max")) // "max" does not parse: 0
 		return memoryStats(usage, limit, kv["inactive_file"], kv["anon"], kv["pgfault"], kv["pgmajfault"])
 	}
@@ -486,23 +476,4 @@ func readUint(file string) (uint64, error) {
 		return 0, err
 	}
 	return strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
-}
-
-// readKeyValues reads a flat-keyed cgroup file ("key value" lines).
-func readKeyValues(file string) (map[string]uint64, error) {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]uint64{}
-	for _, line := range strings.Split(string(b), "\n") {
-		k, v, ok := strings.Cut(line, " ")
-		if !ok {
-			continue
-		}
-		if n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64); err == nil {
-			out[k] = n
-		}
-	}
-	return out, nil
 }

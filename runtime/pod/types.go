@@ -9,22 +9,31 @@ import (
 
 	"github.com/opencontainers/go-digest"
 
+	"github.com/runclet/runclet/internal/state"
+
 	"github.com/runclet/runclet/runtime/network"
 	"github.com/runclet/runclet/spec"
 )
 
-// PodState is where a pod is in its life.
-type PodState string
+// PodState and AppState are where a pod and an app are in their lives:
+// the state machine of internal/state, which the supervisor, the CLI and
+// the CRI share.
+type (
+	PodState = state.Pod
+	AppState = state.App
+)
 
-// Pod states. A pod is "preparing" from its first file until its
-// supervisor serves; a crash leaves it there and GC removes it.
+// Pod and app states (see internal/state).
 const (
-	PodPreparing PodState = "preparing"
-	PodReady     PodState = "ready"   // supervisor up, network attached
-	PodStopped   PodState = "stopped" // apps killed, network detached, supervisor gone
-	// PodExited is a pod made to exit with its apps (runclet run) whose
-	// apps have all exited: supervisor gone, network detached, as stopped.
-	PodExited PodState = "exited"
+	PodPreparing = state.PodPreparing
+	PodReady     = state.PodReady
+	PodStopped   = state.PodStopped
+	PodExited    = state.PodExited
+
+	AppCreated = state.AppCreated
+	AppRunning = state.AppRunning
+	AppExited  = state.AppExited
+	AppUnknown = state.AppUnknown
 )
 
 // Pod is one pod's record, pod.json in its directory.
@@ -97,7 +106,7 @@ type Pod struct {
 func (p *Pod) OwnedByCRI() bool { return p.Namespace != "" }
 
 // Inactive reports a pod that no longer runs: stopped or exited.
-func (p *Pod) Inactive() bool { return p.State == PodStopped || p.State == PodExited }
+func (p *Pod) Inactive() bool { return p.State.Inactive() }
 
 // NamespaceRequest is which host namespaces a pod's config asked for.
 type NamespaceRequest struct {
@@ -112,17 +121,6 @@ type DNSConfig struct {
 	Searches []string `json:"searches,omitempty"`
 	Options  []string `json:"options,omitempty"`
 }
-
-// AppState is where an app is in its life.
-type AppState string
-
-// App states.
-const (
-	AppCreated AppState = "created"
-	AppRunning AppState = "running"
-	AppExited  AppState = "exited"
-	AppUnknown AppState = "unknown"
-)
 
 // App is one app's record, apps/<id>/app.json in its pod's directory.
 type App struct {

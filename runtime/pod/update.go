@@ -39,7 +39,7 @@ func (m *Manager) UpdateApp(ctx context.Context, podID, app string, r spec.Resou
 		return nil, err
 	}
 	if err := m.call(ctx, podID, proto.MethodUpdateApp, proto.UpdateAppParams{Name: a.ID, Resources: res}, nil); err != nil {
-		return nil, olderSupervisor(err, podID, proto.MethodUpdateApp)
+		return nil, err
 	}
 	if s.Linux == nil {
 		s.Linux = &specs.Linux{}

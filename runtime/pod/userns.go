@@ -14,6 +14,7 @@ import (
 
 	"github.com/runclet/runclet/internal/errdefs"
 	"github.com/runclet/runclet/internal/fsutil"
+	"github.com/runclet/runclet/stage1-runc/proto"
 )
 
 // UserNSConfig asks for a pod-wide user namespace (Kubernetes' hostUsers:
@@ -137,7 +138,7 @@ func (m *Manager) pinUserNamespaces(p *Pod, u *UserNSConfig) (retErr error) {
 	if p.SharePID {
 		// Recorded first, so that removing the pod ends it whenever a
 		// crash interrupts this.
-		if err := fsutil.WriteFileAtomic(filepath.Join(m.l.RunDir(p.ID), "pidns-init.pid"), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o600); err != nil {
+		if err := fsutil.WriteFileAtomic(proto.HolderPidPath(m.l.RunDir(p.ID)), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o600); err != nil {
 			return err
 		}
 	}

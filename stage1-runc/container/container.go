@@ -25,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/runclet/runclet/internal/errdefs"
+	"github.com/runclet/runclet/internal/fsutil"
 	ocispec "github.com/runclet/runclet/spec"
 )
 
@@ -311,26 +312,17 @@ func (a *App) OOMKilled() bool {
 		return false
 	}
 	if p, ok := st.CgroupPaths["memory"]; ok {
-		return counter(filepath.Join(p, "memory.oom_control"), "oom_kill") > 0
+		return oomKills(filepath.Join(p, "memory.oom_control")) > 0
 	}
 	if p, ok := st.CgroupPaths[""]; ok {
-		return counter(filepath.Join(p, "memory.events"), "oom_kill") > 0
+		return oomKills(filepath.Join(p, "memory.events")) > 0
 	}
 	return false
 }
 
-func counter(file, key string) int64 {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, key+" "); ok {
-			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
-			return n
-		}
-	}
-	return 0
+func oomKills(file string) uint64 {
+	kv, _ := fsutil.ReadKeyValues(file)
+	return kv["oom_kill"]
 }
 
 // Destroy kills whatever is left of the app and removes its cgroup and
@@ -340,20 +332,6 @@ func (a *App) Destroy() error {
 		return fmt.Errorf("destroy %s: %w", a.c.ID(), err)
 	}
 	return nil
-}
-
-// DestroyByID removes a container left behind by a supervisor that died:
-// its processes are killed and its state and cgroup removed.
-func DestroyByID(opts Options, id string) error {
-	c, err := libcontainer.Load(opts.StateRoot, id)
-	if errors.Is(err, libcontainer.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	c.Signal(unix.SIGKILL)
-	return c.Destroy()
 }
 
 // NewConsoleSocket returns a socket pair for receiving a pty master from

@@ -52,3 +52,16 @@ func RemoveHolderCgroup(opts Options, cgroupsPath string) error {
 	}
 	return m.Destroy()
 }
+
+// DestroyHolderCgroup kills whatever still runs in that leaf (a holder
+// its supervisor did not end) and removes it.
+func DestroyHolderCgroup(opts Options, cgroupsPath string) error {
+	m, err := holderManager(opts, cgroupsPath)
+	if err != nil || !m.Exists() {
+		return err
+	}
+	if err := killCgroup(m); err != nil {
+		return err
+	}
+	return m.Destroy()
+}

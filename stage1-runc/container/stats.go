@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/runclet/runclet/internal/errdefs"
+	"github.com/runclet/runclet/internal/fsutil"
 	ocispec "github.com/runclet/runclet/spec"
 	"github.com/runclet/runclet/stage1-runc/proto"
 )
@@ -203,12 +204,13 @@ func (cg cgroupDirs) unified() (string, bool) {
 // v1's memory.failcnt.
 func (cg cgroupDirs) memoryEvents(m *proto.AppMemoryStats) {
 	if dir, ok := cg.unified(); ok {
-		ev := readKeyValues(filepath.Join(dir, "memory.events"))
+		ev, _ := fsutil.ReadKeyValues(filepath.Join(dir, "memory.events"))
 		m.OOMKills, m.Failcnt = ev["oom_kill"], ev["max"]
 		return
 	}
 	if dir, ok := cg["memory"]; ok {
-		m.OOMKills = readKeyValues(filepath.Join(dir, "memory.oom_control"))["oom_kill"]
+		oc, _ := fsutil.ReadKeyValues(filepath.Join(dir, "memory.oom_control"))
+		m.OOMKills = oc["oom_kill"]
 	}
 }
 
@@ -318,26 +320,6 @@ func openFilesSoftLimit(file string) uint64 {
 		}
 	}
 	return 0
-}
-
-// readKeyValues reads a flat-keyed cgroup file ("key value" lines);
-// nil if it cannot be read.
-func readKeyValues(file string) map[string]uint64 {
-	data, err := os.ReadFile(file)
-	if err != nil {
-		return nil
-	}
-	out := map[string]uint64{}
-	for _, line := range strings.Split(string(data), "\n") {
-		k, v, ok := strings.Cut(line, " ")
-		if !ok {
-			continue
-		}
-		if n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64); err == nil {
-			out[k] = n
-		}
-	}
-	return out
 }
 
 // Update changes the app's cgroup resources while it is created or

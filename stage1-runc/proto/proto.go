@@ -2,8 +2,8 @@
 // stage0 and the pod supervisor exchange over the supervisor's unix
 // socket, and the client stage0 uses. It is the only code both sides
 // share, it imports nothing heavy, and docs/stage1-contract.md is its
-// specification; change both together and bump Version when an old peer
-// would misread a message.
+// specification; change both together and bump Version when a method or
+// feature is added (an older peer must be able to tell from Hello).
 //
 // Each call is one connection: the client writes one JSON Request and a
 // newline, the supervisor answers one JSON Response and a newline. For
@@ -18,15 +18,55 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/runclet/runclet/internal/errdefs"
+	"github.com/runclet/runclet/internal/state"
+	"github.com/runclet/runclet/internal/unixsock"
 )
 
-// Version is the contract version this build speaks.
-const Version = 1
+// Version is the contract version this build speaks; it also answers
+// requests of every version down to MinVersion (each version only adds).
+const (
+	Version    = 2
+	MinVersion = 1
+)
+
+// Features a supervisor may support, named by Hello. A supervisor of
+// version 1 names none: stage0 does not call it for any of them.
+const (
+	FeatureStats     = "stats"      // MethodStats (version 2)
+	FeatureUpdateApp = "update-app" // MethodUpdateApp (version 2)
+)
+
+// Features are what this build's supervisor supports.
+var Features = []string{FeatureStats, FeatureUpdateApp}
+
+// added are the methods that came after version 1: the version a request
+// for one carries and the feature Hello names for it.
+var added = map[string]struct {
+	version int
+	feature string
+}{
+	MethodStats:     {2, FeatureStats},
+	MethodUpdateApp: {2, FeatureUpdateApp},
+}
+
+// RequestVersion is the version a request for method carries: the lowest
+// one that defines it, so that a supervisor of that version reads it.
+func RequestVersion(method string) int {
+	if a, ok := added[method]; ok {
+		return a.version
+	}
+	return MinVersion
+}
+
+// FeatureOf is the feature a supervisor must name in Hello before it is
+// called with method ("" for the methods of version 1).
+func FeatureOf(method string) string { return added[method].feature }
 
 // Methods.
 const (
@@ -43,11 +83,10 @@ const (
 	MethodExec   = "Exec"
 	// MethodReopenLog reopens an app's log file at its path (kubelet rotation).
 	MethodReopenLog = "ReopenLog"
-	// MethodStats reads apps' cgroup statistics (added to version 1; a
-	// supervisor that predates it answers invalid_argument "unknown method").
+	// MethodStats reads apps' cgroup statistics (version 2, FeatureStats).
 	MethodStats = "Stats"
 	// MethodUpdateApp changes a created or running app's cgroup resources
-	// (added to version 1, as Stats).
+	// (version 2, FeatureUpdateApp).
 	MethodUpdateApp = "UpdateApp"
 )
 
@@ -67,17 +106,21 @@ type Response struct {
 // Error carries an error class across the socket so stage0 can map it
 // (to a CLI message or a gRPC code) as if it had happened locally.
 type Error struct {
-	Class   string `json:"class"` // not_found, already_exists, invalid_argument, failed_precondition, unavailable, internal
+	Class   string `json:"class"` // see classes; anything else is internal
 	Message string `json:"message"`
 }
 
-// HelloResult identifies the supervisor.
+// HelloResult identifies the supervisor and says what it supports.
 type HelloResult struct {
-	Version int    `json:"version"`
-	Pid     int    `json:"pid"`
-	PodID   string `json:"podID"`
-	Flavor  string `json:"flavor"`
+	Version  int      `json:"version"`
+	Pid      int      `json:"pid"`
+	PodID    string   `json:"podID"`
+	Flavor   string   `json:"flavor"`
+	Features []string `json:"features,omitempty"` // absent from version 1
 }
+
+// Supports says whether the supervisor named feature f.
+func (h HelloResult) Supports(f string) bool { return slices.Contains(h.Features, f) }
 
 // AddAppParams creates an app from a bundle stage0 wrote. The app's
 // process is created and waits, like `runc create`, until StartApp.
@@ -185,7 +228,7 @@ type AppStats struct {
 	// Pids is the number of tasks in the cgroup (pids.current).
 	Pids uint64 `json:"pids"`
 
-	// The fields below were added to version 1 after the ones above; a
+	// The fields below came with version 2; a
 	// supervisor that predates them leaves them out (nil or empty), which
 	// stage0 must tell apart from zero.
 
@@ -295,18 +338,11 @@ type UpdateAppParams struct {
 	Resources *specs.LinuxResources `json:"resources"`
 }
 
-// App states.
-const (
-	StatusCreated = "created"
-	StatusRunning = "running"
-	StatusExited  = "exited"
-)
-
 // AppState is one app as the supervisor sees it.
 type AppState struct {
 	Name        string      `json:"name"`
 	ContainerID string      `json:"containerID"`
-	Status      string      `json:"status"`
+	Status      state.App   `json:"status"` // created, running or exited
 	Pid         int         `json:"pid,omitempty"`
 	CreatedAt   time.Time   `json:"createdAt"`
 	StartedAt   time.Time   `json:"startedAt,omitzero"`
@@ -343,6 +379,7 @@ var classes = []struct {
 	{"invalid_argument", errdefs.ErrInvalidArgument},
 	{"failed_precondition", errdefs.ErrFailedPrecondition},
 	{"unavailable", errdefs.ErrUnavailable},
+	{"deadline_exceeded", errdefs.ErrDeadlineExceeded},
 }
 
 // ErrorFrom turns a Go error into its wire form.
@@ -377,14 +414,14 @@ func (r *remoteError) Unwrap() error { return r.class }
 // caller reads the response with ReadResponse (and then, for streaming
 // methods, uses the connection).
 func Dial(ctx context.Context, socket, method string, params any) (net.Conn, *bufio.Reader, error) {
-	conn, err := dialUnix(ctx, socket)
+	conn, err := unixsock.Dial(ctx, socket)
 	if err != nil {
 		return nil, nil, errdefs.Unavailable("pod supervisor at %s: %w", socket, err)
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		conn.SetDeadline(dl)
 	}
-	req := Request{Version: Version, Method: method}
+	req := Request{Version: RequestVersion(method), Method: method}
 	if params != nil {
 		if req.Params, err = json.Marshal(params); err != nil {
 			conn.Close()

@@ -11,10 +11,11 @@ import (
 	"testing"
 
 	"github.com/runclet/runclet/internal/errdefs"
+	"github.com/runclet/runclet/internal/unixsock"
 )
 
 func TestErrorClassesSurviveTheWire(t *testing.T) {
-	for _, class := range []error{errdefs.ErrNotFound, errdefs.ErrAlreadyExists, errdefs.ErrInvalidArgument, errdefs.ErrFailedPrecondition, errdefs.ErrUnavailable} {
+	for _, class := range []error{errdefs.ErrNotFound, errdefs.ErrAlreadyExists, errdefs.ErrInvalidArgument, errdefs.ErrFailedPrecondition, errdefs.ErrUnavailable, errdefs.ErrDeadlineExceeded} {
 		sent := ErrorFrom(wrapClass(class))
 		got := sent.Err()
 		if !errors.Is(got, class) {
@@ -45,7 +46,7 @@ func TestCallOverALongSocketPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	sock := filepath.Join(dir, "supervisor.sock")
-	ln, err := Listen(sock)
+	ln, err := unixsock.Listen(sock)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,7 +68,7 @@ func TestCallOverALongSocketPath(t *testing.T) {
 	if err := Call(context.Background(), sock, MethodHello, nil, &h); err != nil {
 		t.Fatal(err)
 	}
-	if h.Version != Version || h.PodID != MethodHello {
+	if h.Version != MinVersion || h.PodID != MethodHello { // Hello is sent at the version every supervisor reads
 		t.Fatalf("answer %+v", h)
 	}
 	if _, err := os.Stat(sock); err != nil {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/runclet/runclet/internal/errdefs"
 	"github.com/runclet/runclet/internal/fsutil"
+	"github.com/runclet/runclet/internal/state"
 	"github.com/runclet/runclet/stage1-runc/container"
 	"github.com/runclet/runclet/stage1-runc/proto"
 	"github.com/runclet/runclet/tty/crilog"
@@ -33,7 +34,7 @@ type app struct {
 	log    *crilog.Writer // nil when the app has no log path
 
 	mu        sync.Mutex
-	status    string
+	status    state.App
 	createdAt time.Time
 	startedAt time.Time
 	exit      *proto.ExitStatus
@@ -49,7 +50,7 @@ type app struct {
 }
 
 func newApp(copt container.Options, p proto.AddAppParams, maxLine int) (_ *app, retErr error) {
-	a := &app{name: p.Name, params: p, status: proto.StatusCreated, createdAt: time.Now().UTC(), exited: make(chan struct{}),
+	a := &app{name: p.Name, params: p, status: state.AppCreated, createdAt: time.Now().UTC(), exited: make(chan struct{}),
 		broadcasts: [2]*fanout.Broadcaster{fanout.NewBroadcaster(fanout.DefaultBufSize), fanout.NewBroadcaster(fanout.DefaultBufSize)}}
 	var err error
 	if p.LogPath != "" {
@@ -181,7 +182,7 @@ func (a *app) waitExit() {
 		}
 	}
 	a.mu.Lock()
-	a.status, a.exit = proto.StatusExited, es
+	a.status, a.exit = state.AppExited, es
 	a.mu.Unlock()
 	close(a.exited)
 	slog.Info("app exited", "app", a.name, "code", es.ExitCode, "reason", es.Reason)
@@ -206,7 +207,7 @@ func (a *app) snapshot() proto.AppState {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	st := proto.AppState{Name: a.name, ContainerID: a.params.ContainerID, Status: a.status, CreatedAt: a.createdAt, StartedAt: a.startedAt, Exit: a.exit}
-	if a.status != proto.StatusExited {
+	if a.status != state.AppExited {
 		st.Pid = a.c.Pid()
 	}
 	if a.log != nil {
@@ -219,8 +220,8 @@ func (a *app) start() (any, error) {
 	a.mu.Lock()
 	status := a.status
 	a.mu.Unlock()
-	if status != proto.StatusCreated {
-		return nil, errdefs.FailedPrecondition("app %s is %s, not created", a.name, status)
+	if err := state.Check("app "+a.name, status, state.AppRunning); err != nil {
+		return nil, err
 	}
 	// The start time is set before the start: an app that exits at once
 	// may have its exit recorded before Start returns, and that record
@@ -235,8 +236,8 @@ func (a *app) start() (any, error) {
 		return nil, err
 	}
 	a.mu.Lock()
-	if a.status == proto.StatusCreated {
-		a.status = proto.StatusRunning
+	if a.status == state.AppCreated {
+		a.status = state.AppRunning
 	}
 	a.mu.Unlock()
 	return a.snapshot(), nil
@@ -251,10 +252,10 @@ func (a *app) stop(sig syscall.Signal, timeout time.Duration) (any, error) {
 	a.mu.Lock()
 	status := a.status
 	a.mu.Unlock()
-	if status == proto.StatusExited {
+	if status == state.AppExited {
 		return a.snapshot(), nil
 	}
-	if status == proto.StatusRunning && timeout > 0 {
+	if status == state.AppRunning && timeout > 0 {
 		if a.signalUntilDelivered(sig, timeout) {
 			return a.snapshot(), nil
 		}
@@ -319,7 +320,7 @@ func (a *app) kill(sig syscall.Signal) error {
 	a.mu.Lock()
 	status := a.status
 	a.mu.Unlock()
-	if status == proto.StatusExited {
+	if status == state.AppExited {
 		return errdefs.FailedPrecondition("app %s has exited", a.name)
 	}
 	return a.c.Signal(sig, false)
@@ -377,7 +378,7 @@ func (a *app) update(r *specs.LinuxResources) error {
 	a.mu.Lock()
 	status, removed := a.status, a.removed
 	a.mu.Unlock()
-	if status == proto.StatusExited || removed {
+	if status == state.AppExited || removed {
 		return errdefs.FailedPrecondition("app %s has exited; its resources cannot change", a.name)
 	}
 	return a.c.Update(r)

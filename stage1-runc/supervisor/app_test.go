@@ -24,6 +24,7 @@ import (
 
 	"github.com/runclet/runclet/integration/hostcgroup"
 	"github.com/runclet/runclet/internal/errdefs"
+	"github.com/runclet/runclet/internal/testutil"
 	"github.com/runclet/runclet/spec"
 	"github.com/runclet/runclet/stage1-runc/container"
 	"github.com/runclet/runclet/stage1-runc/proto"
@@ -52,9 +53,7 @@ type podRig struct {
 
 func newPodRig(t *testing.T) *podRig {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: apps are containers")
-	}
+	testutil.RequiresRoot(t, "apps are containers")
 	bb, err := exec.LookPath("busybox")
 	if err != nil {
 		t.Skip("needs a busybox binary for the app's rootfs")
@@ -89,7 +88,7 @@ func newPodRig(t *testing.T) *podRig {
 	}
 	defer rd.Close()
 	go func() {
-		r.done <- Run(Options{PodID: "suptest", Flavor: "fly", RunDir: r.runDir, StateRoot: r.stateRoot, ReadyFD: readyFD(t, wr), MaxLogLine: 16 << 10})
+		r.done <- Run(proto.SuperviseArgs{PodID: "suptest", Flavor: "fly", RunDir: r.runDir, StateRoot: r.stateRoot, ReadyFD: readyFD(t, wr), MaxLogLine: 16 << 10})
 	}()
 	if s, _ := bufio.NewReader(rd).ReadString('\n'); s != "ok\n" {
 		t.Fatalf("supervisor: %q", s)
@@ -127,11 +126,17 @@ func newPodRig(t *testing.T) *podRig {
 func (r *podRig) call(method string, params, result any) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	return proto.Call(ctx, SocketPath(r.runDir), method, params, result)
+	return proto.Call(ctx, proto.SocketPath(r.runDir), method, params, result)
 }
 
 // addApp writes a bundle running cmd in the busybox rootfs and adds it.
 func (r *podRig) addApp(name string, cmd ...string) proto.AppState {
+	r.t.Helper()
+	return r.addAppWith(name, nil, cmd...)
+}
+
+// addAppWith is addApp with edit changing the AddApp parameters.
+func (r *podRig) addAppWith(name string, edit func(*proto.AddAppParams), cmd ...string) proto.AppState {
 	r.t.Helper()
 	s, err := spec.Generate(ocispec.ImageConfig{Env: []string{"PATH=/bin"}},
 		func(string) ([]byte, error) { return nil, fs.ErrNotExist },
@@ -147,8 +152,11 @@ func (r *podRig) addApp(name string, cmd ...string) proto.AppState {
 		r.t.Fatal(err)
 	}
 	var st proto.AppState
-	if err := r.call(proto.MethodAddApp, proto.AddAppParams{Name: name, ContainerID: name, Bundle: bundle,
-		LogPath: filepath.Join(r.dir, "apps", name+".log"), ExitFile: r.exitFile(name)}, &st); err != nil {
+	p := proto.AddAppParams{Name: name, ContainerID: name, Bundle: bundle, LogPath: filepath.Join(r.dir, "apps", name+".log"), ExitFile: r.exitFile(name)}
+	if edit != nil {
+		edit(&p)
+	}
+	if err := r.call(proto.MethodAddApp, p, &st); err != nil {
 		r.t.Fatalf("AddApp %s: %v", name, err)
 	}
 	return st
@@ -162,7 +170,7 @@ func (r *podRig) exitFile(name string) string { return filepath.Join(r.dir, "app
 // is removed by Shutdown.
 func TestAppLifecycle(t *testing.T) {
 	r := newPodRig(t)
-	st := r.addApp("web", "sh", "-c", "echo hello; trap '' TERM; while :; do sleep 1; done")
+	st := r.addApp("web", "sh", "-c", "trap '' TERM; echo hello; while :; do sleep 1; done")
 	if st.Status != "created" {
 		t.Fatalf("added: %+v", st)
 	}
@@ -298,9 +306,7 @@ func noSeccomp(s *specs.Spec) {
 // With PidNS, Run starts a holder of a new pid namespace, pins it, and at
 // shutdown ends the holder and unpins it.
 func TestRunHoldsAPidNamespace(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: a pid namespace")
-	}
+	testutil.RequiresRoot(t, "a pid namespace")
 	dir := t.TempDir()
 	runDir, pin := filepath.Join(dir, "pod"), filepath.Join(dir, "pidns")
 	rd, wr, err := os.Pipe()
@@ -310,12 +316,12 @@ func TestRunHoldsAPidNamespace(t *testing.T) {
 	defer rd.Close()
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(Options{PodID: "pidns", Flavor: "runc", RunDir: runDir, StateRoot: filepath.Join(dir, "runc"), ReadyFD: readyFD(t, wr), PidNS: pin})
+		done <- Run(proto.SuperviseArgs{PodID: "pidns", Flavor: "runc", RunDir: runDir, StateRoot: filepath.Join(dir, "runc"), ReadyFD: readyFD(t, wr), PidNS: pin})
 	}()
 	if s, _ := bufio.NewReader(rd).ReadString('\n'); s != "ok\n" {
 		t.Fatalf("supervisor: %q", s)
 	}
-	b, err := os.ReadFile(pidnsHolderPid(runDir))
+	b, err := os.ReadFile(proto.HolderPidPath(runDir))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -334,7 +340,7 @@ func TestRunHoldsAPidNamespace(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := proto.Call(ctx, SocketPath(runDir), proto.MethodShutdown, nil, nil); err != nil {
+	if err := proto.Call(ctx, proto.SocketPath(runDir), proto.MethodShutdown, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := <-done; err != nil {
@@ -345,7 +351,7 @@ func TestRunHoldsAPidNamespace(t *testing.T) {
 			t.Fatalf("holder %d runs after shutdown", holder)
 		}
 	}
-	for _, p := range []string{pin, pidnsHolderPid(runDir)} {
+	for _, p := range []string{pin, proto.HolderPidPath(runDir)} {
 		if _, err := os.Lstat(p); !errors.Is(err, fs.ErrNotExist) {
 			t.Errorf("%s after shutdown: %v", p, err)
 		}

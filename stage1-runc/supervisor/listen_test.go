@@ -5,6 +5,9 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/runclet/runclet/internal/testutil"
+	"github.com/runclet/runclet/stage1-runc/proto"
+
 	"golang.org/x/sys/unix"
 )
 
@@ -12,9 +15,7 @@ import (
 // born in must already be root's alone, even one an older stage0 made
 // 0711; the socket ends up 0600.
 func TestListenSocketPrivateFromBirth(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: the supervisor runs as root")
-	}
+	testutil.RequiresRoot(t, "the supervisor runs as root")
 	old := unix.Umask(0) // the worst umask: the socket is born 0777
 	defer unix.Umask(old)
 	base := t.TempDir()
@@ -24,13 +25,13 @@ func TestListenSocketPrivateFromBirth(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.Chmod(dir, 0o711)
-	s := &supervisor{opts: Options{RunDir: dir}}
+	s := &supervisor{opts: proto.SuperviseArgs{RunDir: dir}}
 	ln, err := s.listen()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	for path, want := range map[string]os.FileMode{dir: 0o700, SocketPath(dir): 0o600} {
+	for path, want := range map[string]os.FileMode{dir: 0o700, proto.SocketPath(dir): 0o600} {
 		st, err := os.Lstat(path)
 		if err != nil || st.Mode().Perm() != want {
 			t.Errorf("%s: mode %v, want %v (%v)", path, st.Mode().Perm(), want, err)

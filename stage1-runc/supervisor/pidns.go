@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -16,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/runclet/runclet/internal/fsutil"
+	"github.com/runclet/runclet/stage1-runc/proto"
 )
 
 // A pid namespace cannot be pinned by a file alone: once its first
@@ -24,10 +24,6 @@ import (
 // it; the supervisor starts this one (itself, as `pidns-init`, which then
 // becomes the tiny holder program of holder.go), pins the namespace at
 // the path stage0 asked for, and ends it at shutdown.
-
-// pidnsHolderPid is where the holder's pid is kept, so that stage0 can end
-// it should the supervisor die first.
-func pidnsHolderPid(runDir string) string { return filepath.Join(runDir, "pidns-init.pid") }
 
 // holderStartTimeout bounds how long the supervisor waits for the holder
 // to become itself.
@@ -55,7 +51,7 @@ func startPidnsHolder(runDir, pinPath string) (*exec.Cmd, error) {
 		cmd.Wait()
 		return nil, err
 	}
-	if err := fsutil.WriteFileAtomic(pidnsHolderPid(runDir), []byte(strconv.Itoa(pid)+"\n"), 0o600); err != nil {
+	if err := fsutil.WriteFileAtomic(proto.HolderPidPath(runDir), []byte(strconv.Itoa(pid)+"\n"), 0o600); err != nil {
 		return fail(err)
 	}
 	// It says "ok" once its empty root is in place; its stdout closes at
@@ -107,7 +103,7 @@ func unpinPidNS(runDir, pinPath string) {
 	if err := os.Remove(pinPath); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return
 	}
-	os.Remove(pidnsHolderPid(runDir))
+	os.Remove(proto.HolderPidPath(runDir))
 }
 
 // PidnsInit is `stage1-runc pidns-init`: it becomes the holder program,

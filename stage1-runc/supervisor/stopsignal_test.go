@@ -6,6 +6,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/runclet/runclet/internal/testutil"
 )
 
 func TestSignalStateDropped(t *testing.T) {
@@ -51,9 +53,7 @@ func TestProcSignalStateOfThisProcess(t *testing.T) {
 // startInit starts sh -c script as the init of a new pid namespace.
 func startInit(t *testing.T, script string) *exec.Cmd {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: a pid namespace")
-	}
+	testutil.RequiresRoot(t, "a pid namespace")
 	cmd := exec.Command("sh", "-c", script)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/runclet/runclet/internal/errdefs"
+	"github.com/runclet/runclet/internal/state"
 	"github.com/runclet/runclet/stage1-runc/container"
 	"github.com/runclet/runclet/stage1-runc/proto"
 	"github.com/runclet/runclet/tty/stream"
@@ -141,7 +142,7 @@ func (s *supervisor) exec(conn net.Conn, r *bufio.Reader, req proto.Request) {
 		reply(conn, nil, errdefs.NotFound("app %q not found in pod %s", p.Name, s.opts.PodID))
 		return
 	}
-	if st := a.snapshot().Status; st != proto.StatusRunning {
+	if st := a.snapshot().Status; st != state.AppRunning {
 		reply(conn, nil, errdefs.FailedPrecondition("app %s is %s, not running", a.name, st))
 		return
 	}

@@ -27,7 +27,7 @@ type sessionResult struct {
 // stdin (then closes it), and collects output until Exit or the end.
 func (r *podRig) session(ctx context.Context, method string, params any, stdin string, resize bool) sessionResult {
 	r.t.Helper()
-	conn, br, err := proto.Dial(ctx, SocketPath(r.runDir), method, params)
+	conn, br, err := proto.Dial(ctx, proto.SocketPath(r.runDir), method, params)
 	if err != nil {
 		return sessionResult{err: err}
 	}

@@ -16,7 +16,6 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -27,41 +26,13 @@ import (
 
 	"github.com/runclet/runclet/internal/errdefs"
 	"github.com/runclet/runclet/internal/fsutil"
+	"github.com/runclet/runclet/internal/unixsock"
 	"github.com/runclet/runclet/stage1-runc/container"
 	"github.com/runclet/runclet/stage1-runc/proto"
 )
 
-// Options are the supervisor's command-line arguments (see the contract).
-type Options struct {
-	PodID     string
-	Flavor    string
-	RunDir    string // <run root>/pods/<id>: socket and pid file
-	StateRoot string // libcontainer state root shared by all pods
-	// ReadyFD, when > 0, is a pipe the supervisor writes "ok\n" (or an
-	// error) to once it serves, then closes: stage0 waits on it.
-	ReadyFD       int
-	SystemdCgroup bool
-	MaxLogLine    int
-	// PidNS, when set, asks for a pod-wide pid namespace pinned there.
-	PidNS string
-	// HolderCgroup is the cgroupsPath of the leaf the pid namespace's
-	// holder is moved into: the one started here for PidNS, or the one
-	// stage0 started (HolderPid) for a user-namespaced pod.
-	HolderCgroup string
-	HolderPid    int
-	// ExitCommand (program and arguments), when set, is run detached each
-	// time an app's exit leaves every app of the pod exited: stage0 then
-	// ends the pod (see the contract).
-	ExitCommand []string
-}
-
-// SocketPath and PidPath are where a supervisor of runDir listens and
-// records its pid.
-func SocketPath(runDir string) string { return filepath.Join(runDir, "supervisor.sock") }
-func PidPath(runDir string) string    { return filepath.Join(runDir, "supervisor.pid") }
-
 type supervisor struct {
-	opts Options
+	opts proto.SuperviseArgs
 	copt container.Options
 
 	mu   sync.Mutex
@@ -78,7 +49,7 @@ type supervisor struct {
 
 // Run serves until Shutdown or SIGTERM, then kills what is left and
 // returns.
-func Run(opts Options) error {
+func Run(opts proto.SuperviseArgs) error {
 	if opts.ReadyFD > 0 {
 		// Inherited without close-on-exec: keep it out of every process
 		// started here, or stage0 would wait for their exit, not ours.
@@ -154,8 +125,8 @@ func Run(opts Options) error {
 			}
 		}
 	}
-	os.Remove(SocketPath(opts.RunDir))
-	os.Remove(PidPath(opts.RunDir))
+	os.Remove(proto.SocketPath(opts.RunDir))
+	os.Remove(proto.PidPath(opts.RunDir))
 	return nil
 }
 
@@ -178,9 +149,9 @@ func (s *supervisor) listen() (net.Listener, error) {
 	if err := fsutil.PrivateDir(s.opts.RunDir, nil); err != nil {
 		return nil, err
 	}
-	sock := SocketPath(s.opts.RunDir)
+	sock := proto.SocketPath(s.opts.RunDir)
 	os.Remove(sock) // a stale socket of a dead supervisor
-	ln, err := proto.Listen(sock)
+	ln, err := unixsock.Listen(sock)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", sock, err)
 	}
@@ -188,7 +159,7 @@ func (s *supervisor) listen() (net.Listener, error) {
 		ln.Close()
 		return nil, err
 	}
-	if err := fsutil.WriteFileAtomic(PidPath(s.opts.RunDir), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
+	if err := fsutil.WriteFileAtomic(proto.PidPath(s.opts.RunDir), []byte(strconv.Itoa(os.Getpid())+"\n"), 0o600); err != nil {
 		ln.Close()
 		return nil, err
 	}
@@ -240,8 +211,9 @@ func (s *supervisor) handle(conn net.Conn) {
 		}
 		return
 	}
-	if req.Version != proto.Version {
-		reply(conn, nil, errdefs.FailedPrecondition("stage1 contract version %d requested, this supervisor speaks %d", req.Version, proto.Version))
+	// Hello answers any version: it is how a peer learns which to speak.
+	if req.Method != proto.MethodHello && (req.Version < proto.MinVersion || req.Version > proto.Version) {
+		reply(conn, nil, errdefs.FailedPrecondition("stage1 contract version %d requested, this supervisor speaks %d to %d", req.Version, proto.MinVersion, proto.Version))
 		return
 	}
 	switch req.Method {
@@ -281,68 +253,55 @@ func decode[T any](req proto.Request) (T, error) {
 	return p, nil
 }
 
+// with decodes req's parameters and calls fn with them.
+func with[T any](req proto.Request, fn func(T) (any, error)) (any, error) {
+	p, err := decode[T](req)
+	if err != nil {
+		return nil, err
+	}
+	return fn(p)
+}
+
 func (s *supervisor) dispatch(ctx context.Context, req proto.Request) (any, error) {
 	switch req.Method {
 	case proto.MethodHello:
-		return proto.HelloResult{Version: proto.Version, Pid: os.Getpid(), PodID: s.opts.PodID, Flavor: s.opts.Flavor}, nil
+		return proto.HelloResult{Version: proto.Version, Pid: os.Getpid(), PodID: s.opts.PodID, Flavor: s.opts.Flavor, Features: proto.Features}, nil
 	case proto.MethodAddApp:
-		p, err := decode[proto.AddAppParams](req)
-		if err != nil {
-			return nil, err
-		}
-		return s.addApp(p)
+		return with(req, s.addApp)
 	case proto.MethodStartApp:
-		p, err := decode[proto.NameParams](req)
-		if err != nil {
-			return nil, err
-		}
-		return s.withApp(p.Name, func(a *app) (any, error) { return a.start() })
+		return with(req, func(p proto.NameParams) (any, error) {
+			return s.withApp(p.Name, func(a *app) (any, error) { return a.start() })
+		})
 	case proto.MethodStopApp:
-		p, err := decode[proto.StopAppParams](req)
-		if err != nil {
-			return nil, err
-		}
-		return s.withApp(p.Name, func(a *app) (any, error) { return a.stop(syscall.Signal(p.Signal), p.Timeout) })
+		return with(req, func(p proto.StopAppParams) (any, error) {
+			return s.withApp(p.Name, func(a *app) (any, error) { return a.stop(syscall.Signal(p.Signal), p.Timeout) })
+		})
 	case proto.MethodKillApp:
-		p, err := decode[proto.KillAppParams](req)
-		if err != nil {
-			return nil, err
-		}
-		return s.withApp(p.Name, func(a *app) (any, error) { return nil, a.kill(syscall.Signal(p.Signal)) })
+		return with(req, func(p proto.KillAppParams) (any, error) {
+			return s.withApp(p.Name, func(a *app) (any, error) { return nil, a.kill(syscall.Signal(p.Signal)) })
+		})
 	case proto.MethodRemove:
-		p, err := decode[proto.NameParams](req)
-		if err != nil {
-			return nil, err
-		}
-		return nil, s.removeApp(p.Name)
+		return with(req, func(p proto.NameParams) (any, error) { return nil, s.removeApp(p.Name) })
 	case proto.MethodState:
 		return s.state(), nil
 	case proto.MethodReopenLog:
-		p, err := decode[proto.NameParams](req)
-		if err != nil {
-			return nil, err
-		}
-		return s.withApp(p.Name, func(a *app) (any, error) {
-			if a.log == nil {
-				return nil, errdefs.FailedPrecondition("app %s has no log file", a.name)
-			}
-			return nil, a.log.Reopen()
+		return with(req, func(p proto.NameParams) (any, error) {
+			return s.withApp(p.Name, func(a *app) (any, error) {
+				if a.log == nil {
+					return nil, errdefs.FailedPrecondition("app %s has no log file", a.name)
+				}
+				return nil, a.log.Reopen()
+			})
 		})
 	case proto.MethodStats:
-		var p proto.StatsParams
-		if len(req.Params) > 0 {
-			var err error
-			if p, err = decode[proto.StatsParams](req); err != nil {
-				return nil, err
-			}
+		if len(req.Params) == 0 {
+			return s.stats(nil), nil
 		}
-		return s.stats(p.Names), nil
+		return with(req, func(p proto.StatsParams) (any, error) { return s.stats(p.Names), nil })
 	case proto.MethodUpdateApp:
-		p, err := decode[proto.UpdateAppParams](req)
-		if err != nil {
-			return nil, err
-		}
-		return s.withApp(p.Name, func(a *app) (any, error) { return nil, a.update(p.Resources) })
+		return with(req, func(p proto.UpdateAppParams) (any, error) {
+			return s.withApp(p.Name, func(a *app) (any, error) { return nil, a.update(p.Resources) })
+		})
 	case proto.MethodShutdown:
 		// Remove every app before answering, so that when stage0 goes on
 		// to clean up the pod nothing of the supervisor's is still moving.

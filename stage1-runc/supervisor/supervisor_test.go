@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -15,12 +16,13 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/runclet/runclet/internal/errdefs"
+	"github.com/runclet/runclet/internal/testutil"
 	"github.com/runclet/runclet/stage1-runc/proto"
 )
 
 // newTestSupervisor is a supervisor with no apps that is not serving.
 func newTestSupervisor() *supervisor {
-	return &supervisor{opts: Options{PodID: "pod1", Flavor: "runc"}, apps: map[string]*app{}, shutdown: make(chan struct{})}
+	return &supervisor{opts: proto.SuperviseArgs{PodID: "pod1", Flavor: "runc"}, apps: map[string]*app{}, shutdown: make(chan struct{})}
 }
 
 // roundTrip sends one raw request line to handle and returns the response.
@@ -46,7 +48,7 @@ func roundTrip(t *testing.T, s *supervisor, line string) proto.Response {
 
 func request(t *testing.T, method string, params any) string {
 	t.Helper()
-	req := proto.Request{Version: proto.Version, Method: method}
+	req := proto.Request{Version: proto.RequestVersion(method), Method: method}
 	if params != nil {
 		b, err := json.Marshal(params)
 		if err != nil {
@@ -68,8 +70,23 @@ func TestHandleAnswersHelloStateAndStats(t *testing.T) {
 	if resp.Error != nil || json.Unmarshal(resp.Result, &h) != nil {
 		t.Fatalf("hello: %+v", resp)
 	}
-	if h.PodID != "pod1" || h.Flavor != "runc" || h.Version != proto.Version || h.Pid != os.Getpid() {
+	if h.PodID != "pod1" || h.Flavor != "runc" || h.Version != proto.Version || h.Pid != os.Getpid() ||
+		!h.Supports(proto.FeatureStats) || !h.Supports(proto.FeatureUpdateApp) {
 		t.Fatalf("hello: %+v", h)
+	}
+	// Hello answers whatever version a peer speaks: it is how the peer
+	// learns which to speak.
+	for _, v := range []int{0, proto.MinVersion, proto.Version + 1} {
+		resp := roundTrip(t, s, fmt.Sprintf(`{"version":%d,"method":"Hello"}`, v))
+		if resp.Error != nil || json.Unmarshal(resp.Result, &h) != nil || h.Version != proto.Version {
+			t.Fatalf("hello at version %d: %+v", v, resp)
+		}
+	}
+	// Every version from MinVersion up is served: an older stage0 sends 1.
+	for v := proto.MinVersion; v <= proto.Version; v++ {
+		if resp := roundTrip(t, s, fmt.Sprintf(`{"version":%d,"method":"State"}`, v)); resp.Error != nil {
+			t.Fatalf("state at version %d: %+v", v, resp)
+		}
 	}
 	var st proto.StateResult
 	if resp := roundTrip(t, s, request(t, proto.MethodState, nil)); resp.Error != nil || json.Unmarshal(resp.Result, &st) != nil || st.Apps == nil || len(st.Apps) != 0 {
@@ -95,8 +112,8 @@ func TestHandleRefusesBadRequests(t *testing.T) {
 		class      error
 	}{
 		{"not JSON", "{nope", errdefs.ErrInvalidArgument},
-		{"old version", `{"version":0,"method":"Hello"}`, errdefs.ErrFailedPrecondition},
-		{"newer version", `{"version":99,"method":"Hello"}`, errdefs.ErrFailedPrecondition},
+		{"old version", `{"version":0,"method":"State"}`, errdefs.ErrFailedPrecondition},
+		{"newer version", fmt.Sprintf(`{"version":%d,"method":"State"}`, proto.Version+1), errdefs.ErrFailedPrecondition},
 		{"unknown method", request(t, "Frobnicate", nil), errdefs.ErrInvalidArgument},
 		{"missing params", request(t, proto.MethodStartApp, nil), errdefs.ErrInvalidArgument},
 		{"params of the wrong type", `{"version":1,"method":"StopApp","params":{"name":7}}`, errdefs.ErrInvalidArgument},
@@ -164,7 +181,7 @@ func TestReadyWritesOkOrTheError(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s := &supervisor{opts: Options{ReadyFD: readyFD(t, w)}}
+		s := &supervisor{opts: proto.SuperviseArgs{ReadyFD: readyFD(t, w)}}
 		s.ready(c.err) // closes w's descriptor
 		b := make([]byte, 64)
 		n, _ := r.Read(b)
@@ -179,9 +196,7 @@ func TestReadyWritesOkOrTheError(t *testing.T) {
 // Run serves on the pod's socket, reports ready and, on Shutdown, removes
 // its socket and pid file and returns.
 func TestRunServesUntilShutdown(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: the supervisor runs as root")
-	}
+	testutil.RequiresRoot(t, "the supervisor runs as root")
 	runDir := filepath.Join(t.TempDir(), "pod")
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -190,25 +205,25 @@ func TestRunServesUntilShutdown(t *testing.T) {
 	defer r.Close()
 	done := make(chan error, 1)
 	go func() {
-		done <- Run(Options{PodID: "pod1", Flavor: "fly", RunDir: runDir, StateRoot: t.TempDir(), ReadyFD: readyFD(t, w)})
+		done <- Run(proto.SuperviseArgs{PodID: "pod1", Flavor: "fly", RunDir: runDir, StateRoot: t.TempDir(), ReadyFD: readyFD(t, w)})
 	}()
 	ready, _ := bufio.NewReader(r).ReadString('\n')
 	if ready != "ok\n" {
 		t.Fatalf("ready: %q", ready)
 	}
-	pid, err := os.ReadFile(PidPath(runDir))
+	pid, err := os.ReadFile(proto.PidPath(runDir))
 	if err != nil || strings.TrimSpace(string(pid)) == "" {
 		t.Fatalf("pid file: %q %v", pid, err)
 	}
 	ctx := context.Background()
 	var h proto.HelloResult
-	if err := proto.Call(ctx, SocketPath(runDir), proto.MethodHello, nil, &h); err != nil || h.PodID != "pod1" || h.Flavor != "fly" {
+	if err := proto.Call(ctx, proto.SocketPath(runDir), proto.MethodHello, nil, &h); err != nil || h.PodID != "pod1" || h.Flavor != "fly" {
 		t.Fatalf("hello: %+v %v", h, err)
 	}
-	if err := proto.Call(ctx, SocketPath(runDir), proto.MethodStartApp, proto.NameParams{Name: "x"}, nil); !errdefs.IsNotFound(err) {
+	if err := proto.Call(ctx, proto.SocketPath(runDir), proto.MethodStartApp, proto.NameParams{Name: "x"}, nil); !errdefs.IsNotFound(err) {
 		t.Fatalf("start of an absent app: %v", err)
 	}
-	if err := proto.Call(ctx, SocketPath(runDir), proto.MethodShutdown, nil, nil); err != nil {
+	if err := proto.Call(ctx, proto.SocketPath(runDir), proto.MethodShutdown, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	select {
@@ -219,7 +234,7 @@ func TestRunServesUntilShutdown(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not return after Shutdown")
 	}
-	for _, p := range []string{SocketPath(runDir), PidPath(runDir)} {
+	for _, p := range []string{proto.SocketPath(runDir), proto.PidPath(runDir)} {
 		if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s left after shutdown: %v", p, err)
 		}
@@ -237,7 +252,7 @@ func TestRunReportsListenFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer r.Close()
-	err = Run(Options{PodID: "pod1", RunDir: filepath.Join(file, "pod"), ReadyFD: readyFD(t, w)})
+	err = Run(proto.SuperviseArgs{PodID: "pod1", RunDir: filepath.Join(file, "pod"), ReadyFD: readyFD(t, w)})
 	if err == nil {
 		t.Fatal("Run under a regular file succeeded")
 	}

@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/runclet/runclet/internal/testutil"
 )
 
 var fixedTime = time.Date(2016, 10, 6, 0, 17, 9, 669794202, time.UTC)
@@ -331,9 +333,7 @@ func TestWriterReopenDuringRotation(t *testing.T) {
 // anything else.)
 func fullDir(t *testing.T) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: mounts a full tmpfs to make log writes fail")
-	}
+	testutil.RequiresRoot(t, "mounts a full tmpfs to make log writes fail")
 	d := t.TempDir()
 	if err := syscall.Mount("tmpfs", d, "tmpfs", 0, "size=64k"); err != nil {
 		t.Fatal(err)

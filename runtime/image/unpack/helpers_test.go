@@ -109,13 +109,6 @@ func applyBytes(dir string, data []byte, opts Options) error {
 	return err
 }
 
-func needRoot(t *testing.T, why string) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: " + why)
-	}
-}
-
 // testOpts lets tests that do not check ownership run unprivileged too.
 func testOpts() Options { return Options{NoChown: os.Geteuid() != 0} }
 

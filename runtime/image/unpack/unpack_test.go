@@ -18,10 +18,11 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/runclet/runclet/internal/errdefs"
+	"github.com/runclet/runclet/internal/testutil"
 )
 
 func TestApplyNormalLayer(t *testing.T) {
-	needRoot(t, "chown, mknod and trusted.* xattrs")
+	testutil.RequiresRoot(t, "chown, mknod and trusted.* xattrs")
 	layer := newLayerDir(t)
 	tEtc := time.Unix(1_700_000_000, 123_456_789)
 	tHosts := time.Unix(1_700_000_100, 987_654_321)
@@ -133,7 +134,7 @@ func TestApplyNormalLayer(t *testing.T) {
 }
 
 func TestApplyWhiteouts(t *testing.T) {
-	needRoot(t, "mknod of whiteout devices and trusted.overlay.opaque")
+	testutil.RequiresRoot(t, "mknod of whiteout devices and trusted.overlay.opaque")
 	layer := newLayerDir(t)
 	data := buildTar(t,
 		dir("a/"),
@@ -176,7 +177,7 @@ func TestApplyWhiteouts(t *testing.T) {
 // TestOverlayMount checks the point of the whiteout conversion: the kernel
 // reads our layers as overlay lowers and merges them as the image intends.
 func TestOverlayMount(t *testing.T) {
-	needRoot(t, "mounting overlayfs")
+	testutil.RequiresRoot(t, "mounting overlayfs")
 	lower, upper := newLayerDir(t), newLayerDir(t)
 	if err := applyBytes(lower, buildTar(t, dir("a/"), file("a/f", "f"), file("b", "b")), Options{}); err != nil {
 		t.Fatal(err)
