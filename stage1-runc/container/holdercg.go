@@ -18,7 +18,10 @@ import (
 // cgroupsPath: an absolute path for cgroupfs, "slice:prefix:name" for
 // systemd.
 func holderManager(opts Options, cgroupsPath string) (cgroups.Manager, error) {
-	cg := &cgroups.Cgroup{Resources: &cgroups.Resources{SkipDevices: true}, Systemd: opts.SystemdCgroup}
+	// Not SkipDevices: cgroup v1 managers find, list and kill a cgroup
+	// through its devices directory, so the holder joins that controller
+	// too (it inherits the parent's rules there; no rule is ever set).
+	cg := &cgroups.Cgroup{Resources: &cgroups.Resources{}, Systemd: opts.SystemdCgroup}
 	if opts.SystemdCgroup {
 		parts := strings.Split(cgroupsPath, ":")
 		if len(parts) != 3 {
