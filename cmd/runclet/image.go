@@ -22,10 +22,16 @@ import (
 // every pod directory on the data root, so removal, prune and GC from the
 // CLI keep what any pod uses, also pods a running daemon made.
 func (g *globals) imageStore() (*image.Store, error) {
+	skip, err := skipImageVerification()
+	if err != nil {
+		return nil, err
+	}
 	s, err := image.Open(g.cfg.Root, image.Options{
 		Registries:             g.cfg.Registries,
 		MaxConcurrentDownloads: g.cfg.Image.MaxConcurrentDownloads,
 		Unpack:                 g.cfg.Image.Unpack,
+		Trust:                  g.trustVerifier(),
+		SkipVerify:             skip,
 	})
 	if err != nil {
 		return nil, err
@@ -37,7 +43,7 @@ func (g *globals) imageStore() (*image.Store, error) {
 func imageCommand(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "image", Short: "Manage images"}
 	c.AddCommand(imagePull(g), imageImport(g), imageExport(g), imageList(g), imageInspect(g),
-		imageRemove(g), imageTag(g), imageGC(g), imagePrune(g))
+		imageRemove(g), imageTag(g), imageGC(g), imagePrune(g), imageVerify(g))
 	return c
 }
 
@@ -237,7 +243,7 @@ func imageList(g *globals) *cobra.Command {
 				return nil
 			}
 			tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-			fmt.Fprintln(tw, "IMAGE\tTAG\tDIGEST\tIMAGE ID\tSIZE")
+			fmt.Fprintln(tw, "IMAGE\tTAG\tDIGEST\tIMAGE ID\tSIZE\tVERIFIED")
 			for _, img := range imgs {
 				dg := img.ManifestDigest.String()
 				if img.IndexDigest != "" {
@@ -245,11 +251,11 @@ func imageList(g *globals) *cobra.Command {
 				}
 				id := img.ID.Encoded()[:12]
 				if len(img.RepoTags) == 0 {
-					fmt.Fprintf(tw, "<none>\t<none>\t%s\t%s\t%s\n", dg, id, humanSize(img.Size))
+					fmt.Fprintf(tw, "<none>\t<none>\t%s\t%s\t%s\t%s\n", dg, id, humanSize(img.Size), img.Verification.Summary())
 				}
 				for _, t := range img.RepoTags {
 					i := strings.LastIndex(t, ":")
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t[:i], t[i+1:], dg, id, humanSize(img.Size))
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t[:i], t[i+1:], dg, id, humanSize(img.Size), img.Verification.Summary())
 				}
 			}
 			return tw.Flush()

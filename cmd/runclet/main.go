@@ -49,7 +49,8 @@ func main() {
 	pf.BoolVar(&g.debug, "debug", false, "log debug messages")
 
 	root.AddCommand(imageCommand(g), configCommand(g), runCommand(g), appCommand(g),
-		attachCommand(g), execCommand(g), enterCommand(g), daemonCommand(g))
+		attachCommand(g), execCommand(g), enterCommand(g), daemonCommand(g), trustCommand(g))
+	addInsecureOptionsFlag(root)
 	root.AddCommand(podCommands(g)...)
 	if err := root.Execute(); err != nil {
 		var code exitError
