@@ -10,6 +10,7 @@ import (
 	"crypto/rsa"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/sigstore/sigstore-go/pkg/testing/ca"
 	"github.com/sigstore/sigstore/pkg/cryptoutils"
 	"github.com/sigstore/sigstore/pkg/signature"
 
@@ -32,6 +34,8 @@ type trustEnv struct {
 	t    *testing.T
 	reg  *testregistry.Registry
 	keys map[string]crypto.Signer
+	// root is the trusted root file for keyless signatures, if any.
+	root string
 }
 
 func newTrustEnv(t *testing.T) *trustEnv {
@@ -61,7 +65,7 @@ func (e *trustEnv) store(rules []config.TrustRule, regs map[string]config.Regist
 	e.t.Helper()
 	dir := e.t.TempDir()
 	cfg := config.Trust{Default: trust.Reject, Rules: rules}
-	v := &trust.Verifier{Source: trust.NewSource(cfg, filepath.Join(dir, "trust.toml"))}
+	v := &trust.Verifier{Source: trust.NewSource(cfg, filepath.Join(dir, "trust.toml")), TrustedRoot: e.root}
 	s, err := Open(dir, Options{Registries: regs, Trust: v})
 	if err != nil {
 		e.t.Fatal(err)
@@ -338,4 +342,74 @@ func TestTrustMirror(t *testing.T) {
 	// The mirror now serves a different image under the tag.
 	must[v1.Hash](t)(mirror.Push("m/app:v1", uniqueImage(t)))
 	refused(t, e.store(rules, regs), repo.Name()+":v1", trust.ReasonUnsigned)
+}
+
+// TestTrustKeylessBundles: sigstore bundles attached as OCI referrers,
+// through the referrers API and through its tag-schema fallback, signed
+// with a test Fulcio CA and transparency log (sigstore-go's virtual
+// sigstore) and checked against a trusted_root.json on disk.
+func TestTrustKeylessBundles(t *testing.T) {
+	needRoot(t)
+	vs := must[*ca.VirtualSigstore](t)(ca.NewVirtualSigstore())
+	rogue := must[*ca.VirtualSigstore](t)(ca.NewVirtualSigstore())
+	rootFile := filepath.Join(t.TempDir(), "trusted_root.json")
+	if err := os.WriteFile(rootFile, must[[]byte](t)(testsign.TrustedRootJSON(vs)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const issuer, subject = "https://issuer.example", "dev@example.com"
+	for _, api := range []string{"referrers API", "referrers tag schema"} {
+		t.Run(api, func(t *testing.T) {
+			e := newTrustEnv(t)
+			if api == "referrers API" {
+				e.reg = testregistry.StartTBWithReferrers(t)
+			}
+			e.root = rootFile
+			host := e.reg.Host()
+			attach := func(repo name.Repository, d v1.Hash, by *ca.VirtualSigstore, subj string, forDigest v1.Hash) {
+				t.Helper()
+				b := must[[]byte](t)(testsign.KeylessBundle(by, subj, issuer, repo, forDigest))
+				if err := testsign.AttachBundle(repo, d, b); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rule := func(ids ...config.TrustIdentity) []config.TrustRule {
+				return []config.TrustRule{{Prefix: host + "/k", Action: trust.Signed, Identities: ids}}
+			}
+			right := config.TrustIdentity{Issuer: issuer, Subject: subject}
+
+			repo, d := e.push("k/app:v1")
+			attach(repo, d, vs, subject, d)
+			e.reg.ResetRequests()
+			img, err := e.store(rule(right), nil).Pull(context.Background(), repo.Name()+":v1", PullOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			v := img.Verification
+			if v.Status != trust.StatusVerified || v.Reason != trust.ReasonKeyless || len(v.Signers) != 1 || v.Signers[0].Subject != subject || v.Signers[0].Issuer != issuer || v.Signers[0].Format != "sigstore-bundle" {
+				t.Fatalf("verification %+v", v)
+			}
+			if api == "referrers API" && e.reg.Requests("/referrers/") == 0 {
+				t.Fatal("the referrers API was not used")
+			}
+			// By regexp too.
+			if _, err := e.store(rule(config.TrustIdentity{IssuerRegexp: `^https://issuer\.`, SubjectRegexp: `@example\.com$`}), nil).Pull(context.Background(), repo.Name()+":v1", PullOptions{}); err != nil {
+				t.Fatalf("regexp identity: %v", err)
+			}
+			refused(t, e.store(rule(config.TrustIdentity{Issuer: issuer, Subject: "someone@example.com"}), nil), repo.Name()+":v1", trust.ReasonIdentityMismatch)
+			refused(t, e.store(rule(config.TrustIdentity{Issuer: "https://other-issuer.example", Subject: subject}), nil), repo.Name()+":v1", trust.ReasonIdentityMismatch)
+			// A key-only rule does not trust keyless signers.
+			refused(t, e.store([]config.TrustRule{{Prefix: host + "/k", Action: trust.Signed, Keys: []string{e.pem("p256")}}}, nil), repo.Name()+":v1", trust.ReasonIdentityMismatch)
+
+			// Issued by a CA the trusted root does not hold: broken.
+			rrepo, rd := e.push("k/rogue:v1")
+			attach(rrepo, rd, rogue, subject, rd)
+			refused(t, e.store(rule(right), nil), rrepo.Name()+":v1", trust.ReasonBadSignature)
+
+			// A genuine bundle for another digest, attached here: broken.
+			orepo, od := e.push("k/other:v1")
+			_, elsewhere := e.push("k/elsewhere:v1")
+			attach(orepo, od, vs, subject, elsewhere)
+			refused(t, e.store(rule(right), nil), orepo.Name()+":v1", trust.ReasonBadSignature)
+		})
+	}
 }
