@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -277,5 +278,53 @@ func TestTrustCRIPullImage(t *testing.T) {
 	ci.run("trust", "rm", ci.reg.Host()+"/kube")
 	if _, err := pull(ci.reg.Ref("kube/unsigned:v1")); err != nil {
 		t.Fatalf("PullImage after trust rm: %v", err)
+	}
+}
+
+// TestTrustSignimageWalkthrough runs the walk-through of docs/images.md
+// ("Trust and signatures") with the signimage tool: a key pair, a keyed
+// signature, a keyless one with a throwaway CA, rules for both, pulls.
+func TestTrustSignimageWalkthrough(t *testing.T) {
+	needRoot(t)
+	dir := t.TempDir()
+	signimage := filepath.Join(dir, "signimage")
+	build := exec.Command("go", "build", "-o", signimage, "github.com/runclet/runclet/integration/cmd/signimage")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("building signimage: %v\n%s", err, out)
+	}
+	tool := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command(signimage, args...)
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("signimage %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	reg := testregistry.StartTB(t)
+	push(t, reg, "demo/app:v1", distinctImage(t, "walk-keyed"))
+	push(t, reg, "demo/keyless:v1", distinctImage(t, "walk-keyless"))
+	in := newInstance(t, "[trust]\ndefault = \"reject\"\n")
+	confDir := filepath.Dir(in.config)
+
+	tool("keygen", "-out", "cosign")
+	tool("sign", "-key", "cosign.key", reg.Ref("demo/app:v1"))
+	in.run("trust", "add", reg.Host()+"/demo/app", "--key", filepath.Join(dir, "cosign.pub"))
+	in.run("image", "pull", "-q", reg.Ref("demo/app:v1"))
+
+	// Keyless: the tool's CA goes where the config looks for the root.
+	tool("keyless", "-subject", "dev@example.com", "-issuer", "https://issuer.example", "-root", filepath.Join(confDir, "trusted_root.json"), reg.Ref("demo/keyless:v1"))
+	in.run("trust", "add", reg.Host()+"/demo/keyless", "--identity", "https://issuer.example", "someone-else@example.com")
+	if _, errOut, err := in.try("image", "pull", "-q", reg.Ref("demo/keyless:v1")); err == nil || !strings.Contains(errOut, "identity-mismatch") {
+		t.Fatalf("keyless pull by another identity: %v\n%s", err, errOut)
+	}
+	in.run("trust", "add", reg.Host()+"/demo/keyless", "--identity", "https://issuer.example", "dev@example.com")
+	in.run("image", "pull", "-q", reg.Ref("demo/keyless:v1"))
+	if out := in.run("image", "verify", reg.Ref("demo/keyless:v1")); !strings.Contains(out, "keyless https://issuer.example dev@example.com") {
+		t.Fatalf("image verify of the keyless image:\n%s", out)
+	}
+	if ls := in.run("image", "ls"); !strings.Contains(ls, "keyless dev@example.com") {
+		t.Fatalf("image ls:\n%s", ls)
 	}
 }
