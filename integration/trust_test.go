@@ -120,8 +120,9 @@ func TestTrustCLI(t *testing.T) {
 	needRoot(t)
 	reg := testregistry.StartTB(t)
 	key := newSigningKey(t)
-	sd := push(t, reg, "app/signed:v1", distinctImage(t, "signed"))
-	push(t, reg, "app/unsigned:v1", distinctImage(t, "unsigned"))
+	signedImg, unsignedImg := distinctImage(t, "signed"), distinctImage(t, "unsigned")
+	sd := push(t, reg, "app/signed:v1", signedImg)
+	push(t, reg, "app/unsigned:v1", unsignedImg)
 	key.sign(t, reg, "app/signed", sd)
 	signed, unsigned := reg.Ref("app/signed:v1"), reg.Ref("app/unsigned:v1")
 	in := newInstance(t, "[trust]\ndefault = \"reject\"\n")
@@ -194,6 +195,23 @@ func TestTrustCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	in.run("image", "import", archive)
+	// With --verify, an import is checked at the registry by its names:
+	// an unsigned image under the signed rule is refused and removed.
+	unsignedArchive := filepath.Join(t.TempDir(), "unsigned.tar")
+	if err := testimage.WriteOCIArchive(unsignedArchive, map[string]v1.Image{reg.Host() + "/app/unsigned-copy:v1": unsignedImg}); err != nil {
+		t.Fatal(err)
+	}
+	if _, errOut, err := in.try("image", "import", "--verify", unsignedArchive); err == nil || !strings.Contains(errOut, "unsigned") {
+		t.Fatalf("import --verify of an unsigned image: %v\n%s", err, errOut)
+	}
+	if ls := in.run("image", "ls"); strings.Contains(ls, "unsigned-copy") {
+		t.Fatalf("refused import left the image:\n%s", ls)
+	}
+	signedArchive := filepath.Join(t.TempDir(), "signed.tar")
+	if err := testimage.WriteOCIArchive(signedArchive, map[string]v1.Image{signed: signedImg}); err != nil {
+		t.Fatal(err)
+	}
+	in.run("image", "import", "--verify", signedArchive)
 
 	in.run("trust", "rm", reg.Host()+"/app")
 	in.run("image", "rm", signed)

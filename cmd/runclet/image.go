@@ -90,7 +90,8 @@ func imagePull(g *globals) *cobra.Command {
 }
 
 func imageImport(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var verify bool
+	c := &cobra.Command{
 		Use:   "import FILE",
 		Short: "Import images from a docker save or OCI layout tarball, maybe compressed, or an OCI layout directory (- for stdin)",
 		Args:  cobra.ExactArgs(1),
@@ -110,9 +111,18 @@ func imageImport(g *globals) *cobra.Command {
 			}
 			ctx, stop := interruptible(cmd.Context())
 			defer stop()
+			before, err := s.List()
+			if err != nil {
+				return err
+			}
 			imgs, err := s.Import(ctx, r, nil)
 			if err != nil {
 				return interruptedErr(ctx, "import of "+args[0], err)
+			}
+			if verify {
+				if err := verifyImported(ctx, s, imgs, before); err != nil {
+					return err
+				}
 			}
 			for _, img := range imgs {
 				name := "<none>"
@@ -124,6 +134,8 @@ func imageImport(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+	c.Flags().BoolVar(&verify, "verify", false, "check the imported images' signatures at their registries against the trust policy; a refused image is removed again")
+	return c
 }
 
 func imageExport(g *globals) *cobra.Command {

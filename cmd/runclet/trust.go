@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -327,4 +329,57 @@ at its registry. Nothing is pulled.`,
 	}
 	out.add(c)
 	return c
+}
+
+// verifyImported applies the trust policy to images just imported, by
+// their names at their registries (`image import --verify`). A refused
+// image, or one with no registry name, is removed again; if it was stored
+// before the import, only the names the import gave it are.
+func verifyImported(ctx context.Context, s *image.Store, imgs, before []image.Image) error {
+	had, hadName := map[string]bool{}, map[string]bool{}
+	for _, img := range before {
+		had[img.ID.String()] = true
+		for _, n := range img.RepoTags {
+			hadName[n] = true
+		}
+	}
+	var errs []error
+	for _, img := range imgs {
+		if len(img.RepoTags) == 0 && len(img.RepoDigests) == 0 {
+			errs = append(errs, errdefs.FailedPrecondition("imported image %s has no name to look its signatures up by", img.ID))
+		} else if _, err := s.Verify(ctx, importedName(img, hadName), image.PullOptions{}); err != nil {
+			errs = append(errs, err)
+		} else {
+			continue
+		}
+		if !had[img.ID.String()] {
+			if _, err := s.Remove(img.ID.String(), image.RemoveOptions{}); err != nil {
+				errs = append(errs, fmt.Errorf("removing %s again: %w", img.ID, err))
+			}
+			continue
+		}
+		// Stored before: only the names this import gave it go.
+		for _, n := range img.RepoTags {
+			if !hadName[n] {
+				if _, err := s.Remove(n, image.RemoveOptions{}); err != nil {
+					errs = append(errs, fmt.Errorf("removing the name %s again: %w", n, err))
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// importedName is the name an import gave img (the archive's), by which
+// its signatures are looked up.
+func importedName(img image.Image, hadName map[string]bool) string {
+	for _, n := range img.RepoTags {
+		if !hadName[n] {
+			return n
+		}
+	}
+	if len(img.RepoTags) > 0 {
+		return img.RepoTags[0]
+	}
+	return img.ID.String()
 }
