@@ -346,3 +346,28 @@ func TestTrustSignimageWalkthrough(t *testing.T) {
 		t.Fatalf("image ls:\n%s", ls)
 	}
 }
+
+// TestTrustDaemonStart: the daemon warns once at start when its default
+// is accept, and does not start on a policy file that does not parse.
+func TestTrustDaemonStart(t *testing.T) {
+	ci := newCRIInstance(t)
+	policy := filepath.Join(filepath.Dir(ci.config), "trust.toml")
+	if err := os.WriteFile(policy, []byte("default = \"accept\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ci.startDaemon()
+	ci.stopDaemon()
+	if n := strings.Count(ci.out.String(), "trust policy's default is accept"); n != 1 {
+		t.Fatalf("%d warnings about the accept default, want 1:\n%s", n, ci.out)
+	}
+
+	if err := os.WriteFile(policy, []byte("[[rules]]\nprefix = \"a.io\"\naction = \"signed\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(runcletBin, "--config", ci.config, "--root", ci.root, "--run-root", ci.runRoot,
+		"daemon", "--listen", "unix://"+ci.sock)
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "a signed rule needs at least one key or identity") {
+		t.Fatalf("daemon with a broken policy: %v\n%s", err, out)
+	}
+}
