@@ -16,7 +16,9 @@ func TestMetricsCountByResultAndReason(t *testing.T) {
 	v := &Verifier{Source: NewSource(config.Trust{Default: Reject, Rules: []config.TrustRule{
 		{Prefix: "ok.io", Action: Accept}, {Prefix: "bad.io", Action: Reject},
 	}}, filepath.Join(t.TempDir(), "trust.toml"))}
-	get := func(result, reason string) float64 { return testutil.ToFloat64(verifications.WithLabelValues(result, reason)) }
+	get := func(result, reason string) float64 {
+		return testutil.ToFloat64(verifications.WithLabelValues(result, reason))
+	}
 	acc, rej, none, skip := get(StatusUnverified, ReasonAcceptRule), get("refused", ReasonRejected), get("refused", ReasonNoRule), get(StatusUnverified, ReasonSkipped)
 
 	if res, err := v.Verify(context.Background(), Target{Name: "ok.io/app", Ref: "ok.io/app:1"}); err != nil || res.Reason != ReasonAcceptRule {
