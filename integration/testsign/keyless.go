@@ -22,6 +22,7 @@ import (
 	"github.com/sigstore/sigstore-go/pkg/root"
 	"github.com/sigstore/sigstore-go/pkg/testing/ca"
 	"github.com/sigstore/sigstore-go/pkg/tlog"
+	"github.com/sigstore/sigstore/pkg/cryptoutils"
 )
 
 // BundleMediaType is a sigstore bundle's media type, also the artifact
@@ -176,4 +177,58 @@ func AttachBundle(repo name.Repository, d v1.Hash, bundleJSON []byte, opts ...re
 		return fmt.Errorf("attaching bundle to %s: %w", d, err)
 	}
 	return nil
+}
+
+// Annotations of cosign's keyless signatures in the tag scheme.
+const (
+	CertificateAnnotation = "dev.sigstore.cosign/certificate"
+	RekorBundleAnnotation = "dev.sigstore.cosign/bundle"
+)
+
+// KeylessTagSignature signs repo@d keylessly for the tag scheme, as cosign
+// does without --new-bundle-format: a simple-signing payload signed with
+// a Fulcio certificate's key, the certificate and the Rekor entry (with
+// its signed entry timestamp) in annotations.
+func KeylessTagSignature(vs *ca.VirtualSigstore, subject, issuer string, repo name.Repository, d v1.Hash) (Signature, error) {
+	p, err := Payload(repo, d)
+	if err != nil {
+		return Signature{}, err
+	}
+	ent, err := vs.Sign(subject, issuer, p)
+	if err != nil {
+		return Signature{}, err
+	}
+	vc, err := ent.VerificationContent()
+	if err != nil {
+		return Signature{}, err
+	}
+	sc, err := ent.SignatureContent()
+	if err != nil {
+		return Signature{}, err
+	}
+	certPEM, err := cryptoutils.MarshalCertificateToPEM(vc.Certificate())
+	if err != nil {
+		return Signature{}, err
+	}
+	entries, err := ent.TlogEntries()
+	if err != nil || len(entries) != 1 {
+		return Signature{}, fmt.Errorf("virtual sigstore log entries: %d, %v", len(entries), err)
+	}
+	tle := entries[0].TransparencyLogEntry()
+	rp := tlog.RekorPayload{
+		Body: base64.StdEncoding.EncodeToString(tle.CanonicalizedBody), IntegratedTime: tle.IntegratedTime,
+		LogIndex: tle.LogIndex, LogID: hex.EncodeToString(tle.LogId.KeyId),
+	}
+	set, err := vs.RekorSignPayload(rp)
+	if err != nil {
+		return Signature{}, err
+	}
+	rekor, err := json.Marshal(map[string]any{"SignedEntryTimestamp": set, "Payload": rp})
+	if err != nil {
+		return Signature{}, err
+	}
+	return Signature{Payload: p, Signature: sc.Signature(), Annotations: map[string]string{
+		CertificateAnnotation: string(certPEM),
+		RekorBundleAnnotation: string(rekor),
+	}}, nil
 }

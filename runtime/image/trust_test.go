@@ -413,3 +413,53 @@ func TestTrustKeylessBundles(t *testing.T) {
 		})
 	}
 }
+
+// TestTrustKeylessTagScheme: cosign's keyless signatures in the tag scheme
+// (certificate and Rekor entry with its signed entry timestamp in
+// annotations), the format most keyless-signed images carry today.
+func TestTrustKeylessTagScheme(t *testing.T) {
+	e := newTrustEnv(t)
+	vs := must[*ca.VirtualSigstore](t)(ca.NewVirtualSigstore())
+	rogue := must[*ca.VirtualSigstore](t)(ca.NewVirtualSigstore())
+	e.root = filepath.Join(t.TempDir(), "trusted_root.json")
+	if err := os.WriteFile(e.root, must[[]byte](t)(testsign.TrustedRootJSON(vs)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const issuer, subject = "https://issuer.example", "ci@example.com"
+	host := e.reg.Host()
+	rule := func(id config.TrustIdentity) []config.TrustRule {
+		return []config.TrustRule{{Prefix: host + "/t", Action: trust.Signed, Identities: []config.TrustIdentity{id}}}
+	}
+	signWith := func(repo name.Repository, d v1.Hash, by *ca.VirtualSigstore) testsign.Signature {
+		return must[testsign.Signature](t)(testsign.KeylessTagSignature(by, subject, issuer, repo, d))
+	}
+
+	repo, d := e.push("t/app:v1")
+	if err := testsign.Attach(repo, d, []testsign.Signature{signWith(repo, d, vs)}); err != nil {
+		t.Fatal(err)
+	}
+	img, err := e.store(rule(config.TrustIdentity{Issuer: issuer, Subject: subject}), nil).Pull(context.Background(), repo.Name()+":v1", PullOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := img.Verification; v.Status != trust.StatusVerified || len(v.Signers) != 1 || v.Signers[0].Subject != subject || v.Signers[0].Format != "cosign-tag" {
+		t.Fatalf("verification %+v", v)
+	}
+	refused(t, e.store(rule(config.TrustIdentity{Issuer: issuer, Subject: "other@example.com"}), nil), repo.Name()+":v1", trust.ReasonIdentityMismatch)
+
+	// From a CA the trusted root does not hold: broken.
+	rrepo, rd := e.push("t/rogue:v1")
+	if err := testsign.Attach(rrepo, rd, []testsign.Signature{signWith(rrepo, rd, rogue)}); err != nil {
+		t.Fatal(err)
+	}
+	refused(t, e.store(rule(config.TrustIdentity{Issuer: issuer, Subject: subject}), nil), rrepo.Name()+":v1", trust.ReasonBadSignature)
+
+	// The signed entry timestamp altered: broken.
+	trepo, td := e.push("t/tampered:v1")
+	sig := signWith(trepo, td, vs)
+	sig.Annotations[testsign.RekorBundleAnnotation] = strings.Replace(sig.Annotations[testsign.RekorBundleAnnotation], `"logIndex":1000`, `"logIndex":1001`, 1)
+	if err := testsign.Attach(trepo, td, []testsign.Signature{sig}); err != nil {
+		t.Fatal(err)
+	}
+	refused(t, e.store(rule(config.TrustIdentity{Issuer: issuer, Subject: subject}), nil), trepo.Name()+":v1", trust.ReasonBadSignature)
+}

@@ -1,7 +1,11 @@
 package trust
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,9 +16,13 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/opencontainers/go-digest"
+	protobundle "github.com/sigstore/protobuf-specs/gen/pb-go/bundle/v1"
+	protocommon "github.com/sigstore/protobuf-specs/gen/pb-go/common/v1"
+	protorekor "github.com/sigstore/protobuf-specs/gen/pb-go/rekor/v1"
 	"github.com/sigstore/sigstore-go/pkg/bundle"
 	"github.com/sigstore/sigstore-go/pkg/root"
 	"github.com/sigstore/sigstore-go/pkg/verify"
+	"github.com/sigstore/sigstore/pkg/cryptoutils"
 
 	"github.com/runclet/runclet/internal/errdefs"
 )
@@ -94,8 +102,8 @@ func fetchBundles(repo name.Repository, d digest.Digest, opts []remote.Option) (
 // transparency log entry by inclusion proof or signed entry timestamp,
 // signature over d); one that fails is broken whoever made it. Then its
 // identity is matched against r's identities: no match returns the
-// identity it has. Bundles signed with a public key are another signer's
-// unless... runclet trusts keys through the tag scheme only.
+// identity it has. Bundles signed with a public key count as another
+// signer's: runclet trusts keys through the tag scheme.
 func (v *Verifier) checkBundle(r *Rule, d digest.Digest, c candidate) (*Signer, string, error) {
 	if c.bundle == nil {
 		return nil, "", fmt.Errorf("bundle missing or over %d bytes", maxBundleBytes)
@@ -114,6 +122,16 @@ func (v *Verifier) checkBundle(r *Rule, d digest.Digest, c candidate) (*Signer, 
 	if len(r.Identities) == 0 {
 		return nil, "keyless " + certIdentity(vc), nil
 	}
+	raw, err := hex.DecodeString(d.Encoded())
+	if err != nil || d.Algorithm() != digest.SHA256 {
+		return nil, "", fmt.Errorf("digest %s: only sha256 manifests are signed", d)
+	}
+	return v.verifyKeyless(r, b, verify.WithArtifactDigest("sha256", raw), formatBundle)
+}
+
+// verifyKeyless verifies a keyless bundle against the trusted root and
+// the artifact, then matches its certificate against r's identities.
+func (v *Verifier) verifyKeyless(r *Rule, b *bundle.Bundle, artifact verify.ArtifactPolicyOption, format string) (*Signer, string, error) {
 	tm, err := v.trustedMaterial()
 	if err != nil {
 		return nil, "", err
@@ -122,11 +140,7 @@ func (v *Verifier) checkBundle(r *Rule, d digest.Digest, c candidate) (*Signer, 
 	if err != nil {
 		return nil, "", err
 	}
-	raw, err := hex.DecodeString(d.Encoded())
-	if err != nil || d.Algorithm() != digest.SHA256 {
-		return nil, "", fmt.Errorf("digest %s: only sha256 manifests are signed", d)
-	}
-	res, err := sv.Verify(b, verify.NewPolicy(verify.WithArtifactDigest("sha256", raw), verify.WithoutIdentitiesUnsafe()))
+	res, err := sv.Verify(b, verify.NewPolicy(artifact, verify.WithoutIdentitiesUnsafe()))
 	if err != nil {
 		return nil, "", err
 	}
@@ -140,7 +154,7 @@ func (v *Verifier) checkBundle(r *Rule, d digest.Digest, c candidate) (*Signer, 
 			return nil, "", err
 		}
 		if ci.Verify(sum) == nil {
-			return &Signer{Issuer: sum.Issuer, Subject: sum.SubjectAlternativeName, Format: formatBundle}, "", nil
+			return &Signer{Issuer: sum.Issuer, Subject: sum.SubjectAlternativeName, Format: format}, "", nil
 		}
 	}
 	return nil, sum.Issuer + " " + sum.SubjectAlternativeName, nil
@@ -156,12 +170,79 @@ func certIdentity(vc verify.VerificationContent) string {
 	return strings.Join(sans, ",")
 }
 
-// checkTagKeyless would verify a keyless signature of the tag scheme
-// (certificate and Rekor bundle in annotations). runclet verifies keyless
-// signatures as sigstore bundles only; such a signature counts as
-// another signer's.
+// checkTagKeyless verifies a keyless signature of the tag scheme, as
+// cosign writes it without --new-bundle-format: the Fulcio certificate
+// (and chain) and the Rekor entry with its signed entry timestamp in
+// annotations. The pieces are assembled into a v0.1 sigstore bundle (a
+// message signature over the payload) and verified like any bundle.
 func (v *Verifier) checkTagKeyless(r *Rule, c candidate) (*Signer, string, error) {
-	return nil, "", nil
+	certs, err := cryptoutils.UnmarshalCertificatesFromPEM(c.cert)
+	if err != nil || len(certs) == 0 {
+		return nil, "", fmt.Errorf("certificate annotation: not a PEM certificate")
+	}
+	if len(c.chain) > 0 {
+		chain, err := cryptoutils.UnmarshalCertificatesFromPEM(c.chain)
+		if err != nil {
+			return nil, "", fmt.Errorf("chain annotation: %w", err)
+		}
+		certs = append(certs, chain...)
+	}
+	if len(c.rekor) == 0 {
+		return nil, "", fmt.Errorf("a keyless signature without a transparency log entry (%s)", RekorBundleAnnotation)
+	}
+	var rb struct {
+		SignedEntryTimestamp []byte
+		Payload              struct {
+			Body           string `json:"body"`
+			IntegratedTime int64  `json:"integratedTime"`
+			LogIndex       int64  `json:"logIndex"`
+			LogID          string `json:"logID"`
+		}
+	}
+	if err := json.Unmarshal(c.rekor, &rb); err != nil {
+		return nil, "", fmt.Errorf("%s: %w", RekorBundleAnnotation, err)
+	}
+	body, err := base64.StdEncoding.DecodeString(rb.Payload.Body)
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: body: %w", RekorBundleAnnotation, err)
+	}
+	logID, err := hex.DecodeString(rb.Payload.LogID)
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: log ID: %w", RekorBundleAnnotation, err)
+	}
+	var kv struct {
+		Kind       string `json:"kind"`
+		APIVersion string `json:"apiVersion"`
+	}
+	if err := json.Unmarshal(body, &kv); err != nil {
+		return nil, "", fmt.Errorf("%s: body: %w", RekorBundleAnnotation, err)
+	}
+	chain := &protocommon.X509CertificateChain{}
+	for _, c := range certs {
+		chain.Certificates = append(chain.Certificates, &protocommon.X509Certificate{RawBytes: c.Raw})
+	}
+	sum := sha256.Sum256(c.payload)
+	pb := &protobundle.Bundle{
+		MediaType: "application/vnd.dev.sigstore.bundle+json;version=0.1",
+		VerificationMaterial: &protobundle.VerificationMaterial{
+			Content: &protobundle.VerificationMaterial_X509CertificateChain{X509CertificateChain: chain},
+			TlogEntries: []*protorekor.TransparencyLogEntry{{
+				LogIndex: rb.Payload.LogIndex, LogId: &protocommon.LogId{KeyId: logID},
+				KindVersion:    &protorekor.KindVersion{Kind: kv.Kind, Version: kv.APIVersion},
+				IntegratedTime: rb.Payload.IntegratedTime, CanonicalizedBody: body,
+				InclusionPromise: &protorekor.InclusionPromise{SignedEntryTimestamp: rb.SignedEntryTimestamp},
+			}},
+		},
+		Content: &protobundle.Bundle_MessageSignature{MessageSignature: &protocommon.MessageSignature{
+			MessageDigest: &protocommon.HashOutput{Algorithm: protocommon.HashAlgorithm_SHA2_256, Digest: sum[:]},
+			Signature:     c.sig,
+		}},
+	}
+	b, err := bundle.NewBundle(pb)
+	if err != nil {
+		return nil, "", err
+	}
+	return v.verifyKeyless(r, b, verify.WithArtifact(bytes.NewReader(c.payload)), formatTag)
 }
 
 // trustedRoot caches the parsed trusted root file, re-read when it

@@ -25,6 +25,7 @@ const (
 	SignatureAnnotation    = "dev.cosignproject.cosign/signature"
 	CertificateAnnotation  = "dev.sigstore.cosign/certificate"
 	ChainAnnotation        = "dev.sigstore.cosign/chain"
+	RekorBundleAnnotation  = "dev.sigstore.cosign/bundle"
 
 	// Bounds on what a registry can make runclet read.
 	maxSignatures   = 64
@@ -69,6 +70,7 @@ func fetchTagScheme(repo name.Repository, d digest.Digest, opts []remote.Option)
 		if cert := l.Annotations[CertificateAnnotation]; cert != "" {
 			c.cert = []byte(cert)
 			c.chain = []byte(l.Annotations[ChainAnnotation])
+			c.rekor = []byte(l.Annotations[RekorBundleAnnotation])
 		}
 		if l.Size > maxPayloadBytes {
 			c.payload = nil
@@ -124,8 +126,11 @@ func (v *Verifier) checkTagSignature(t Target, r *Rule, d digest.Digest, c candi
 			return &Signer{Key: k.ID, Format: formatTag}, "", nil
 		}
 	}
-	if c.cert != nil && len(r.Identities) > 0 {
-		return v.checkTagKeyless(r, c)
+	if c.cert != nil {
+		if len(r.Identities) > 0 {
+			return v.checkTagKeyless(r, c)
+		}
+		return nil, "a keyless signer", nil
 	}
 	return nil, "", nil
 }

@@ -265,6 +265,7 @@ type candidate struct {
 	sig     []byte
 	cert    []byte // PEM, for keyless signatures in the tag scheme
 	chain   []byte
+	rekor   []byte // cosign's Rekor bundle: the log entry and its SET
 	// bundles
 	bundle []byte
 }
