@@ -2,11 +2,18 @@ package trust
 
 import (
 	"context"
+	"errors"
+	"net"
 	"path/filepath"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/opencontainers/go-digest"
+
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/runclet/runclet/internal/errdefs"
 	"github.com/runclet/runclet/runtime/config"
 )
 
@@ -43,5 +50,33 @@ func TestMetricsCountByResultAndReason(t *testing.T) {
 		if c.got != c.want {
 			t.Errorf("%s counted %v, want %v", c.name, c.got, c.want)
 		}
+	}
+}
+
+// TestUnreachableSignaturesAreNotARefusal: when the registry cannot be
+// asked for signatures, the pull fails as Unavailable (retryable), not
+// as a refusal that would claim the image is unsigned.
+func TestUnreachableSignaturesAreNotARefusal(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there any more
+	k, err := LoadKey(pubPEM(t, testKeys(t)["p256"].Public()), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := &Verifier{Source: NewSource(config.Trust{Default: Reject, Rules: []config.TrustRule{
+		{Prefix: addr, Action: Signed, Keys: []string{k.Spec}},
+	}}, filepath.Join(t.TempDir(), "trust.toml"))}
+	repo, err := name.NewRepository(addr+"/app", name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = v.Verify(context.Background(), Target{Name: addr + "/app", Ref: addr + "/app:1",
+		Digest: digest.FromString("x"), Repos: []Repo{{Repository: repo, Options: []remote.Option{remote.WithRetryBackoff(remote.Backoff{Steps: 1})}}}})
+	if err == nil || errors.Is(err, ErrRefused) || !errors.Is(err, errdefs.ErrUnavailable) {
+		t.Fatalf("unreachable registry: %v, want Unavailable and no refusal", err)
 	}
 }
