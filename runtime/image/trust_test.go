@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -462,4 +463,48 @@ func TestTrustKeylessTagScheme(t *testing.T) {
 		t.Fatal(err)
 	}
 	refused(t, e.store(rule(config.TrustIdentity{Issuer: issuer, Subject: subject}), nil), trepo.Name()+":v1", trust.ReasonBadSignature)
+}
+
+// TestTrustIndex: a multi-platform index is verified by the index's
+// signatures, or, when it has none, by this platform's manifest's.
+func TestTrustIndex(t *testing.T) {
+	e := newTrustEnv(t)
+	host := e.reg.Host()
+	idx := must[v1.ImageIndex](t)(testimage.Index())
+	rules := []config.TrustRule{{Prefix: host + "/i", Action: trust.Signed, Keys: []string{e.pem("p256")}}}
+	im := must[*v1.IndexManifest](t)(idx.IndexManifest())
+	var platform v1.Hash
+	for _, m := range im.Manifests {
+		if m.Platform != nil && m.Platform.Architecture == runtime.GOARCH {
+			platform = m.Digest
+		}
+	}
+	if platform.Hex == "" {
+		t.Fatal("the test index has no manifest for this architecture")
+	}
+
+	// Signed index.
+	d := must[v1.Hash](t)(e.reg.PushIndex("i/signed:v1", idx))
+	repo := must[name.Repository](t)(name.NewRepository(host+"/i/signed", name.Insecure))
+	e.sign(repo, d, "p256")
+	img, err := e.store(rules, nil).Pull(context.Background(), repo.Name()+":v1", PullOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img.Verification.Digest != d.String() {
+		t.Fatalf("verified %s, want the index %s", img.Verification.Digest, d)
+	}
+
+	// Only this platform's manifest signed.
+	must[v1.Hash](t)(e.reg.PushIndex("i/platform:v1", idx))
+	prepo := must[name.Repository](t)(name.NewRepository(host+"/i/platform", name.Insecure))
+	refused(t, e.store(rules, nil), prepo.Name()+":v1", trust.ReasonUnsigned)
+	e.sign(prepo, platform, "p256")
+	img, err = e.store(rules, nil).Pull(context.Background(), prepo.Name()+":v1", PullOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img.Verification.Digest != platform.String() {
+		t.Fatalf("verified %s, want the platform manifest %s", img.Verification.Digest, platform)
+	}
 }
