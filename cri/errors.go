@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/runclet/runclet/internal/errdefs"
+	"github.com/runclet/runclet/runtime/image/trust"
 )
 
 // errUnimplemented is the class of what runclet's CRI does not do yet;
@@ -43,6 +44,10 @@ func Code(err error) codes.Code {
 		return se.GRPCStatus().Code()
 	}
 	switch {
+	case errors.Is(err, trust.ErrRefused):
+		// The image trust policy refused the image: kubelet shows the
+		// message (image, rule, reason) in the pod's events.
+		return codes.PermissionDenied
 	case errors.Is(err, errdefs.ErrNotFound):
 		return codes.NotFound
 	case errors.Is(err, errdefs.ErrAlreadyExists):

@@ -14,6 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
+
+	"github.com/runclet/runclet/runtime/image/trust"
 )
 
 // Prometheus metrics of the daemon itself (not of its containers: those
@@ -50,7 +52,7 @@ func newMetrics(x *index) *metrics {
 			Help: "CRI RPCs answered, by method and the gRPC code the client saw.",
 		}, []string{"method", "code"}),
 	}
-	m.reg.MustRegister(m.duration, m.requests, indexCollector{x},
+	m.reg.MustRegister(m.duration, m.requests, indexCollector{x}, trust.Collector(),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -58,6 +59,12 @@ func newInstance(t testing.TB, configTOML string) *instance {
 	t.Helper()
 	dir := t.TempDir()
 	in := &instance{t: t, root: filepath.Join(dir, "data"), runRoot: filepath.Join(dir, "run"), config: filepath.Join(dir, "runclet.toml")}
+	if !strings.Contains(configTOML, "[trust") {
+		// The tests' registries run on 127.0.0.1 (any port); instances
+		// trust them unchecked, as an operator would with `runclet trust
+		// add 127.0.0.1 --accept`. Trust tests write their own [trust].
+		configTOML += "\n" + acceptLoopbackTrust
+	}
 	if err := os.WriteFile(in.config, []byte(configTOML), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -84,3 +91,7 @@ func (in *instance) try(args ...string) (string, string, error) {
 	err := cmd.Run()
 	return stdout.String(), stderr.String(), err
 }
+
+// acceptLoopbackTrust is a trust rule accepting images from registries
+// on 127.0.0.1 without a signature check.
+const acceptLoopbackTrust = "[[trust.rules]]\nprefix = \"127.0.0.1\"\naction = \"accept\"\n"

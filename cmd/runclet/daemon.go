@@ -34,6 +34,9 @@ starts again finds them on disk. See docs/cri.md.`,
 				}
 				g.cfg.CRI.Listen = listen
 			}
+			if err := checkDaemonTrust(g.trustVerifier()); err != nil {
+				return err
+			}
 			pods, images, err := g.podManager()
 			if err != nil {
 				return err

@@ -26,10 +26,16 @@ import (
 // every pod directory on the data root, so removal, prune and GC from the
 // CLI keep what any pod uses, also pods a running daemon made.
 func (g *globals) imageStore() (*image.Store, error) {
+	skip, err := skipImageVerification()
+	if err != nil {
+		return nil, err
+	}
 	s, err := image.Open(g.cfg.Root, image.Options{
 		Registries:             g.cfg.Registries,
 		MaxConcurrentDownloads: g.cfg.Image.MaxConcurrentDownloads,
 		Unpack:                 g.cfg.Image.Unpack,
+		Trust:                  g.trustVerifier(),
+		SkipVerify:             skip,
 	})
 	if err != nil {
 		return nil, err
@@ -41,7 +47,7 @@ func (g *globals) imageStore() (*image.Store, error) {
 func imageCommand(g *globals) *cobra.Command {
 	c := &cobra.Command{Use: "image", Short: "Manage images"}
 	c.AddCommand(imagePull(g), imageImport(g), imageExport(g), imageList(g), imageInspect(g),
-		imageRemove(g), imageTag(g), imageGC(g), imagePrune(g), imageHistory(g))
+		imageRemove(g), imageTag(g), imageGC(g), imagePrune(g), imageHistory(g), imageVerify(g))
 	return c
 }
 
@@ -91,7 +97,8 @@ func imagePull(g *globals) *cobra.Command {
 }
 
 func imageImport(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var verify bool
+	c := &cobra.Command{
 		Use:   "import FILE",
 		Short: "Import images from a docker save or OCI layout tarball, maybe compressed, or an OCI layout directory (- for stdin)",
 		Args:  cobra.ExactArgs(1),
@@ -111,9 +118,18 @@ func imageImport(g *globals) *cobra.Command {
 			}
 			ctx, stop := interruptible(cmd.Context())
 			defer stop()
+			before, err := s.List()
+			if err != nil {
+				return err
+			}
 			imgs, err := s.Import(ctx, r, nil)
 			if err != nil {
 				return interruptedErr(ctx, "import of "+args[0], err)
+			}
+			if verify {
+				if err := verifyImported(ctx, s, imgs, before); err != nil {
+					return err
+				}
 			}
 			for _, img := range imgs {
 				name := "<none>"
@@ -125,6 +141,8 @@ func imageImport(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+	c.Flags().BoolVar(&verify, "verify", false, "check the imported images' signatures at their registries against the trust policy; a refused image is removed again")
+	return c
 }
 
 func imageExport(g *globals) *cobra.Command {
@@ -273,7 +291,7 @@ func imageList(g *globals) *cobra.Command {
 			w := cmd.OutOrStdout()
 			return render(w, &out, imgs, func(img image.Image) string { return img.ID.Encoded() }, func(wide bool) error {
 				tw := tabwriter.NewWriter(w, 0, 8, 2, ' ', 0)
-				fmt.Fprintln(tw, "IMAGE\tTAG\tDIGEST\tIMAGE ID\tSIZE")
+				fmt.Fprintln(tw, "IMAGE\tTAG\tDIGEST\tIMAGE ID\tSIZE\tVERIFIED")
 				for _, img := range imgs {
 					dg := img.ManifestDigest.String()
 					if img.IndexDigest != "" {
@@ -284,11 +302,11 @@ func imageList(g *globals) *cobra.Command {
 						id = id[:12]
 					}
 					if len(img.RepoTags) == 0 {
-						fmt.Fprintf(tw, "<none>\t<none>\t%s\t%s\t%s\n", dg, id, humanSize(img.Size))
+						fmt.Fprintf(tw, "<none>\t<none>\t%s\t%s\t%s\t%s\n", dg, id, humanSize(img.Size), img.Verification.Summary())
 					}
 					for _, t := range img.RepoTags {
 						i := strings.LastIndex(t, ":")
-						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t[:i], t[i+1:], dg, id, humanSize(img.Size))
+						fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", t[:i], t[i+1:], dg, id, humanSize(img.Size), img.Verification.Summary())
 					}
 				}
 				return tw.Flush()

@@ -51,7 +51,8 @@ func main() {
 	root.AddCommand(imageCommand(g), configCommand(g), runCommand(g), appCommand(g),
 		attachCommand(g), execCommand(g), enterCommand(g), daemonCommand(g),
 		inspectCommand(g), versionCommand(g), psCommand(g), portCommand(g), statsCommand(g),
-		eventsCommand(g), cpCommand(g), systemCommand(g))
+		eventsCommand(g), cpCommand(g), systemCommand(g), trustCommand(g))
+	addInsecureOptionsFlag(root)
 	root.AddCommand(podCommands(g)...)
 	root.AddCommand(genManCommand(root))
 	addCompletions(root, g)

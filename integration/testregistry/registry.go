@@ -42,9 +42,16 @@ type request struct {
 // Start starts a registry listening on 127.0.0.1 on a free port. It is
 // plain HTTP; clients must treat it as an insecure registry (ggcr and most
 // clients do so by default for 127.0.0.1).
-func Start() (*Registry, error) {
+func Start() (*Registry, error) { return start(false) }
+
+// StartWithReferrers starts a registry that also serves the OCI 1.1
+// referrers API (without it, clients fall back to the referrers tag
+// schema, sha256-<hex>).
+func StartWithReferrers() (*Registry, error) { return start(true) }
+
+func start(referrers bool) (*Registry, error) {
 	r := &Registry{corrupt: map[string]bool{}}
-	h := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	h := registry.New(registry.Logger(log.New(io.Discard, "", 0)), registry.WithReferrersSupport(referrers))
 	// httptest.NewServer listens on 127.0.0.1:0 (IPv6 loopback only if v4
 	// is missing); it panics if it cannot listen, which we turn into an
 	// error for callers outside tests.
@@ -67,6 +74,17 @@ func Start() (*Registry, error) {
 func StartTB(t testing.TB) *Registry {
 	t.Helper()
 	r, err := Start()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	return r
+}
+
+// StartTBWithReferrers is StartWithReferrers for a test.
+func StartTBWithReferrers(t testing.TB) *Registry {
+	t.Helper()
+	r, err := StartWithReferrers()
 	if err != nil {
 		t.Fatal(err)
 	}

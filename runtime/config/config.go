@@ -37,6 +37,7 @@ type Config struct {
 	CRI        CRI                 `toml:"cri"`
 	NRI        NRI                 `toml:"nri"`
 	Registries map[string]Registry `toml:"registries"`
+	Trust      Trust               `toml:"trust"`
 }
 
 // Stage1 selects the pod supervisor.
@@ -242,6 +243,9 @@ func (c *Config) validate(source string) error {
 		return errdefs.InvalidArgument("config %s: %w", source, err)
 	}
 	if err := c.NRI.validate(); err != nil {
+		return errdefs.InvalidArgument("config %s: %w", source, err)
+	}
+	if err := c.Trust.validate(); err != nil {
 		return errdefs.InvalidArgument("config %s: %w", source, err)
 	}
 	for host, r := range c.Registries {

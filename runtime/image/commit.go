@@ -138,6 +138,9 @@ func (s *Store) record(img *Image, tags, digests []Reference) (Image, error) {
 		if img.IndexDigest != "" {
 			cur.IndexDigest = img.IndexDigest
 		}
+		if img.Verification != nil {
+			cur.Verification = img.Verification
+		}
 		for _, t := range tags {
 			name := t.String()
 			for _, other := range d.Images {

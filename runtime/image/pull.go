@@ -21,6 +21,7 @@ import (
 
 	"github.com/runclet/runclet/internal/errdefs"
 	"github.com/runclet/runclet/internal/fsutil"
+	"github.com/runclet/runclet/runtime/image/trust"
 )
 
 // UserAgent is sent to registries.
@@ -33,6 +34,9 @@ type PullOptions struct {
 	Auth *authn.AuthConfig
 	// Progress receives per-layer progress.
 	Progress ProgressFunc
+	// SkipVerify skips the trust policy for this pull (the CLI's
+	// --insecure-options=image); the image is recorded as unverified.
+	SkipVerify bool
 }
 
 // endpoint is one place an image can be pulled from: a mirror or the
@@ -75,15 +79,26 @@ func (s *Store) Pull(ctx context.Context, refStr string, opts PullOptions) (Imag
 		return Image{}, err
 	}
 	defer gcLock.Unlock()
+	if s.opts.Trust != nil && !opts.SkipVerify && !s.opts.SkipVerify {
+		// A reject rule refuses before anything is fetched.
+		if err := s.opts.Trust.Precheck(refStr, ref.Repo); err != nil {
+			return Image{}, fmt.Errorf("pull %s: %w", ref, err)
+		}
+	}
 
 	var errs []error
 	for _, ep := range s.endpoints(ref.Host()) {
-		img, err := s.pullFrom(ctx, ref, ep, opts)
+		img, err := s.pullFrom(ctx, ref, refStr, ep, opts)
 		if err == nil {
 			return img, nil
 		}
 		if ctx.Err() != nil {
 			return Image{}, fmt.Errorf("pull %s: %w", ref, ctx.Err())
+		}
+		if errors.Is(err, trust.ErrRefused) {
+			// What one endpoint served was refused: another endpoint is
+			// not asked to serve something else instead.
+			return Image{}, fmt.Errorf("pull %s: %w", ref, err)
 		}
 		slog.WarnContext(ctx, "pull attempt failed", "ref", ref.String(), "endpoint", ep.host, "mirror", ep.mirror, "err", err)
 		errs = append(errs, fmt.Errorf("from %s: %w", ep.host, err))
@@ -113,22 +128,8 @@ func allNotFound(errs []error) bool {
 	return len(errs) > 0
 }
 
-func (s *Store) pullFrom(ctx context.Context, ref Reference, ep endpoint, opts PullOptions) (_ Image, retErr error) {
-	var nopts []name.Option
-	if ep.insecure {
-		nopts = append(nopts, name.Insecure)
-	}
-	src := ep.host + "/" + ref.Path()
-	if ref.Digest != "" {
-		src += "@" + ref.Digest.String()
-	} else {
-		src += ":" + ref.Tag
-	}
-	nref, err := name.ParseReference(src, nopts...)
-	if err != nil {
-		return Image{}, errdefs.InvalidArgument("reference %s at %s: %w", ref, ep.host, err)
-	}
-	auth, withheld, err := s.endpointAuth(ctx, ref, ep, nref.Context().Registry, opts)
+func (s *Store) pullFrom(ctx context.Context, ref Reference, asked string, ep endpoint, opts PullOptions) (_ Image, retErr error) {
+	nref, ropts, withheld, err := s.remoteFor(ctx, ref, ep, opts)
 	if err != nil {
 		return Image{}, err
 	}
@@ -140,27 +141,11 @@ func (s *Store) pullFrom(ctx context.Context, ref Reference, ep endpoint, opts P
 			}
 		}()
 	}
-	ropts := []remote.Option{
-		remote.WithContext(ctx),
-		remote.WithTransport(registryTransport(ep, auth != authn.Anonymous && !s.opts.Registries[ep.host].AllowPlainHTTPCredentials)),
-		remote.WithPlatform(s.opts.Platform),
-		remote.WithUserAgent(UserAgent),
-		remote.WithAuth(auth),
-	}
-	if ep.mirror {
-		// A failing mirror should cost little before the next endpoint is
-		// tried; the registry itself gets go-containerregistry's full
-		// patience (three tries over several seconds).
-		ropts = append(ropts, remote.WithRetryBackoff(remote.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Steps: 2}))
-	}
 	desc, err := remote.Get(nref, ropts...)
 	if err != nil {
 		return Image{}, err
 	}
-	top, err := s.putBlobBytes(desc.Manifest)
-	if err != nil {
-		return Image{}, err
-	}
+	top := digest.FromBytes(desc.Manifest)
 	if ref.Digest != "" && top != ref.Digest {
 		return Image{}, errdefs.InvalidArgument("manifest %s from %s has digest %s: rejected", ref.Digest, ep.host, top)
 	}
@@ -177,6 +162,15 @@ func (s *Store) pullFrom(ctx context.Context, ref Reference, ep endpoint, opts P
 	}
 	raw, err := rimg.RawManifest()
 	if err != nil {
+		return Image{}, err
+	}
+	// The trust policy is applied before anything is stored, so a
+	// refusal leaves nothing behind.
+	verification, err := s.verify(ctx, ref, asked, ep, nref, ropts, top, digest.FromBytes(raw), opts)
+	if err != nil {
+		return Image{}, err
+	}
+	if _, err := s.putBlobBytes(desc.Manifest); err != nil {
 		return Image{}, err
 	}
 	md, err := s.putBlobBytes(raw)
@@ -215,11 +209,104 @@ func (s *Store) pullFrom(ctx context.Context, ref Reference, ep endpoint, opts P
 		return Image{}, err
 	}
 	img.IndexDigest = indexDigest
+	img.Verification = verification
 	var tags []Reference
 	if ref.Tag != "" {
 		tags = append(tags, ref)
 	}
 	return s.record(img, tags, []Reference{ref.WithDigest(top)})
+}
+
+// remoteFor is ref at endpoint ep and the options to reach it.
+func (s *Store) remoteFor(ctx context.Context, ref Reference, ep endpoint, opts PullOptions) (name.Reference, []remote.Option, bool, error) {
+	var nopts []name.Option
+	if ep.insecure {
+		nopts = append(nopts, name.Insecure)
+	}
+	src := ep.host + "/" + ref.Path()
+	if ref.Digest != "" {
+		src += "@" + ref.Digest.String()
+	} else {
+		src += ":" + ref.Tag
+	}
+	nref, err := name.ParseReference(src, nopts...)
+	if err != nil {
+		return nil, nil, false, errdefs.InvalidArgument("reference %s at %s: %w", ref, ep.host, err)
+	}
+	auth, withheld, err := s.endpointAuth(ctx, ref, ep, nref.Context().Registry, opts)
+	if err != nil {
+		return nil, nil, false, err
+	}
+	ropts := []remote.Option{
+		remote.WithContext(ctx),
+		remote.WithTransport(registryTransport(ep, auth != authn.Anonymous && !s.opts.Registries[ep.host].AllowPlainHTTPCredentials)),
+		remote.WithPlatform(s.opts.Platform),
+		remote.WithUserAgent(UserAgent),
+		remote.WithAuth(auth),
+	}
+	if ep.mirror {
+		// A failing mirror should cost little before the next endpoint is
+		// tried; the registry itself gets go-containerregistry's full
+		// patience (three tries over several seconds).
+		ropts = append(ropts, remote.WithRetryBackoff(remote.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Steps: 2}))
+	}
+	return nref, ropts, withheld, nil
+}
+
+// verify applies the trust policy to the manifest top (and platform,
+// when top is an index) that endpoint ep served for ref. Signatures are
+// looked for at the endpoint, then, for a mirror, at the registry itself;
+// they must name ref's canonical repository either way.
+func (s *Store) verify(ctx context.Context, ref Reference, asked string, ep endpoint, nref name.Reference, ropts []remote.Option, top, platform digest.Digest, opts PullOptions) (*trust.Result, error) {
+	if s.opts.Trust == nil {
+		return nil, nil
+	}
+	if opts.SkipVerify || s.opts.SkipVerify {
+		slog.WarnContext(ctx, "image signature check skipped for this pull (--insecure-options=image)", "image", asked)
+		return trust.Unverified(trust.ReasonSkipped), nil
+	}
+	t := trust.Target{Name: ref.Repo, Ref: asked, Digest: top, PlatformDigest: platform,
+		Repos: []trust.Repo{{Repository: nref.Context(), Options: ropts}}}
+	if ep.mirror {
+		canon, err := s.canonicalRepo(ctx, ref, opts)
+		if err != nil {
+			return nil, err
+		}
+		t.Repos = append(t.Repos, trust.Repo{Repository: canon.repo, Options: canon.opts})
+	}
+	return s.opts.Trust.Verify(ctx, t)
+}
+
+type repoAccess struct {
+	repo name.Repository
+	opts []remote.Option
+}
+
+// canonicalRepo is how to reach ref's repository at its own registry.
+func (s *Store) canonicalRepo(ctx context.Context, ref Reference, opts PullOptions) (repoAccess, error) {
+	host := ref.Host()
+	ep := endpoint{host: host, insecure: s.opts.Registries[host].Insecure}
+	if host == "docker.io" {
+		host = name.DefaultRegistry
+	}
+	var nopts []name.Option
+	if ep.insecure {
+		nopts = append(nopts, name.Insecure)
+	}
+	repo, err := name.NewRepository(host+"/"+ref.Path(), nopts...)
+	if err != nil {
+		return repoAccess{}, errdefs.InvalidArgument("reference %s: %w", ref, err)
+	}
+	auth, _, err := s.endpointAuth(ctx, ref, ep, repo.Registry, opts)
+	if err != nil {
+		return repoAccess{}, err
+	}
+	return repoAccess{repo: repo, opts: []remote.Option{
+		remote.WithContext(ctx),
+		remote.WithTransport(registryTransport(ep, auth != authn.Anonymous && !s.opts.Registries[ep.host].AllowPlainHTTPCredentials)),
+		remote.WithUserAgent(UserAgent),
+		remote.WithAuth(auth),
+	}}, nil
 }
 
 // endpointAuth picks the credentials for one endpoint. Credentials belong

@@ -40,6 +40,7 @@ import (
 	"github.com/runclet/runclet/internal/errdefs"
 	"github.com/runclet/runclet/internal/fsutil"
 	"github.com/runclet/runclet/runtime/config"
+	"github.com/runclet/runclet/runtime/image/trust"
 )
 
 // Image is one stored image: a platform manifest, its config and layers.
@@ -59,6 +60,9 @@ type Image struct {
 	Size     int64     `json:"size"`
 	Platform string    `json:"platform"`
 	Stored   time.Time `json:"stored"`
+	// Verification is what the trust policy found when the image was
+	// last pulled or verified; nil for images stored before it existed.
+	Verification *trust.Result `json:"verification,omitempty"`
 }
 
 // Layer is one layer of an image.
@@ -96,6 +100,11 @@ type Options struct {
 	Platform v1.Platform
 	// Unpack bounds each layer; zero fields take the config defaults.
 	Unpack config.ImageUnpack
+	// Trust, when set, is the trust policy every registry pull obeys.
+	Trust *trust.Verifier
+	// SkipVerify skips the policy for every pull of this store (the
+	// CLI's --insecure-options=image, for one command).
+	SkipVerify bool
 }
 
 // Store is an image store rooted in one directory. It is safe for

@@ -131,6 +131,11 @@ func run(o options) (retErr error) {
 	for _, host := range mirrored {
 		cfg += fmt.Sprintf("[registries.%q]\nmirrors = [%q]\n", host, reg.URL())
 	}
+	// The images are the harness's own, served from its registry: the
+	// trust policy accepts them unchecked (the default refuses unsigned).
+	for _, host := range append([]string{"127.0.0.1"}, mirrored...) {
+		cfg += fmt.Sprintf("[[trust.rules]]\nprefix = %q\naction = \"accept\"\n", host)
+	}
 	nriSock := filepath.Join(dir, "nri.sock")
 	if o.nri {
 		// critest holds a plugin's Synchronize open for 2s, NRI's default

@@ -90,6 +90,11 @@ func newRuncletRuntime(bin, dir, registryURL string) (*runcletRuntime, error) {
 	for _, host := range []string{"registry.k8s.io", "docker.io", "gcr.io", "quay.io"} {
 		cfg += fmt.Sprintf("[registries.%q]\nmirrors = [%q]\n", host, registryURL)
 	}
+	// The images are the harness's own, served from its registry: the
+	// trust policy accepts them unchecked (the default refuses unsigned).
+	for _, host := range []string{"127.0.0.1", "registry.k8s.io", "docker.io", "gcr.io", "quay.io"} {
+		cfg += fmt.Sprintf("[[trust.rules]]\nprefix = %q\naction = \"accept\"\n", host)
+	}
 	if err := os.WriteFile(r.cfg, []byte(cfg), 0o644); err != nil {
 		return nil, err
 	}
