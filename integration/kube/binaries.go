@@ -158,7 +158,7 @@ func buildK8s(out string, tools []Tool) error {
 		runs = append(runs, args)
 	}
 	for _, t := range tests {
-		runs = append(runs, []string{"test", "-c", "-trimpath", "-ldflags", ldflags, "-o", filepath.Join(bin, t.Name), t.Pkg})
+		runs = append(runs, []string{"test", "-c", "-vet=off", "-trimpath", "-ldflags", ldflags, "-o", filepath.Join(bin, t.Name), t.Pkg})
 	}
 	for _, args := range runs {
 		b := exec.Command(goCmd, args...)

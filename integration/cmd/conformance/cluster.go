@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/runclet/runclet/integration/kube"
+	"github.com/runclet/runclet/integration/leakcheck"
 )
 
 // cluster is the control plane on the host and the nodes, everything
@@ -51,6 +52,11 @@ type node struct {
 	rt         *kube.Proc // runclet daemon
 	kubelet    *kube.Proc
 	proxy      *kube.Proc
+
+	// What runclet left once kubelet and the CRI removed every pod is
+	// counted against what existed before its daemon started.
+	scope  leakcheck.Scope
+	before leakcheck.Snapshot
 }
 
 func (c *cluster) path(elem ...string) string {
@@ -259,6 +265,7 @@ func (c *cluster) startDNS(ctx context.Context) error {
         fallthrough in-addr.arpa ip6.arpa
         ttl 5
     }
+    forward . /etc/resolv.conf
     cache 5
     loadbalance
 }
@@ -337,9 +344,16 @@ func (c *cluster) startNode(ctx context.Context, n *node) error {
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return err
 	}
+	root, runRoot := filepath.Join(n.dir, "root"), filepath.Join(n.dir, "run")
+	pods, err := leakcheck.WatchPods(root)
+	if err != nil {
+		return err
+	}
+	n.scope = leakcheck.Scope{Root: root, RunRoot: runRoot, Pods: pods, PodCgroupParent: "/runclet",
+		CgroupProcRoots: []string{n.cgroupRoot}, IPAMDirs: []string{filepath.Join(n.dir, "ipam", n.name)}}
+	n.before = leakcheck.Take(n.scope)
 	bin, args := n.inNetns(c.runclet, "--config", cfgPath, "--root", filepath.Join(n.dir, "root"), "--run-root", filepath.Join(n.dir, "run"),
 		"daemon", "--listen", "unix://"+n.sock, "--log-level", "debug")
-	var err error
 	if n.rt, err = kube.StartProc("runclet daemon "+n.name, filepath.Join(n.dir, "runclet.log"), bin, args...); err != nil {
 		return err
 	}

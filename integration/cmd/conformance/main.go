@@ -182,7 +182,9 @@ func run(o options) (err error) {
 	}
 	failed := true
 	defer func() {
-		c.teardown(host, o.keep || failed)
+		if leaks := c.teardown(host, o.keep || failed); leaks > 0 && err == nil {
+			err = fmt.Errorf("runclet left %d objects after every pod was removed (listed above as LEAK)", leaks)
+		}
 		log.Printf("total %v", time.Since(t0).Round(time.Second))
 	}()
 	if c.nw, err = setupNetwork(o.nodes); err != nil {
@@ -279,7 +281,8 @@ func (c *cluster) checkRuntimeVersion(ctx context.Context) error {
 
 // teardown stops everything and gives the host back. Logs are kept (the
 // directory is moved aside) when keepLogs.
-func (c *cluster) teardown(host *kube.HostState, keepLogs bool) {
+// It returns how many objects runclet left (printed as LEAK lines).
+func (c *cluster) teardown(host *kube.HostState, keepLogs bool) (leaks int) {
 	for _, n := range c.nodes {
 		n.proxy.Stop(10 * time.Second)
 		n.kubelet.Stop(20 * time.Second)
@@ -289,6 +292,13 @@ func (c *cluster) teardown(host *kube.HostState, keepLogs bool) {
 			kube.RemoveSandboxes("unix://" + n.sock)
 		}
 		n.rt.Stop(30 * time.Second)
+		if n.before != nil {
+			for _, l := range n.before.Leaks(n.scope) {
+				log.Printf("LEAK %s: %s", n.name, l)
+				leaks++
+			}
+			n.scope.Pods.Close()
+		}
 		// What the CRI could not remove: runclet's own CLI removes it.
 		if n.rt != nil {
 			rcli := func(args ...string) *exec.Cmd {
@@ -329,7 +339,7 @@ func (c *cluster) teardown(host *kube.HostState, keepLogs bool) {
 		if err := os.RemoveAll(c.dir); err != nil {
 			log.Printf("removing %s: %v", c.dir, err)
 		}
-		return
+		return leaks
 	}
 	// The nodes' image stores and pod roots are large and say little.
 	for _, n := range c.nodes {
@@ -337,4 +347,5 @@ func (c *cluster) teardown(host *kube.HostState, keepLogs bool) {
 		os.RemoveAll(filepath.Join(n.dir, "kubelet"))
 	}
 	log.Printf("kept %s (daemon logs, reports)", c.dir)
+	return leaks
 }
