@@ -142,6 +142,13 @@ func buildImages(reg *testregistry.Registry, binDir, k8sSrc string) error {
 	if err != nil {
 		return err
 	}
+	curl, err := testimage.GoProgram("curl", curlSrc)
+	if err != nil {
+		return fmt.Errorf("curl stand-in: %w", err)
+	}
+	if agnhost, err = mutate.AppendLayers(agnhost, curl); err != nil {
+		return err
+	}
 	if agnhost, err = withConfig(agnhost, func(c *v1.Config) {
 		c.Entrypoint, c.Cmd = []string{"/agnhost"}, []string{"pause"}
 		c.ExposedPorts = map[string]struct{}{"80/tcp": {}, "8080/tcp": {}, "8081/tcp": {}, "9376/tcp": {}, "5000/tcp": {}}

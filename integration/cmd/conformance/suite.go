@@ -66,6 +66,10 @@ func (c *cluster) runSuite(ctx context.Context, o suiteOptions) (*suiteResult, e
 		cmd.Dir = c.path("e2e-" + part.name)
 		cmd.Env = append(os.Environ(), "KUBE_TEST_REPO_LIST="+o.repoList, "KUBECONFIG="+c.adminKubeconfig)
 		cmd.Stdout, cmd.Stderr = f, f
+		// On interrupt ginkgo gets SIGINT, so it still writes its report
+		// (the specs not run are reported as interrupted).
+		cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+		cmd.WaitDelay = 2 * time.Minute
 		log.Printf("running the %s specs: ginkgo %s (log %s)", part.name, strings.Join(args, " "), logPath)
 		t0 := time.Now()
 		err = cmd.Run()
