@@ -60,6 +60,7 @@ type options struct {
 	timeout   time.Duration
 	buildOnly bool
 	report    string
+	judgeDir  string
 }
 
 func main() {
@@ -78,6 +79,7 @@ func main() {
 	flag.DurationVar(&o.timeout, "timeout", 3*time.Hour, "bound on the whole run")
 	flag.BoolVar(&o.buildOnly, "build-only", false, "build (or find cached) every binary, print where, and exit")
 	flag.StringVar(&o.report, "report", "", "write the per-spec results (state | name | took) to this file")
+	flag.StringVar(&o.judgeDir, "judge", "", "judge the ginkgo reports kept (-keep) in this run directory against -expected again, without a cluster")
 	flag.Parse()
 	log.SetFlags(log.Ltime)
 	log.SetPrefix("conformance: ")
@@ -112,6 +114,24 @@ func run(o options) (err error) {
 			return err
 		}
 		log.Printf("Kubernetes binaries in %s; etcd %s; coredns %s (%v)", dir, etcd, dns, time.Since(t0).Round(time.Second))
+		return nil
+	}
+	if o.judgeDir != "" {
+		expected, err := readExpected(o.expected)
+		if err != nil {
+			return err
+		}
+		res := &suiteResult{}
+		for _, part := range []string{"parallel", "serial"} {
+			specs, err := readReport(filepath.Join(o.judgeDir, "report-"+part+".json"))
+			if err != nil {
+				return err
+			}
+			res.specs = append(res.specs, specs...)
+		}
+		if !res.judge(expected, o.report) {
+			return fmt.Errorf("results differ from %s (listed above)", o.expected)
+		}
 		return nil
 	}
 	if os.Geteuid() != 0 {
