@@ -7,7 +7,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # packages at a time matches the 2-core CI machine.
 TESTFLAGS ?= -count=1 -timeout 30m -p 2
 
-.PHONY: help build test test-unit lint fuzz install install-files uninstall tarball clean bench bench-images bench-pods critest e2e-node
+.PHONY: help build test test-unit lint fuzz install install-files uninstall tarball clean bench bench-images bench-pods critest e2e-node e2e-conformance cluster
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -73,6 +73,17 @@ endif
 # proxy once (~12 min on an idle 2-core machine) and cached under ~/.cache/runclet-k8s.
 e2e-node: build ## a real kubelet + kube-apiserver on a private runclet daemon: the node e2e scenarios (root; E2E_FLAGS="-run RE")
 	$(GO) run ./integration/cmd/e2enode -runclet bin/runclet $(E2E_FLAGS)
+
+# A local multi-node cluster of runclet nodes (integration/cmd/conformance;
+# docs/conformance.md). Besides e2e-node's binaries it builds
+# kube-controller-manager, kube-scheduler, kube-proxy, agnhost, ginkgo,
+# e2e.test and CoreDNS once (cached under ~/.cache/runclet-k8s).
+e2e-conformance: build ## upstream's [sig-node] Conformance e2e tests on a 2-node runclet cluster (root; CONFORMANCE_FLAGS="-focus RE -nodes N")
+	$(GO) run ./integration/cmd/conformance -runclet bin/runclet $(CONFORMANCE_FLAGS)
+
+cluster: build ## bring a 2-node runclet cluster up and keep it until Ctrl-C (root; CLUSTER_FLAGS="-nodes N")
+	$(GO) run ./integration/cmd/conformance -runclet bin/runclet -up $(CLUSTER_FLAGS)
+
 
 # Where `make install` puts things (DESTDIR is prepended to each). The
 # binaries from BINSRC (bin/ after `make build`).

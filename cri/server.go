@@ -455,7 +455,7 @@ func (s *Server) flavor(handler string) (string, error) {
 // Version reports runclet and the CRI version it speaks.
 func (s *Server) Version(context.Context, *runtimeapi.VersionRequest) (*runtimeapi.VersionResponse, error) {
 	return &runtimeapi.VersionResponse{
-		Version: "0.1.0", RuntimeName: "runclet", RuntimeVersion: s.opts.Version, RuntimeApiVersion: "v1",
+		Version: "0.1.0", RuntimeName: "runclet", RuntimeVersion: runtimeVersion(s.opts.Version), RuntimeApiVersion: "v1",
 	}, nil
 }
 

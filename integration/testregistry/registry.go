@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -67,6 +68,23 @@ func start(referrers bool) (*Registry, error) {
 	if err != nil {
 		return nil, err
 	}
+	return r, nil
+}
+
+// StartOn is Start listening on addr ("10.240.0.1:0") instead of
+// loopback, for clients in other network namespaces; Host and Ref then
+// name that address.
+func StartOn(addr string) (*Registry, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("starting test registry on %s: %w", addr, err)
+	}
+	r := &Registry{corrupt: map[string]bool{}}
+	h := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	r.srv = httptest.NewUnstartedServer(r.middleware(h))
+	r.srv.Listener.Close()
+	r.srv.Listener = ln
+	r.srv.Start()
 	return r, nil
 }
 

@@ -52,6 +52,27 @@ func TestHost(t *testing.T) {
 	}
 }
 
+// StartOn serves on the address asked for (127.0.0.2 is loopback too, but
+// not Start's 127.0.0.1), and Host names it.
+func TestStartOn(t *testing.T) {
+	r, err := testregistry.StartOn("127.0.0.2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if !strings.HasPrefix(r.Host(), "127.0.0.2:") {
+		t.Errorf("Host() = %q, want 127.0.0.2:PORT", r.Host())
+	}
+	resp, err := http.Get("http://" + r.Host() + "/v2/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("GET /v2/: %s", resp.Status)
+	}
+}
+
 func TestPushPull(t *testing.T) {
 	r := testregistry.StartTB(t)
 	img := testimage.MustMultiLayer(t)

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/runclet/runclet/integration/kube"
 )
 
 // nodeName is the node's name and its InternalIP: kubelet registers with
@@ -31,11 +33,11 @@ type cluster struct {
 	dir        string
 	k8sBin     string
 	etcdBin    string
-	pki        *pki
+	pki        *kube.PKI
 	rt         criRuntime
 	cgroupRoot string
 
-	etcd, apiserver, kubelet *proc
+	etcd, apiserver, kubelet *kube.Proc
 
 	api            *apiClient
 	kubeconfig     string
@@ -58,18 +60,18 @@ func (c *cluster) kubectlPath() string { return filepath.Join(c.k8sBin, "kubectl
 // startControlPlane starts etcd and kube-apiserver and waits until the
 // apiserver is ready.
 func (c *cluster) startControlPlane(ctx context.Context) error {
-	ports, err := freePorts(5)
+	ports, err := kube.FreePorts(5)
 	if err != nil {
 		return err
 	}
 	etcdClient, etcdPeer := ports[0], ports[1]
 	c.apiPort, c.kubeletPort, c.kubeletROPort = ports[2], ports[3], ports[4]
-	if c.pki, err = newPKI(c.path("pki")); err != nil {
+	if c.pki, err = kube.NewPKI(c.path("pki"), nil, nil); err != nil {
 		return err
 	}
 	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", etcdClient)
 	peerURL := fmt.Sprintf("http://127.0.0.1:%d", etcdPeer)
-	c.etcd, err = startProc("etcd", c.path("etcd.log"), c.etcdBin,
+	c.etcd, err = kube.StartProc("etcd", c.path("etcd.log"), c.etcdBin,
 		"--name", "e2enode", "--data-dir", c.path("etcd"),
 		"--listen-client-urls", etcdURL, "--advertise-client-urls", etcdURL,
 		"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
@@ -78,9 +80,9 @@ func (c *cluster) startControlPlane(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := poll(ctx, 30*time.Second, 100*time.Millisecond, "etcd health", func() (bool, error) {
-		if c.etcd.exited() {
-			return false, fmt.Errorf("etcd exited: %v\n%s", c.etcd.err, c.etcd.logTail(20))
+	if err := kube.Poll(ctx, 30*time.Second, 100*time.Millisecond, "etcd health", func() (bool, error) {
+		if c.etcd.Exited() {
+			return false, fmt.Errorf("etcd exited: %v\n%s", c.etcd.Err, c.etcd.LogTail(20))
 		}
 		resp, err := http.Get(etcdURL + "/health")
 		if err != nil {
@@ -93,21 +95,21 @@ func (c *cluster) startControlPlane(ctx context.Context) error {
 	}
 
 	issuer := "https://kubernetes.default.svc.cluster.local"
-	c.apiserver, err = startProc("kube-apiserver", c.path("kube-apiserver.log"), filepath.Join(c.k8sBin, "kube-apiserver"),
+	c.apiserver, err = kube.StartProc("kube-apiserver", c.path("kube-apiserver.log"), filepath.Join(c.k8sBin, "kube-apiserver"),
 		"--etcd-servers", etcdURL,
 		"--bind-address", "127.0.0.1", "--advertise-address", "127.0.0.1",
 		"--secure-port", strconv.Itoa(c.apiPort),
 		"--cert-dir", c.path("apiserver-certs"),
-		"--tls-cert-file", c.pki.serverCert, "--tls-private-key-file", c.pki.serverKey,
-		"--client-ca-file", c.pki.caCert,
-		"--token-auth-file", c.pki.tokenFile,
+		"--tls-cert-file", c.pki.ServerCert, "--tls-private-key-file", c.pki.ServerKey,
+		"--client-ca-file", c.pki.CACert,
+		"--token-auth-file", c.pki.TokenFile,
 		"--authorization-mode", "AlwaysAllow",
 		"--service-account-issuer", issuer,
-		"--service-account-key-file", c.pki.saPub,
-		"--service-account-signing-key-file", c.pki.saKey,
+		"--service-account-key-file", c.pki.SAPub,
+		"--service-account-signing-key-file", c.pki.SAKey,
 		"--service-cluster-ip-range", "10.0.0.0/24",
 		"--endpoint-reconciler-type", "none",
-		"--kubelet-client-certificate", c.pki.clientCert, "--kubelet-client-key", c.pki.clientKey,
+		"--kubelet-client-certificate", c.pki.ClientCert, "--kubelet-client-key", c.pki.ClientKey,
 		"--kubelet-preferred-address-types", "InternalIP,Hostname",
 		"--allow-privileged=true",
 		"--profiling=false",
@@ -116,12 +118,12 @@ func (c *cluster) startControlPlane(ctx context.Context) error {
 		return err
 	}
 	base := fmt.Sprintf("https://127.0.0.1:%d", c.apiPort)
-	if c.api, err = newAPIClient(base, c.pki.caCert, c.pki.token); err != nil {
+	if c.api, err = newAPIClient(base, c.pki.CACert, c.pki.Token); err != nil {
 		return err
 	}
-	if err := poll(ctx, 90*time.Second, 200*time.Millisecond, "kube-apiserver /readyz", func() (bool, error) {
-		if c.apiserver.exited() {
-			return false, fmt.Errorf("kube-apiserver exited: %v\n%s", c.apiserver.err, c.apiserver.logTail(30))
+	if err := kube.Poll(ctx, 90*time.Second, 200*time.Millisecond, "kube-apiserver /readyz", func() (bool, error) {
+		if c.apiserver.Exited() {
+			return false, fmt.Errorf("kube-apiserver exited: %v\n%s", c.apiserver.Err, c.apiserver.LogTail(30))
 		}
 		_, err := c.api.do(ctx, "GET", "/readyz", "", nil)
 		return err == nil, err
@@ -144,7 +146,7 @@ contexts:
 - name: e2enode
   context: {cluster: e2enode, user: admin, namespace: default}
 current-context: e2enode
-`, base, c.pki.caCert, c.pki.token)
+`, base, c.pki.CACert, c.pki.Token)
 	return os.WriteFile(c.kubeconfig, []byte(kc), 0o600)
 }
 
@@ -152,14 +154,14 @@ current-context: e2enode
 // ServiceAccount and the kube-root-ca.crt ConfigMap of the default
 // namespace, and the RuntimeClasses for runclet's handlers.
 func (c *cluster) bootstrap(ctx context.Context) error {
-	if err := poll(ctx, 30*time.Second, 200*time.Millisecond, "namespace default", func() (bool, error) {
+	if err := kube.Poll(ctx, 30*time.Second, 200*time.Millisecond, "namespace default", func() (bool, error) {
 		var ns struct{}
 		err := c.api.get(ctx, "/api/v1/namespaces/default", &ns)
 		return err == nil, err
 	}); err != nil {
 		return err
 	}
-	ca, err := os.ReadFile(c.pki.caCert)
+	ca, err := os.ReadFile(c.pki.CACert)
 	if err != nil {
 		return err
 	}
@@ -226,7 +228,7 @@ nodeStatusUpdateFrequency: 2s
 nodeStatusReportFrequency: 10s
 resolvConf: /etc/resolv.conf
 clusterDomain: cluster.local
-`, c.cgroupRoot, c.kubeletPort, c.kubeletROPort, c.pki.caCert, c.staticPodDir, c.podLogsDir,
+`, c.cgroupRoot, c.kubeletPort, c.kubeletROPort, c.pki.CACert, c.staticPodDir, c.podLogsDir,
 		containerLogMaxSize, containerLogMaxFiles)
 	cfgPath := c.path("kubelet-config.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
@@ -234,7 +236,7 @@ clusterDomain: cluster.local
 	}
 	t0 := time.Now()
 	var err error
-	c.kubelet, err = startProc("kubelet", c.path("kubelet.log"), filepath.Join(c.k8sBin, "kubelet"),
+	c.kubelet, err = kube.StartProc("kubelet", c.path("kubelet.log"), filepath.Join(c.k8sBin, "kubelet"),
 		"--config", cfgPath,
 		"--kubeconfig", c.kubeconfig,
 		"--container-runtime-endpoint", c.rt.endpoint(),
@@ -247,9 +249,9 @@ clusterDomain: cluster.local
 		return err
 	}
 	var lastReason string
-	err = poll(ctx, 120*time.Second, 100*time.Millisecond, "node Ready", func() (bool, error) {
-		if c.kubelet.exited() {
-			return false, fmt.Errorf("kubelet exited: %v\n%s", c.kubelet.err, c.kubelet.logTail(40))
+	err = kube.Poll(ctx, 120*time.Second, 100*time.Millisecond, "node Ready", func() (bool, error) {
+		if c.kubelet.Exited() {
+			return false, fmt.Errorf("kubelet exited: %v\n%s", c.kubelet.Err, c.kubelet.LogTail(40))
 		}
 		var n node
 		if err := c.api.get(ctx, "/api/v1/nodes/"+nodeName, &n); err != nil {
@@ -260,7 +262,7 @@ clusterDomain: cluster.local
 		return ok, fmt.Errorf("%s", reason)
 	})
 	if err != nil {
-		return fmt.Errorf("%w (last: %s; kubelet log %s)", err, lastReason, c.kubelet.logPath)
+		return fmt.Errorf("%w (last: %s; kubelet log %s)", err, lastReason, c.kubelet.LogPath)
 	}
 	c.kubeletUp = time.Since(t0)
 	return nil
@@ -306,7 +308,7 @@ func (c *cluster) deleteAllPods(ctx context.Context) {
 	for _, p := range list.Items {
 		c.api.delete(ctx, "/api/v1/namespaces/default/pods/"+p.Metadata.Name, 0)
 	}
-	poll(ctx, 60*time.Second, 500*time.Millisecond, "pods deleted", func() (bool, error) {
+	kube.Poll(ctx, 60*time.Second, 500*time.Millisecond, "pods deleted", func() (bool, error) {
 		var list struct{ Items []pod }
 		if err := c.api.get(ctx, "/api/v1/namespaces/default/pods", &list); err != nil {
 			return false, err

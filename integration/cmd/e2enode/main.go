@@ -39,6 +39,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/runclet/runclet/integration/kube"
 	"github.com/runclet/runclet/integration/leakcheck"
 	"github.com/runclet/runclet/integration/testregistry"
 )
@@ -59,7 +60,7 @@ func main() {
 	var o options
 	flag.StringVar(&o.runclet, "runclet", "bin/runclet", "runclet binary (stage1-runc next to it)")
 	flag.BoolVar(&o.containerd, "containerd", false, "run the scenarios on a private instance of Debian's containerd (/usr/bin/containerd) instead of runclet")
-	flag.StringVar(&o.k8sBin, "k8s-bin", "", "directory with kubelet, kube-apiserver and kubectl (default: build and cache Kubernetes "+k8sVersion+"'s)")
+	flag.StringVar(&o.k8sBin, "k8s-bin", "", "directory with kubelet, kube-apiserver and kubectl (default: build and cache Kubernetes "+kube.Version+"'s)")
 	flag.StringVar(&o.etcd, "etcd", "", "etcd binary (default: Debian's etcd-server, fetched with apt-get download and cached)")
 	flag.StringVar(&o.run, "run", "", "run only the scenarios whose name matches this regexp")
 	flag.IntVar(&o.parallel, "parallel", 8, "scenarios run at the same time")
@@ -70,10 +71,10 @@ func main() {
 	log.SetFlags(log.Ltime)
 	log.SetPrefix("e2enode: ")
 	if o.buildOnly {
-		dir, err := k8sBinaries(o.k8sBin)
+		dir, err := kube.Binaries(o.k8sBin, kube.Kubelet, kube.KubeAPIServer, kube.Kubectl)
 		if err == nil {
 			var etcd string
-			etcd, err = etcdBinary(o.etcd)
+			etcd, err = kube.Etcd(o.etcd)
 			log.Printf("kubelet, kube-apiserver and kubectl in %s; etcd %s", dir, etcd)
 		}
 		if err != nil {
@@ -116,10 +117,10 @@ func run(o options) (failed int, err error) {
 	}
 	binCh := make(chan binResult, 1)
 	go func() {
-		d, err := k8sBinaries(o.k8sBin)
+		d, err := kube.Binaries(o.k8sBin, kube.Kubelet, kube.KubeAPIServer, kube.Kubectl)
 		binCh <- binResult{d, err}
 	}()
-	etcdBin, err := etcdBinary(o.etcd)
+	etcdBin, err := kube.Etcd(o.etcd)
 	if err != nil {
 		return 0, err
 	}
@@ -167,7 +168,7 @@ func run(o options) (failed int, err error) {
 		return 0, ctx.Err()
 	}
 
-	host, err := saveHost(c.cgroupRoot, append([]string{"/var/log/containers"}, c.rt.hostDirs()...), []string{bridgeName})
+	host, err := kube.SaveHost([]string{c.cgroupRoot}, append([]string{"/var/log/containers"}, c.rt.hostDirs()...), []string{bridgeName})
 	if err != nil {
 		return 0, err
 	}
@@ -177,7 +178,7 @@ func run(o options) (failed int, err error) {
 	if r, ok := c.rt.(*runcletRuntime); ok {
 		scope, err := r.leakScope(c.cgroupRoot)
 		if err != nil {
-			host.restore()
+			host.Restore()
 			return 0, err
 		}
 		defer scope.Pods.Close()
@@ -234,15 +235,15 @@ func run(o options) (failed int, err error) {
 // removes what the runtime left, and restores the host. The daemons' logs
 // are kept when keepLogs (a failure) or keep (everything). It returns the
 // leaks counted.
-func teardown(c *cluster, host *hostState, keep, keepLogs bool, census func() []string) []string {
+func teardown(c *cluster, host *kube.HostState, keep, keepLogs bool, census func() []string) []string {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	if c.kubelet != nil && !c.kubelet.exited() && c.api != nil {
+	if c.kubelet != nil && !c.kubelet.Exited() && c.api != nil {
 		c.deleteAllPods(ctx)
 	}
-	c.kubelet.stop(20 * time.Second)
+	c.kubelet.Stop(20 * time.Second)
 	if c.rt.running() {
-		removeSandboxes(c.rt.endpoint())
+		kube.RemoveSandboxes(c.rt.endpoint())
 	}
 	c.rt.stopDaemon()
 	leaks := census()
@@ -251,13 +252,13 @@ func teardown(c *cluster, host *hostState, keep, keepLogs bool, census func() []
 	}
 	keepLogs = keepLogs || len(leaks) > 0
 	c.rt.cleanup()
-	c.apiserver.stop(20 * time.Second)
-	c.etcd.stop(20 * time.Second)
-	unmountUnder(c.dir)
+	c.apiserver.Stop(20 * time.Second)
+	c.etcd.Stop(20 * time.Second)
+	kube.UnmountUnder(c.dir)
 	if c.podLogsDir != "" {
-		removeLogSymlinks(c.podLogsDir)
+		kube.RemoveLogSymlinks(c.podLogsDir)
 	}
-	host.restore()
+	host.Restore()
 	if keep {
 		log.Printf("kept %s", c.dir)
 		return leaks
@@ -357,7 +358,7 @@ func runScenarios(ctx context.Context, c *cluster, filter *regexp.Regexp, parall
 	wg.Wait()
 	// The serial scenarios measure: let kubelet finish with the pods of
 	// the parallel ones first.
-	poll(ctx, 60*time.Second, 500*time.Millisecond, "pods of the parallel scenarios gone", func() (bool, error) {
+	kube.Poll(ctx, 60*time.Second, 500*time.Millisecond, "pods of the parallel scenarios gone", func() (bool, error) {
 		var list struct{ Items []pod }
 		err := c.api.get(ctx, podsPath, &list)
 		return err == nil && len(list.Items) == 0, err

@@ -4,12 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"log"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"time"
 
+	"github.com/runclet/runclet/integration/kube"
 	"github.com/runclet/runclet/integration/leakcheck"
 	"github.com/runclet/runclet/integration/peer"
 )
@@ -38,24 +38,6 @@ type criRuntime interface {
 	logPath() string
 }
 
-// waitSocket waits until a unix socket accepts connections.
-func waitSocket(path string, p *proc, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		if c, err := net.Dial("unix", path); err == nil {
-			c.Close()
-			return nil
-		}
-		if p.exited() {
-			return fmt.Errorf("%s exited (%v) before serving %s:\n%s", p.name, p.err, path, p.logTail(20))
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s did not serve %s in %v:\n%s", p.name, path, timeout, p.logTail(20))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // runcletRuntime is a private `runclet daemon`: its own config, data root,
 // run root and socket, the built-in bridge network on rcle2e0, and every
 // registry host mirrored to the test registry.
@@ -64,7 +46,7 @@ type runcletRuntime struct {
 	root, runRoot    string
 	cfg, sock, log   string
 	metricsAddr      string
-	daemon           *proc
+	daemon           *kube.Proc
 	restarts         int
 	registryURL      string
 	daemonStartTimes []time.Duration
@@ -78,7 +60,7 @@ func newRuncletRuntime(bin, dir, registryURL string) (*runcletRuntime, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(1)
+	ports, err := kube.FreePorts(1)
 	if err != nil {
 		return nil, err
 	}
@@ -123,30 +105,30 @@ func (r *runcletRuntime) cli(args ...string) *exec.Cmd {
 
 func (r *runcletRuntime) start() error {
 	t0 := time.Now()
-	p, err := startProc("runclet daemon", r.log, r.bin, "--config", r.cfg, "--root", r.root, "--run-root", r.runRoot,
+	p, err := kube.StartProc("runclet daemon", r.log, r.bin, "--config", r.cfg, "--root", r.root, "--run-root", r.runRoot,
 		"daemon", "--listen", "unix://"+r.sock, "--log-level", "debug")
 	if err != nil {
 		return err
 	}
 	r.daemon = p
-	if err := waitSocket(r.sock, p, 30*time.Second); err != nil {
+	if err := kube.WaitSocket(r.sock, p, 30*time.Second); err != nil {
 		return err
 	}
 	r.daemonStartTimes = append(r.daemonStartTimes, time.Since(t0))
 	return nil
 }
 
-func (r *runcletRuntime) running() bool { return r.daemon != nil && !r.daemon.exited() }
+func (r *runcletRuntime) running() bool { return r.daemon != nil && !r.daemon.Exited() }
 
 func (r *runcletRuntime) stopDaemon() {
-	r.daemon.stop(30 * time.Second)
+	r.daemon.Stop(30 * time.Second)
 }
 
 // restart stops the daemon (SIGTERM, by PID) and starts it again on the
 // same roots; pods keep running in their supervisors meanwhile.
 func (r *runcletRuntime) restart(down time.Duration) error {
 	r.stopDaemon()
-	if err := r.daemon.err; err != nil {
+	if err := r.daemon.Err; err != nil {
 		log.Printf("runclet daemon exited with %v", err)
 	}
 	time.Sleep(down)

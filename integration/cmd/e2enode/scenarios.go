@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/runclet/runclet/integration/hostcgroup"
+	"github.com/runclet/runclet/integration/kube"
 )
 
 func scenarios() []scenario {
@@ -129,7 +130,7 @@ func (t *T) gone(name string, timeout time.Duration) error {
 // waitLogs waits until `kubectl logs` of a container contains want.
 func (t *T) waitLogs(podName, ctr, want string, extra ...string) (string, error) {
 	var out string
-	err := poll(t.ctx, 30*time.Second, 500*time.Millisecond, "kubectl logs "+podName, func() (bool, error) {
+	err := kube.Poll(t.ctx, 30*time.Second, 500*time.Millisecond, "kubectl logs "+podName, func() (bool, error) {
 		var err error
 		out, err = t.kubectlOK(append([]string{"logs", podName, "-c", ctr}, extra...)...)
 		if err != nil {

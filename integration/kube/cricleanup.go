@@ -1,4 +1,4 @@
-package main
+package kube
 
 import (
 	"context"
@@ -10,12 +10,12 @@ import (
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
 
-// removeSandboxes stops and removes, through the CRI, every pod sandbox
+// RemoveSandboxes stops and removes, through the CRI, every pod sandbox
 // the runtime still has after kubelet is gone (kubelet removes the
 // sandboxes of deleted pods only at its next garbage collection). Going
 // through the runtime tears the network down (CNI DEL: addresses,
 // iptables rules, cache files), which killing processes would not.
-func removeSandboxes(endpoint string) {
+func RemoveSandboxes(endpoint string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	conn, err := grpc.NewClient(endpoint, grpc.WithTransportCredentials(insecure.NewCredentials()))

@@ -1,4 +1,4 @@
-package main
+package kube
 
 import (
 	"bufio"
@@ -14,20 +14,40 @@ import (
 	"time"
 )
 
-// k8sVersion is the Kubernetes release whose kubelet, kube-apiserver and
+// Version is the Kubernetes release whose kubelet, kube-apiserver and
 // kubectl are built and cached.
-const k8sVersion = "v1.37.2"
+const Version = "v1.37.2"
 
-// k8sTools are the commands built from k8s.io/kubernetes/cmd/.
-var k8sTools = []string{"kubelet", "kube-apiserver", "kubectl"}
+// Tool is a program built from k8s.io/kubernetes (or a module it
+// requires) at Version: a command, or with Test a package's test binary
+// (go test -c).
+type Tool struct {
+	Name string // the binary's name in the cache
+	Pkg  string // its import path
+	Test bool
+}
 
-// k8sBinaries returns the directory holding kubelet, kube-apiserver and
-// kubectl: dir when given, else os.UserCacheDir()/runclet-k8s/<version>,
-// building what is missing there first.
-func k8sBinaries(dir string) (string, error) {
+// The tools the harnesses build.
+var (
+	Kubelet               = Tool{Name: "kubelet", Pkg: "k8s.io/kubernetes/cmd/kubelet"}
+	KubeAPIServer         = Tool{Name: "kube-apiserver", Pkg: "k8s.io/kubernetes/cmd/kube-apiserver"}
+	Kubectl               = Tool{Name: "kubectl", Pkg: "k8s.io/kubernetes/cmd/kubectl"}
+	KubeControllerManager = Tool{Name: "kube-controller-manager", Pkg: "k8s.io/kubernetes/cmd/kube-controller-manager"}
+	KubeScheduler         = Tool{Name: "kube-scheduler", Pkg: "k8s.io/kubernetes/cmd/kube-scheduler"}
+	KubeProxy             = Tool{Name: "kube-proxy", Pkg: "k8s.io/kubernetes/cmd/kube-proxy"}
+	Agnhost               = Tool{Name: "agnhost", Pkg: "k8s.io/kubernetes/test/images/agnhost"}
+	Nnp                   = Tool{Name: "nnp", Pkg: "k8s.io/kubernetes/test/images/nonewprivs"}
+	Ginkgo                = Tool{Name: "ginkgo", Pkg: "github.com/onsi/ginkgo/v2/ginkgo"}
+	E2ETest               = Tool{Name: "e2e.test", Pkg: "k8s.io/kubernetes/test/e2e", Test: true}
+)
+
+// Binaries returns the directory holding the tools: dir when given (they
+// must be there), else os.UserCacheDir()/runclet-k8s/<version>, building
+// what is missing there first.
+func Binaries(dir string, tools ...Tool) (string, error) {
 	if dir != "" {
-		for _, t := range k8sTools {
-			if _, err := os.Stat(filepath.Join(dir, t)); err != nil {
+		for _, t := range tools {
+			if _, err := os.Stat(filepath.Join(dir, t.Name)); err != nil {
 				return "", fmt.Errorf("-k8s-bin: %w", err)
 			}
 		}
@@ -37,17 +57,18 @@ func k8sBinaries(dir string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	out := filepath.Join(cache, "runclet-k8s", k8sVersion)
+	out := filepath.Join(cache, "runclet-k8s", Version)
 	// The stamp records how the cached binaries were built; binaries
 	// built another way (or half-built) are built again.
 	stamp := filepath.Join(out, "build-stamp")
 	want := strings.Join(k8sLdflags(), " ") + "\n"
-	var missing []string
+	var missing []Tool
 	if b, err := os.ReadFile(stamp); err != nil || string(b) != want {
-		missing = k8sTools
+		missing = tools
+		os.Remove(stamp)
 	} else {
-		for _, t := range k8sTools {
-			if _, err := os.Stat(filepath.Join(out, t)); err != nil {
+		for _, t := range tools {
+			if _, err := os.Stat(filepath.Join(out, t.Name)); err != nil {
 				missing = append(missing, t)
 			}
 		}
@@ -58,17 +79,20 @@ func k8sBinaries(dir string) (string, error) {
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return "", err
 	}
+	var names []string
+	for _, t := range missing {
+		names = append(names, t.Name)
+	}
 	t0 := time.Now()
-	log.Printf("building %s of Kubernetes %s (once; about 12 minutes on an idle 2-core machine; cached in %s)",
-		strings.Join(missing, ", "), k8sVersion, out)
-	os.Remove(stamp)
+	log.Printf("building %s of Kubernetes %s (once; kubelet, kube-apiserver and kubectl take about 12 minutes on an idle 2-core machine, e2e.test as long again; cached in %s)",
+		strings.Join(names, ", "), Version, out)
 	if err := buildK8s(out, missing); err != nil {
 		return "", err
 	}
 	if err := os.WriteFile(stamp, []byte(want), 0o644); err != nil {
 		return "", err
 	}
-	log.Printf("built %s in %v", strings.Join(missing, ", "), time.Since(t0).Round(time.Second))
+	log.Printf("built %s in %v", strings.Join(names, ", "), time.Since(t0).Round(time.Second))
 	return out, nil
 }
 
@@ -77,22 +101,22 @@ func k8sBinaries(dir string) (string, error) {
 // (k8s.io/api, k8s.io/client-go, ...) at v0.0.0 and replaces them with
 // ./staging directories, which a dependent module does not get: the scratch
 // module replaces each with the published module of the same minor release.
-func buildK8s(out string, tools []string) error {
+func buildK8s(out string, tools []Tool) error {
 	tmp, err := os.MkdirTemp("", "runclet-k8s-build-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	goCmd, err := findGo()
+	goCmd, err := FindGo()
 	if err != nil {
 		return err
 	}
 	env := append(os.Environ(), "GOFLAGS=-mod=mod", "CGO_ENABLED=0")
-	dl := exec.Command(goCmd, "mod", "download", "-json", "k8s.io/kubernetes@"+k8sVersion)
+	dl := exec.Command(goCmd, "mod", "download", "-json", "k8s.io/kubernetes@"+Version)
 	dl.Dir, dl.Env, dl.Stderr = tmp, env, os.Stderr
 	js, err := dl.Output()
 	if err != nil {
-		return fmt.Errorf("go mod download k8s.io/kubernetes@%s: %w", k8sVersion, err)
+		return fmt.Errorf("go mod download k8s.io/kubernetes@%s: %w", Version, err)
 	}
 	var mod struct{ GoMod string }
 	if err := json.Unmarshal(js, &mod); err != nil || mod.GoMod == "" {
@@ -105,9 +129,9 @@ func buildK8s(out string, tools []string) error {
 	if len(staging) == 0 {
 		return fmt.Errorf("no v0.0.0 staging requirements found in %s", mod.GoMod)
 	}
-	stagingVersion := "v0." + strings.TrimPrefix(k8sVersion, "v1.")
+	stagingVersion := "v0." + strings.TrimPrefix(Version, "v1.")
 	var gomod strings.Builder
-	fmt.Fprintf(&gomod, "module runclet.e2enode/k8sbuild\n\ngo 1.26.0\n\nrequire k8s.io/kubernetes %s\n\nreplace (\n", k8sVersion)
+	fmt.Fprintf(&gomod, "module runclet.e2enode/k8sbuild\n\ngo 1.26.0\n\nrequire k8s.io/kubernetes %s\n\nreplace (\n", Version)
 	for _, m := range staging {
 		fmt.Fprintf(&gomod, "\t%s => %s %s\n", m, m, stagingVersion)
 	}
@@ -116,22 +140,40 @@ func buildK8s(out string, tools []string) error {
 		return err
 	}
 	bin := filepath.Join(tmp, "bin")
-	args := []string{"build", "-trimpath", "-ldflags", strings.Join(k8sLdflags(), " "), "-o", bin + "/"}
+	ldflags := strings.Join(k8sLdflags(), " ")
+	var cmds, tests []Tool
 	for _, t := range tools {
-		args = append(args, "k8s.io/kubernetes/cmd/"+t)
+		if t.Test {
+			tests = append(tests, t)
+		} else {
+			cmds = append(cmds, t)
+		}
 	}
-	b := exec.Command(goCmd, args...)
-	b.Dir, b.Env, b.Stdout, b.Stderr = tmp, env, os.Stderr, os.Stderr
-	if err := b.Run(); err != nil {
-		return fmt.Errorf("go %s: %w", strings.Join(args, " "), err)
+	var runs [][]string
+	if len(cmds) > 0 {
+		args := []string{"build", "-trimpath", "-ldflags", ldflags, "-o", bin + "/"}
+		for _, t := range cmds {
+			args = append(args, t.Pkg)
+		}
+		runs = append(runs, args)
+	}
+	for _, t := range tests {
+		runs = append(runs, []string{"test", "-c", "-vet=off", "-trimpath", "-ldflags", ldflags, "-o", filepath.Join(bin, t.Name), t.Pkg})
+	}
+	for _, args := range runs {
+		b := exec.Command(goCmd, args...)
+		b.Dir, b.Env, b.Stdout, b.Stderr = tmp, env, os.Stderr, os.Stderr
+		if err := b.Run(); err != nil {
+			return fmt.Errorf("go %s: %w", strings.Join(args, " "), err)
+		}
 	}
 	for _, t := range tools {
 		// Copy then rename, so a cached binary is always whole.
-		data, err := os.ReadFile(filepath.Join(bin, t))
+		data, err := os.ReadFile(filepath.Join(bin, t.Name))
 		if err != nil {
 			return err
 		}
-		dst := filepath.Join(out, t)
+		dst := filepath.Join(out, t.Name)
 		if err := os.WriteFile(dst+".tmp", data, 0o755); err != nil {
 			return err
 		}
@@ -142,9 +184,9 @@ func buildK8s(out string, tools []string) error {
 	return nil
 }
 
-// findGo returns the go command: from PATH, else $GOROOT/bin or the Go
+// FindGo returns the go command: from PATH, else $GOROOT/bin or the Go
 // this program was built with.
-func findGo() (string, error) {
+func FindGo() (string, error) {
 	if p, err := exec.LookPath("go"); err == nil {
 		return p, nil
 	}
@@ -162,11 +204,11 @@ func findGo() (string, error) {
 // build does (hack/lib/version.sh), so kubelet registers as v1.37.2 and
 // kubectl version tells the truth.
 func k8sLdflags() []string {
-	minor := strings.SplitN(strings.TrimPrefix(k8sVersion, "v"), ".", 3)[1]
+	minor := strings.SplitN(strings.TrimPrefix(Version, "v"), ".", 3)[1]
 	var flags []string
 	for _, pkg := range []string{"k8s.io/component-base/version", "k8s.io/client-go/pkg/version"} {
 		flags = append(flags,
-			"-X", pkg+".gitVersion="+k8sVersion,
+			"-X", pkg+".gitVersion="+Version,
 			"-X", pkg+".gitMajor=1",
 			"-X", pkg+".gitMinor="+minor,
 			"-X", pkg+".gitTreeState=clean")
@@ -199,10 +241,10 @@ func stagingModules(gomod string) ([]string, error) {
 	return mods, sc.Err()
 }
 
-// etcdBinary returns Debian's etcd (package etcd-server), fetched with
+// Etcd returns Debian's etcd (package etcd-server), fetched with
 // apt-get download and unpacked under os.UserCacheDir()/runclet-k8s/etcd
 // the first time; an etcd given with -etcd wins.
-func etcdBinary(given string) (string, error) {
+func Etcd(given string) (string, error) {
 	if given != "" {
 		return filepath.Abs(given)
 	}
@@ -252,4 +294,29 @@ func etcdBinary(given string) (string, error) {
 		return "", fmt.Errorf("etcd-server package has no usr/bin/etcd: %w", err)
 	}
 	return bin, nil
+}
+
+// SourceDir returns the directory of k8s.io/kubernetes@Version in the Go
+// module cache (downloading it if needed), for the files of test/images.
+func SourceDir() (string, error) {
+	goCmd, err := FindGo()
+	if err != nil {
+		return "", err
+	}
+	tmp, err := os.MkdirTemp("", "runclet-k8s-src-")
+	if err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(tmp)
+	dl := exec.Command(goCmd, "mod", "download", "-json", "k8s.io/kubernetes@"+Version)
+	dl.Dir, dl.Env, dl.Stderr = tmp, append(os.Environ(), "GOFLAGS=-mod=mod"), os.Stderr
+	js, err := dl.Output()
+	if err != nil {
+		return "", fmt.Errorf("go mod download k8s.io/kubernetes@%s: %w", Version, err)
+	}
+	var mod struct{ Dir string }
+	if err := json.Unmarshal(js, &mod); err != nil || mod.Dir == "" {
+		return "", fmt.Errorf("go mod download k8s.io/kubernetes: no Dir in %s", js)
+	}
+	return mod.Dir, nil
 }

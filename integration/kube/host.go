@@ -1,4 +1,4 @@
-package main
+package kube
 
 import (
 	"bufio"
@@ -16,10 +16,10 @@ import (
 	"github.com/runclet/runclet/integration/mountinfo"
 )
 
-// hostSysctls are the host settings kubelet changes at start
+// HostSysctls are the host settings kubelet changes at start
 // (container_manager_linux.go setupKernelTunables) plus the ones the CNI
 // bridge plugin turns on; they are saved first and restored at the end.
-var hostSysctls = []string{
+var HostSysctls = []string{
 	"vm/overcommit_memory",
 	"vm/panic_on_oom",
 	"kernel/panic",
@@ -29,17 +29,21 @@ var hostSysctls = []string{
 	"net/ipv4/ip_forward",
 }
 
-// hostState is what the run changes on the host and has to give back.
-type hostState struct {
+// HostState is what the run changes on the host and has to give back.
+type HostState struct {
 	sysctls    map[string]string
 	cgroupDirs []string // the cgroup root made in every hierarchy
 	newDirs    []string // host directories that did not exist before (made by kubelet or containerd)
 	links      []string // network links to delete
 }
 
-func saveHost(cgroupRoot string, watchDirs []string, links []string) (*hostState, error) {
-	h := &hostState{sysctls: map[string]string{}, links: links}
-	for _, k := range hostSysctls {
+// SaveHost records the host sysctls, which of watchDirs do not exist yet
+// and which links must be deleted at the end, and makes each of
+// cgroupRoots (in order, so a parent comes before its children) in every
+// cgroup hierarchy; none may exist already.
+func SaveHost(cgroupRoots []string, watchDirs []string, links []string) (*HostState, error) {
+	h := &HostState{sysctls: map[string]string{}, links: links}
+	for _, k := range HostSysctls {
 		if b, err := os.ReadFile("/proc/sys/" + k); err == nil {
 			h.sysctls[k] = strings.TrimSpace(string(b))
 		}
@@ -54,29 +58,33 @@ func saveHost(cgroupRoot string, watchDirs []string, links []string) (*hostState
 			return nil, fmt.Errorf("network link %s exists already: another run may be active (delete it with ip link del %s)", l, l)
 		}
 	}
-	mps, err := cgroupMounts()
+	mps, err := CgroupMounts()
 	if err != nil {
 		return nil, err
 	}
 	for _, mp := range mps {
-		d := filepath.Join(mp, cgroupRoot)
-		if _, err := os.Stat(d); err == nil {
-			return nil, fmt.Errorf("cgroup %s exists already: another run may be active", d)
+		for _, cgroupRoot := range cgroupRoots {
+			d := filepath.Join(mp, cgroupRoot)
+			if _, err := os.Stat(d); err == nil {
+				return nil, fmt.Errorf("cgroup %s exists already: another run may be active", d)
+			}
 		}
 	}
 	for _, mp := range mps {
-		d := filepath.Join(mp, cgroupRoot)
-		if err := os.Mkdir(d, 0o755); err != nil {
-			h.restore()
-			return nil, fmt.Errorf("creating cgroup root: %w", err)
-		}
-		h.cgroupDirs = append(h.cgroupDirs, d)
-		// A cpuset cgroup v1 starts with empty cpus and mems: copy the parent's.
-		for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
-			if b, err := os.ReadFile(filepath.Join(mp, f)); err == nil {
-				if err := os.WriteFile(filepath.Join(d, f), b, 0o644); err != nil {
-					h.restore()
-					return nil, fmt.Errorf("copying %s to %s: %w", f, d, err)
+		for _, cgroupRoot := range cgroupRoots {
+			d := filepath.Join(mp, cgroupRoot)
+			if err := os.Mkdir(d, 0o755); err != nil {
+				h.Restore()
+				return nil, fmt.Errorf("creating cgroup root: %w", err)
+			}
+			h.cgroupDirs = append(h.cgroupDirs, d)
+			// A cpuset cgroup v1 starts with empty cpus and mems: copy the parent's.
+			for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+				if b, err := os.ReadFile(filepath.Join(filepath.Dir(d), f)); err == nil {
+					if err := os.WriteFile(filepath.Join(d, f), b, 0o644); err != nil {
+						h.Restore()
+						return nil, fmt.Errorf("copying %s to %s: %w", f, d, err)
+					}
 				}
 			}
 		}
@@ -84,9 +92,9 @@ func saveHost(cgroupRoot string, watchDirs []string, links []string) (*hostState
 	return h, nil
 }
 
-// cgroupMounts returns the mount points of every cgroup (v1) and cgroup2
+// CgroupMounts returns the mount points of every cgroup (v1) and cgroup2
 // hierarchy of this mount namespace.
-func cgroupMounts() ([]string, error) {
+func CgroupMounts() ([]string, error) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return nil, err
@@ -105,10 +113,10 @@ func cgroupMounts() ([]string, error) {
 	return mps, sc.Err()
 }
 
-// restore gives back what saveHost recorded: sysctls, the cgroup root
+// Restore gives back what SaveHost recorded: sysctls, the cgroup root
 // (children first; cgroups with processes left are reported), links and
 // the host directories that were made during the run.
-func (h *hostState) restore() {
+func (h *HostState) Restore() {
 	for _, l := range h.links {
 		if _, err := os.Stat("/sys/class/net/" + l); err == nil {
 			if out, err := exec.Command("ip", "link", "del", l).CombinedOutput(); err != nil {
@@ -116,8 +124,8 @@ func (h *hostState) restore() {
 			}
 		}
 	}
-	for _, d := range h.cgroupDirs {
-		removeCgroupTree(d)
+	for i := len(h.cgroupDirs) - 1; i >= 0; i-- {
+		removeCgroupTree(h.cgroupDirs[i])
 	}
 	for k, v := range h.sysctls {
 		cur, _ := os.ReadFile("/proc/sys/" + k)
@@ -155,9 +163,9 @@ func removeCgroupTree(d string) {
 	}
 }
 
-// unmountUnder detaches every mount at or below one of the dirs, deepest
+// UnmountUnder detaches every mount at or below one of the dirs, deepest
 // first (a mount point can be listed more than once).
-func unmountUnder(dirs ...string) {
+func UnmountUnder(dirs ...string) {
 	for round := 0; round < 5; round++ {
 		b, err := os.ReadFile("/proc/self/mountinfo")
 		if err != nil {
@@ -187,9 +195,9 @@ func unmountUnder(dirs ...string) {
 	}
 }
 
-// removeLogSymlinks removes the /var/log/containers symlinks kubelet made
+// RemoveLogSymlinks removes the /var/log/containers symlinks kubelet made
 // for this run's containers (those pointing into podLogsDir).
-func removeLogSymlinks(podLogsDir string) {
+func RemoveLogSymlinks(podLogsDir string) {
 	ents, err := os.ReadDir("/var/log/containers")
 	if err != nil {
 		return
