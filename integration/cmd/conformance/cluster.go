@@ -340,6 +340,11 @@ func (c *cluster) startNode(ctx context.Context, n *node) error {
 	for _, host := range []string{"registry.k8s.io", "docker.io", "gcr.io", "quay.io"} {
 		cfg += fmt.Sprintf("[registries.%q]\nmirrors = [%q]\n", host, "http://"+c.registry)
 	}
+	// The images are the harness's own, served from its registry: the
+	// trust policy accepts them unchecked (the default refuses unsigned).
+	for _, prefix := range []string{c.registry, "registry.k8s.io", "docker.io", "gcr.io", "quay.io"} {
+		cfg += fmt.Sprintf("[[trust.rules]]\nprefix = %q\naction = \"accept\"\n", prefix)
+	}
 	cfgPath := filepath.Join(n.dir, "runclet.toml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		return err
