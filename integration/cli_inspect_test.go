@@ -128,13 +128,13 @@ func TestCLIInspect(t *testing.T) {
 func TestCLIVersionAndConfigShow(t *testing.T) {
 	in := newInstance(t, "[network]\ndefault_bridge = \"rcltshow0\"\n[cri]\nstop_timeout = \"42s\"\n")
 	out := in.run("version")
-	for _, want := range []string{"runclet:", "stage1-runc:", "stage1 contract:  1 (runclet speaks 1)", "libcontainer:     runc v", "go:               go1.", "cgroup:           v", "driver cgroupfs"} {
+	for _, want := range []string{"runclet:", "stage1-runc:", "stage1 contract:  2 (runclet speaks 2)", "libcontainer:     runc v", "go:               go1.", "cgroup:           v", "driver cgroupfs"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("version lacks %q:\n%s", want, out)
 		}
 	}
 	var v map[string]any
-	if err := json.Unmarshal([]byte(in.run("version", "-o", "json")), &v); err != nil || v["stage1Contract"] != float64(1) {
+	if err := json.Unmarshal([]byte(in.run("version", "-o", "json")), &v); err != nil || v["stage1Contract"] != float64(2) {
 		t.Errorf("version -o json: %v %v", err, v)
 	}
 	if help := in.run("--help"); !strings.Contains(help, "Pods and apps:\n") || !strings.Contains(help, "Looking inside:\n") || strings.Contains(help, "Additional Commands") {

@@ -11,7 +11,7 @@ func groupCommands(root *cobra.Command) {
 	}{
 		{"pods", "Pods and apps:", []string{"run", "list", "status", "logs", "exec", "enter", "attach", "stop", "rm", "gc", "app"}},
 		{"look", "Looking inside:", []string{"inspect", "ps", "stats", "events", "port", "cp"}},
-		{"images", "Images:", []string{"image"}},
+		{"images", "Images:", []string{"image", "trust"}},
 		{"system", "This runclet:", []string{"version", "config", "system", "daemon", "completion", "help"}},
 	}
 	byName := map[string]string{}
