@@ -7,7 +7,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # packages at a time matches the 2-core CI machine.
 TESTFLAGS ?= -count=1 -timeout 30m -p 2
 
-.PHONY: help build test test-unit lint fuzz install clean bench bench-images bench-pods critest e2e-node
+.PHONY: help build test test-unit lint fuzz install clean bench bench-images bench-pods critest e2e-node vmtest vmtest-image
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -72,6 +72,17 @@ endif
 # proxy once (~12 min on an idle 2-core machine) and cached under ~/.cache/runclet-k8s.
 e2e-node: build ## a real kubelet + kube-apiserver on a private runclet daemon: the node e2e scenarios (root; E2E_FLAGS="-run RE")
 	$(GO) run ./integration/cmd/e2enode -runclet bin/runclet $(E2E_FLAGS)
+
+# A Debian 12 guest with systemd as PID 1 on pure cgroup v2 (QEMU; KVM when a
+# test boot works, else TCG), built once by debootstrap into
+# ~/.cache/runclet-vm; the cgroup integration tests run in it once per cgroup
+# driver. See docs/vmtest.md. Logs: _output/vmtest.
+VMTEST_OUT ?= _output/vmtest
+vmtest: ## cgroup v2 + systemd: the cgroup integration tests in a VM, both drivers (root; VMTEST_FLAGS="-run RE -drivers systemd")
+	$(GO) run ./integration/cmd/vmtest -out $(VMTEST_OUT) $(VMTEST_FLAGS)
+
+vmtest-image: ## build (or find) the vmtest guest image only (root)
+	$(GO) run ./integration/cmd/vmtest -image-only
 
 install: build ## install the binaries into $(PREFIX)/bin
 	install -D -m 0755 bin/runclet $(DESTDIR)$(PREFIX)/bin/runclet

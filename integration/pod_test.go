@@ -173,7 +173,7 @@ func cgroupDirs(parent string) []string {
 	if parent == "" {
 		return nil
 	}
-	return hostcgroup.Dirs(parent)
+	return hostcgroup.Dirs(cgroupPath(parent))
 }
 
 func TestRunEchoAndExitCode(t *testing.T) {
