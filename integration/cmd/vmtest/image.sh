@@ -8,12 +8,20 @@ set -eu
 mirror=$1 suite=$2 root=$3
 # systemd/dbus: PID 1 and the bus libcontainer's systemd cgroup driver talks
 # to. The rest is integration/scripts/setup.sh's runtime list (no compiler:
-# binaries and test binaries are built on the host) plus what the tests
+# binaries and test binaries are built on the host) and apparmor (Debian's
+# kernel enables AppArmor, as on a real node) plus what the tests
 # call: ip, iptables, CNI plugins, busybox for images, mount/nsenter.
 pkgs=systemd,systemd-sysv,dbus,udev,kmod,linux-image-amd64,initramfs-tools,\
 iproute2,iptables,containernetworking-plugins,busybox-static,ca-certificates,\
-libseccomp2,procps,util-linux,mount,e2fsprogs,less
-debootstrap --variant=minbase --include="$pkgs" "$suite" "$root" "$mirror"
+libseccomp2,apparmor,procps,util-linux,mount,e2fsprogs,less
+# Two stages, so that the initramfs configuration is in place when the
+# kernel package is configured: an initrd of the few modules this guest
+# needs builds in seconds, one of "most" modules in minutes.
+debootstrap --foreign --variant=minbase --include="$pkgs" "$suite" "$root" "$mirror"
+mkdir -p "$root/etc/initramfs-tools/conf.d" "$root/usr/share/initramfs-tools/modules.d"
+echo MODULES=list > "$root/etc/initramfs-tools/conf.d/vmtest.conf"
+printf 'virtio_pci\nvirtio_blk\next4\n' > "$root/usr/share/initramfs-tools/modules.d/vmtest"
+chroot "$root" /debootstrap/debootstrap --second-stage
 
 # No network in the guest beyond what the tests create, no login prompts
 # holding the console, a fixed hostname and an empty root password for

@@ -44,7 +44,7 @@ const imageSize = "6G"
 
 // defaultTests is the focused set: what touches cgroups, limits, OOM,
 // stats and updates, pod removal and crash recovery, user namespaces.
-const defaultTests = "^(TestCgroupPathOfSlices|TestCgroupV2|TestRunEchoAndExitCode|TestMemoryLimitOOMKillRecorded|TestCRIPodLifecycle|TestCRIStatsUpdateAndEvents|TestExecUserCgroupAndTimeout|TestCRIPodProcessesKilled|TestCRICrashRecovery|TestCRIUserNamespacePod|TestPodsOutliveStage0)$"
+const defaultTests = "^(TestCgroupPathOfSlices|TestCgroupV2.*|TestRunEchoAndExitCode|TestMemoryLimitOOMKillRecorded|TestCRIPodLifecycle|TestCRIStatsUpdateAndEvents|TestExecUserCgroupAndTimeout|TestCRIPodProcessesKilled|TestCRICrashRecovery|TestCRIUserNamespacePod|TestPodsOutliveStage0)$"
 
 func main() {
 	var (
@@ -201,12 +201,13 @@ func ensureImage(suite, mirror string) (guestImage, error) {
 	}
 	// The kernel and initrd come out of the root: the guest boots them
 	// with -kernel/-initrd, so no boot loader is installed.
-	for name, glob := range map[string]string{"vmlinuz": "vmlinuz-*", "initrd.img": "initrd.img-*"} {
-		m, _ := filepath.Glob(filepath.Join(rootDir, "boot", glob))
-		if len(m) != 1 {
-			return img, fmt.Errorf("guest root: want one /boot/%s, found %v", glob, m)
-		}
-		if err := copyFile(m[0], filepath.Join(tmp, name)); err != nil {
+	kernels, _ := filepath.Glob(filepath.Join(rootDir, "boot", "vmlinuz-*"))
+	if len(kernels) != 1 {
+		return img, fmt.Errorf("guest root: want one /boot/vmlinuz-*, found %v", kernels)
+	}
+	version := strings.TrimPrefix(filepath.Base(kernels[0]), "vmlinuz-")
+	for name, src := range map[string]string{"vmlinuz": kernels[0], "initrd.img": filepath.Join(rootDir, "boot", "initrd.img-"+version)} {
+		if err := copyFile(src, filepath.Join(tmp, name)); err != nil {
 			return img, err
 		}
 	}
@@ -331,7 +332,7 @@ grep -E '^(=== RUN|--- (PASS|FAIL|SKIP)|(PASS|FAIL|ok)$)' $out/integration-%[1]s
 [ $rc -eq 0 ] || code=1
 `, d, strings.ReplaceAll(tests, "'", `'\''`))
 	}
-	b.WriteString("exit $code\n")
+	b.WriteString("journalctl -b --no-pager > $out/journal.txt 2>&1\necho $code > $out/exit-code\nsync\n")
 	return b.String()
 }
 
