@@ -38,6 +38,9 @@ import (
 //go:embed image.sh
 var imageRecipe []byte
 
+// critestFocus, when set, runs critest's specs it matches in the guest too.
+var critestFocus string
+
 // imageSize is the guest root's size: sparse, and written through a
 // -snapshot overlay, so only what the recipe installs takes room on disk.
 const imageSize = "6G"
@@ -58,8 +61,10 @@ func main() {
 		suite    = flag.String("suite", "bookworm", "Debian release of the guest")
 		mirror   = flag.String("mirror", "", "Debian mirror (default: the first of the host's apt sources)")
 		imageOnl = flag.Bool("image-only", false, "build (or find) the guest image and exit")
+		critest  = flag.String("critest-focus", "", "also run critest in the guest, these specs (ginkgo focus regexp), with each driver; needs the critest binary make critest caches")
 	)
 	flag.Parse()
+	critestFocus = *critest
 	if err := run(*tests, *drivers, *accel, *memMB, *smp, *timeout, *outDir, *suite, *mirror, *imageOnl); err != nil {
 		var ec exitCode
 		if errors.As(err, &ec) {
@@ -287,6 +292,26 @@ func buildShare(share, tests, drivers string) error {
 			return fmt.Errorf("go %v: %w", b, err)
 		}
 	}
+	if critestFocus != "" {
+		cacheDir, _ := os.UserCacheDir()
+		bin := filepath.Join(cacheDir, "runclet-critest", "critest-v1.37.0")
+		if _, err := os.Stat(bin); err != nil {
+			return fmt.Errorf("-critest-focus: %s missing: run make critest once (it builds and caches it)", bin)
+		}
+		if out, err := exec.Command("cp", bin, filepath.Join(share, "critest")).CombinedOutput(); err != nil {
+			return fmt.Errorf("copying critest: %v: %s", err, out)
+		}
+		cmd := exec.Command("go", "build", "-o", filepath.Join(share, "critest-harness"), "./integration/cmd/critest")
+		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+		if err := cmd.Run(); err != nil {
+			return fmt.Errorf("building the critest harness: %w", err)
+		}
+		// The harness's images: Debian's dynamically linked busybox and
+		// its Go programs, all cached on the host first.
+		if _, err := testimage.DynamicBusybox(); err != nil {
+			return fmt.Errorf("building the critest images' busybox: %w", err)
+		}
+	}
 	// The test images' Go programs are compiled into the host's cache; the
 	// guest gets a copy of that cache.
 	if _, err := testimage.Tools(); err != nil {
@@ -311,6 +336,11 @@ mkdir -p /opt/vmtest /root/.cache
 cp -a /vmtest/in/bin /opt/vmtest/bin
 cp /vmtest/in/integration.test /opt/vmtest/
 cp -a /vmtest/in/testimage-cache /root/.cache/runclet-testimage
+# The tests' temporary dirs (data roots included) on the ext4 root, not the
+# /tmp tmpfs: id-mapped mounts of tmpfs need Linux 6.3, the guest runs 6.1,
+# and a node keeps /var/lib/runclet on a disk filesystem anyway.
+export TMPDIR=/var/tmp/vmtest
+mkdir -p $TMPDIR
 {
   echo "kernel: $(uname -r)"; echo "cmdline: $(cat /proc/cmdline)"
   echo "pid1: $(cat /proc/1/comm)"; echo "cgroupfs: $(stat -fc %%T /sys/fs/cgroup)"
@@ -331,6 +361,16 @@ echo "%[1]s: exit $rc in $(( $(date +%%s) - start ))s" | tee -a $out/summary.txt
 grep -E '^(=== RUN|--- (PASS|FAIL|SKIP)|(PASS|FAIL|ok)$)' $out/integration-%[1]s.log | grep -v '=== RUN' | tee -a $out/summary.txt
 [ $rc -eq 0 ] || code=1
 `, d, strings.ReplaceAll(tests, "'", `'\''`))
+		if critestFocus != "" {
+			fmt.Fprintf(&b, `start=$(date +%%s)
+cp /vmtest/in/critest /vmtest/in/critest-harness /opt/vmtest/
+/opt/vmtest/critest-harness -runclet /opt/vmtest/bin/runclet -critest /opt/vmtest/critest -cgroup-driver %[1]s -focus '%[2]s' > $out/critest-%[1]s.log 2>&1
+rc=$?
+echo "critest %[1]s: exit $rc in $(( $(date +%%s) - start ))s" | tee -a $out/summary.txt
+tail -n 15 $out/critest-%[1]s.log | tee -a $out/summary.txt
+[ $rc -eq 0 ] || code=1
+`, d, strings.ReplaceAll(critestFocus, "'", `'\''`))
+		}
 	}
 	b.WriteString("journalctl -b --no-pager > $out/journal.txt 2>&1\necho $code > $out/exit-code\nsync\n")
 	return b.String()
