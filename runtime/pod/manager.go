@@ -894,6 +894,8 @@ func (m *Manager) removePod(ctx context.Context, p *Pod) error {
 	}
 	if p.CgroupParentOwned && !m.opts.SystemdCgroup {
 		errs = append(errs, removeCgroup(p.CgroupParent))
+	} else if p.CgroupParentOwned {
+		errs = append(errs, stopSlice(ctx, p.CgroupParent))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("remove pod %s: %w", p.ID, err)
