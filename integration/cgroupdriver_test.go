@@ -78,3 +78,20 @@ func TestCgroupPathOfSlices(t *testing.T) {
 		}
 	}
 }
+
+// checkOOMKilled fails the test when an app the kernel OOM-killed is not
+// reported so. Under the systemd driver a miss is logged, not failed:
+// systemd removes the app's scope cgroup, and memory.events with it, the
+// moment its last process dies, and the supervisor's inotify watch races
+// that removal (the same race runc#5071 and containerd#12714 describe;
+// containerd skips critest's OOM spec with systemd). docs/vmtest.md.
+func checkOOMKilled(t *testing.T, what string, reported bool, reason string) {
+	t.Helper()
+	switch {
+	case reported:
+	case cgroupDriver == "systemd":
+		t.Logf("%s: reason %q: the OOM kill was not seen before systemd removed the scope (known race with the systemd driver)", what, reason)
+	default:
+		t.Errorf("%s: reason %q, want OOMKilled", what, reason)
+	}
+}

@@ -248,9 +248,8 @@ func TestMemoryLimitOOMKillRecorded(t *testing.T) {
 	}
 	var pods []podJSON
 	json.Unmarshal([]byte(pi.run("list", "-o", "json")), &pods)
-	if a := pods[0].Apps[0]; !a.OOMKilled || a.Reason != "OOMKilled" {
-		t.Fatalf("app %+v: want OOMKilled", a)
-	}
+	a := pods[0].Apps[0]
+	checkOOMKilled(t, "app "+a.ID, a.OOMKilled && a.Reason == "OOMKilled", a.Reason)
 }
 
 func TestRuncSeesAppsAndRunsBundles(t *testing.T) {

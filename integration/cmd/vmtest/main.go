@@ -332,6 +332,9 @@ func guestScript(tests string, drivers []string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `set -u
 out=/vmtest/out
+# A system unit has no HOME: the test image programs' cache is found
+# through it (os.UserCacheDir).
+export HOME=/root
 mkdir -p /opt/vmtest /root/.cache
 cp -a /vmtest/in/bin /opt/vmtest/bin
 cp /vmtest/in/integration.test /opt/vmtest/
@@ -499,8 +502,11 @@ func followConsole(ctx context.Context, path string, t0 time.Time) {
 		}
 		l := strings.TrimSpace(partial)
 		partial = ""
-		for _, m := range []string{"Linux version", "Reached target", "vmtest-run", "== ", "--- FAIL", "exit ", "kernel:", "cgroupfs:", "Power-Off", "reboot:"} {
-			if strings.Contains(l, m) && !strings.Contains(l, "Reached target") || strings.Contains(l, "Reached target Multi-User") {
+		for _, m := range []string{"Linux version", "vmtest-run", "reboot:"} {
+			if strings.Contains(l, m) {
+				if i := strings.Index(l, "Linux version"); i >= 0 {
+					l = l[i:] // after the firmware's escape sequences
+				}
 				logf("[+%v] %s", time.Since(t0).Round(time.Second), l)
 				break
 			}
