@@ -115,7 +115,9 @@ func idmappedLayers(layers []string, userNS string) ([]int, error) {
 			return fds, fmt.Errorf("clone layer %s: %w", l, err)
 		}
 		fds = append(fds, fd)
-		attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(ns.Fd())}
+		// Read-only too: a lower dir needs no writes, and a clone that
+		// stayed attached by mistake cannot be emptied through.
+		attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP | unix.MOUNT_ATTR_RDONLY, Userns_fd: uint64(ns.Fd())}
 		if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, &attr); err != nil {
 			return fds, fmt.Errorf("id-map layer %s (needs Linux 5.12 and a filesystem that supports id-mapped mounts): %w", l, err)
 		}
