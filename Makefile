@@ -7,7 +7,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # packages at a time matches the 2-core CI machine.
 TESTFLAGS ?= -count=1 -timeout 30m -p 2
 
-.PHONY: help build test test-unit lint fuzz install install-files uninstall tarball clean bench bench-images bench-pods critest e2e-node e2e-conformance cluster
+.PHONY: help build test test-unit lint fuzz install install-files uninstall tarball clean bench bench-images bench-pods critest e2e-node e2e-conformance cluster vmtest vmtest-ci vmtest-image
 
 help: ## list the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-13s %s\n", $$1, $$2}'
@@ -84,7 +84,6 @@ e2e-conformance: build ## upstream's [sig-node] Conformance e2e tests on a 2-nod
 cluster: build ## bring a 2-node runclet cluster up and keep it until Ctrl-C (root; CLUSTER_FLAGS="-nodes N")
 	$(GO) run ./integration/cmd/conformance -runclet bin/runclet -up $(CLUSTER_FLAGS)
 
-
 # Where `make install` puts things (DESTDIR is prepended to each). The
 # binaries from BINSRC (bin/ after `make build`).
 BINSRC      ?= bin
@@ -139,6 +138,23 @@ uninstall: ## remove what make install installed (same PREFIX, DESTDIR)
 tarball: build ## _output/runclet-VERSION-OS-ARCH.tar.gz: the make install tree, to extract at /
 	rm -rf _output/root && $(MAKE) install-files DESTDIR=$(CURDIR)/_output/root
 	tar -C _output/root --owner=0 --group=0 -czf _output/runclet-$(VERSION)-$$($(GO) env GOOS)-$$($(GO) env GOARCH).tar.gz .
+
+# A Debian 12 guest with systemd as PID 1 on pure cgroup v2 (QEMU; KVM when a
+# test boot works, else TCG), built once by debootstrap into
+# ~/.cache/runclet-vm; the cgroup integration tests run in it once per cgroup
+# driver. See docs/vmtest.md. Logs: _output/vmtest.
+VMTEST_OUT ?= _output/vmtest
+vmtest: ## cgroup v2 + systemd: the cgroup integration tests in a VM, both drivers (root; VMTEST_FLAGS="-run RE -drivers systemd")
+	$(GO) run ./integration/cmd/vmtest -out $(VMTEST_OUT) $(VMTEST_FLAGS)
+
+# The subset proposed for CI: the v2 limit/layout/OOM/stats/exec tests under
+# both drivers (see docs/vmtest.md for its times).
+VMTEST_CI_RUN := ^(TestCgroupV2.*|TestMemoryLimitOOMKillRecorded|TestExecUserCgroupAndTimeout|TestCRIStatsUpdateAndEvents)$$
+vmtest-ci: ## the CI subset of vmtest (root)
+	$(GO) run ./integration/cmd/vmtest -out $(VMTEST_OUT) -run '$(VMTEST_CI_RUN)' $(VMTEST_FLAGS)
+
+vmtest-image: ## build (or find) the vmtest guest image only (root)
+	$(GO) run ./integration/cmd/vmtest -image-only
 
 clean: ## remove build output
 	rm -rf bin

@@ -144,7 +144,7 @@ func TestCRICrashRecovery(t *testing.T) {
 	if m := ci.mountsUnderRoots(); strings.Contains(strings.Join(m, " "), halfApp) {
 		t.Fatalf("the half-made app's rootfs is still mounted: %v", m)
 	}
-	for _, d := range cgroupDirs("/runclet/" + survivor + "/" + halfApp) {
+	for _, d := range cgroupDirs(appCgroup("", survivor, halfApp)) {
 		if _, err := os.Stat(d); err == nil {
 			t.Errorf("cgroup %s of the half-made app left", d)
 		}
@@ -197,7 +197,7 @@ func TestCRICrashRecovery(t *testing.T) {
 	if ips := ci.ipAllocations(); slices.Compare(ips, baseIPs) != 0 || ci.veths() != 1 {
 		t.Errorf("addresses %v (want %v), %d veths (want 1)", ips, baseIPs, ci.veths())
 	}
-	for _, d := range cgroupDirs("/runclet/" + victim) {
+	for _, d := range cgroupDirs(podCgroup(victim)) {
 		if _, err := os.Stat(d); err == nil {
 			t.Errorf("cgroup %s of the crashed pod left", d)
 		}

@@ -283,8 +283,10 @@ func TestCRIPodProcessesKilled(t *testing.T) {
 		if _, err := os.Stat(filepath.Join(ci.runRoot, "pods", podID)); err == nil {
 			t.Errorf("run dir of %s left", podID)
 		}
-		if _, err := os.Stat(filepath.Join("/sys/fs/cgroup/runclet", podID)); err == nil {
-			t.Errorf("cgroup of %s left", podID)
+		for _, d := range cgroupDirs(podCgroup(podID)) {
+			if _, err := os.Stat(d); err == nil {
+				t.Errorf("cgroup %s of %s left", d, podID)
+			}
 		}
 	}
 

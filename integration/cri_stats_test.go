@@ -87,10 +87,10 @@ func (l *eventLog) drain(quiet time.Duration) {
 }
 
 // appCgroupFile is a file of an app's cgroup (runclet's own cgroup
-// parent /runclet/<pod>, cgroupfs driver): v1 under the controller's
-// hierarchy, else the unified tree.
+// parent, either driver): v1 under the controller's hierarchy, else the
+// unified tree.
 func appCgroupFile(podID, ctrID, controller, v1name, v2name string) string {
-	dir, v2 := hostcgroup.Dir(controller, filepath.Join("runclet", podID, ctrID))
+	dir, v2 := hostcgroup.Dir(controller, appCgroup("", podID, ctrID))
 	if v2 {
 		return filepath.Join(dir, v2name)
 	}

@@ -26,6 +26,15 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	runcletBin = filepath.Join(dir, "runclet")
+	// RUNCLET_TEST_BINDIR names a directory with runclet and stage1-runc
+	// built already: the vmtest guest has no Go toolchain, the host builds
+	// them and shares them in.
+	if pre := os.Getenv("RUNCLET_TEST_BINDIR"); pre != "" {
+		runcletBin = filepath.Join(pre, "runclet")
+		code := m.Run()
+		os.RemoveAll(dir)
+		os.Exit(code)
+	}
 	// stage1-runc goes next to runclet, where runclet looks for it.
 	for _, b := range [][]string{
 		{"build", "-o", runcletBin, "github.com/runclet/runclet/cmd/runclet"},
@@ -64,6 +73,9 @@ func newInstance(t testing.TB, configTOML string) *instance {
 		// trust them unchecked, as an operator would with `runclet trust
 		// add 127.0.0.1 --accept`. Trust tests write their own [trust].
 		configTOML += "\n" + acceptLoopbackTrust
+	}
+	if cgroupDriver == "systemd" {
+		configTOML += "\n[cgroup]\ndriver = \"systemd\"\n"
 	}
 	if err := os.WriteFile(in.config, []byte(configTOML), 0o644); err != nil {
 		t.Fatal(err)

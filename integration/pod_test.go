@@ -174,7 +174,7 @@ func cgroupDirs(parent string) []string {
 	if parent == "" {
 		return nil
 	}
-	return hostcgroup.Dirs(parent)
+	return hostcgroup.Dirs(cgroupPath(parent))
 }
 
 func TestRunEchoAndExitCode(t *testing.T) {
@@ -249,9 +249,8 @@ func TestMemoryLimitOOMKillRecorded(t *testing.T) {
 	}
 	var pods []podJSON
 	json.Unmarshal([]byte(pi.run("list", "-o", "json")), &pods)
-	if a := pods[0].Apps[0]; !a.OOMKilled || a.Reason != "OOMKilled" {
-		t.Fatalf("app %+v: want OOMKilled", a)
-	}
+	a := pods[0].Apps[0]
+	checkOOMKilled(t, "app "+a.ID, a.OOMKilled && a.Reason == "OOMKilled", a.Reason)
 }
 
 func TestRuncSeesAppsAndRunsBundles(t *testing.T) {

@@ -214,7 +214,7 @@ func TestExecUserCgroupAndTimeout(t *testing.T) {
 		t.Fatalf("exec runs as %q, want the app's user", out)
 	}
 	// The exec's process sits in the app's cgroup.
-	dir, _ := hostcgroup.Dir("pids", filepath.Join(p.CgroupParent, p.Apps[0].ID))
+	dir, _ := hostcgroup.Dir("pids", appCgroup(p.CgroupParent, p.ID, p.Apps[0].ID))
 	cg := filepath.Join(dir, "cgroup.procs")
 	done := make(chan string, 1)
 	go func() {

@@ -35,6 +35,17 @@ func cgroupsPath(app App, pod Pod) (string, error) {
 		if parent == "" {
 			parent = systemdSlice
 		}
+		// kubelet's systemd driver gives the pod's slice as its path
+		// (/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid>.slice),
+		// critest as /test.slice: the unit is the last element, and the
+		// path must be where systemd puts that unit.
+		if strings.HasPrefix(parent, "/") {
+			base := path.Base(parent)
+			if expandSlice(base) != parent {
+				return "", errdefs.InvalidArgument("systemd cgroup parent %q: slice %s lives at %s, not there", parent, base, expandSlice(base))
+			}
+			parent = base
+		}
 		if !strings.HasSuffix(parent, ".slice") || strings.ContainsAny(parent, "/:") {
 			return "", errdefs.InvalidArgument("systemd cgroup parent %q is not a slice name", parent)
 		}
@@ -47,6 +58,22 @@ func cgroupsPath(app App, pod Pod) (string, error) {
 		return "", errdefs.InvalidArgument("cgroup parent %q is not an absolute path", parent)
 	}
 	return path.Join(parent, leaf), nil
+}
+
+// expandSlice is the cgroup path systemd gives slice unit name: a-b.slice
+// is nested in a.slice ("" when name is not a slice name).
+func expandSlice(name string) string {
+	stem, ok := strings.CutSuffix(name, ".slice")
+	if !ok || stem == "" || strings.ContainsAny(stem, "/:") {
+		return ""
+	}
+	p := ""
+	for i := range stem {
+		if stem[i] == '-' {
+			p += "/" + stem[:i] + ".slice"
+		}
+	}
+	return p + "/" + name
 }
 
 func i64(v int64) *int64 { return &v }

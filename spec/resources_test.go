@@ -21,6 +21,11 @@ func TestCgroupsPath(t *testing.T) {
 		{name: "systemd parent", pod: Pod{ID: "p1", SystemdCgroup: true, CgroupParent: "kubepods-burstable-podabc.slice"}, want: "kubepods-burstable-podabc.slice:runclet:p1-web"},
 		{name: "systemd default", pod: Pod{ID: "p1", SystemdCgroup: true}, want: "runclet.slice:runclet:p1-web"},
 		{name: "systemd path parent", pod: Pod{ID: "p1", SystemdCgroup: true, CgroupParent: "/runclet/p1"}, bad: true},
+		// kubelet's systemd driver sends the slice's path, critest /test.slice.
+		{name: "systemd kubelet parent", pod: Pod{ID: "p1", SystemdCgroup: true, CgroupParent: "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-podabc.slice"}, want: "kubepods-burstable-podabc.slice:runclet:p1-web"},
+		{name: "systemd critest parent", pod: Pod{ID: "p1", SystemdCgroup: true, CgroupParent: "/test.slice"}, want: "test.slice:runclet:p1-web"},
+		{name: "systemd path elsewhere", pod: Pod{ID: "p1", SystemdCgroup: true, CgroupParent: "/system.slice/kubepods-podabc.slice"}, bad: true},
+		{name: "systemd root path", pod: Pod{ID: "p1", SystemdCgroup: true, CgroupParent: "/"}, bad: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -29,6 +29,9 @@ type Scope struct {
 	// Cgroups of other runclet instances on the same host do not.
 	Pods            *PodWatcher
 	PodCgroupParent string
+	// SystemdSlices: the pods' cgroups are systemd slices, <parent>/runclet-<pod>.slice
+	// (cgroup.driver = "systemd", PodCgroupParent "/runclet.slice").
+	SystemdSlices bool
 	// CgroupProcRoots are cgroup paths below which a cgroup counts only
 	// while it holds processes (a kubelet's own QoS cgroups stay there).
 	CgroupProcRoots []string
@@ -75,6 +78,13 @@ func objects(s Scope) []string {
 		if pods, overflow = s.Pods.IDs(); overflow {
 			out = append(out, "pod watch overflowed: some pods' cgroups were not checked")
 		}
+	}
+	if s.SystemdSlices {
+		slices := make([]string, len(pods))
+		for i, id := range pods {
+			slices[i] = "runclet-" + id + ".slice"
+		}
+		pods = slices
 	}
 	out = append(out, cgroups(s.PodCgroupParent, pods, s.CgroupProcRoots)...)
 	out = append(out, processes(s.Root, s.RunRoot)...)

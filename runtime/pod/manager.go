@@ -906,6 +906,9 @@ func (m *Manager) removePod(ctx context.Context, p *Pod) error {
 		}
 	}
 	errs = append(errs, m.removePodCgroups(p))
+	if p.CgroupParentOwned && m.opts.SystemdCgroup {
+		errs = append(errs, stopSlice(ctx, p.CgroupParent))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("remove pod %s: %w", p.ID, err)
 	}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -52,8 +53,20 @@ func mountRootfs(layers []string, fsDir, target string, idmap *rootfsIDMap) erro
 		if err != nil {
 			return err
 		}
+		// Attached, not as /proc/self/fd/N: overlayfs of Linux 6.1 (Debian
+		// 12) refuses detached mounts as lower dirs with EINVAL (found by
+		// the vmtest guest); attached ones work on every kernel.
+		attached := filepath.Join(fsDir, "idmapped")
+		defer detachLayers(attached)
 		for i, fd := range fds {
-			lowers[i] = fmt.Sprintf("/proc/self/fd/%d", fd)
+			dir := filepath.Join(attached, strconv.Itoa(i))
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				return err
+			}
+			if err := unix.MoveMount(fd, "", unix.AT_FDCWD, dir, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
+				return fmt.Errorf("attach id-mapped layer %s: %w", lowers[i], err)
+			}
+			lowers[i] = dir
 		}
 	}
 	opts := "lowerdir=" + strings.Join(lowers, ":") + ",upperdir=" + upper + ",workdir=" + work
@@ -64,6 +77,18 @@ func mountRootfs(layers []string, fsDir, target string, idmap *rootfsIDMap) erro
 		return fmt.Errorf("mount app rootfs at %s: %w", target, err)
 	}
 	return nil
+}
+
+// detachLayers unmounts and removes the attached id-mapped layers under
+// dir: the overlay mount holds its own clones of them.
+func detachLayers(dir string) {
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		d := filepath.Join(dir, e.Name())
+		unix.Unmount(d, unix.MNT_DETACH)
+		os.Remove(d) // never RemoveAll: a mount left there is a shared layer
+	}
+	os.Remove(dir)
 }
 
 // unmountRootfs undoes mountRootfs; not being mounted is fine.
@@ -90,7 +115,9 @@ func idmappedLayers(layers []string, userNS string) ([]int, error) {
 			return fds, fmt.Errorf("clone layer %s: %w", l, err)
 		}
 		fds = append(fds, fd)
-		attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP, Userns_fd: uint64(ns.Fd())}
+		// Read-only too: a lower dir needs no writes, and a clone that
+		// stayed attached by mistake cannot be emptied through.
+		attr := unix.MountAttr{Attr_set: unix.MOUNT_ATTR_IDMAP | unix.MOUNT_ATTR_RDONLY, Userns_fd: uint64(ns.Fd())}
 		if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, &attr); err != nil {
 			return fds, fmt.Errorf("id-map layer %s (needs Linux 5.12 and a filesystem that supports id-mapped mounts): %w", l, err)
 		}

@@ -62,6 +62,8 @@ type App struct {
 	// cgMu serializes Stats and Update: libcontainer's Stats reads the
 	// configuration that Set replaces, without its lock.
 	cgMu sync.Mutex
+
+	oom *oomWatch // cgroup v2: OOM kills counted while the app runs
 }
 
 // Options are per-supervisor settings.
@@ -276,6 +278,11 @@ func explainStartError(id string, args []string, err error) error {
 
 // Start lets the created process exec the app, like `runc start`.
 func (a *App) Start() error {
+	if st, err := a.c.State(); err == nil {
+		if p, ok := st.CgroupPaths[""]; ok {
+			a.oom = watchOOM(filepath.Join(p, "memory.events"))
+		}
+	}
 	if err := a.c.Exec(); err != nil {
 		return fmt.Errorf("start %s: %w", a.c.ID(), err)
 	}
@@ -307,6 +314,9 @@ func (a *App) Signal(sig syscall.Signal, all bool) error {
 // OOMKilled reports whether the kernel OOM-killed a process of the app,
 // from the cgroup's counters; call it before Destroy.
 func (a *App) OOMKilled() bool {
+	if a.oom.count() > 0 {
+		return true
+	}
 	st, err := a.c.State()
 	if err != nil {
 		return false
@@ -328,6 +338,7 @@ func oomKills(file string) uint64 {
 // Destroy kills whatever is left of the app and removes its cgroup and
 // libcontainer state.
 func (a *App) Destroy() error {
+	a.oom.close()
 	if err := a.c.Destroy(); err != nil {
 		return fmt.Errorf("destroy %s: %w", a.c.ID(), err)
 	}

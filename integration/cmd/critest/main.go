@@ -37,6 +37,7 @@ const (
 
 type options struct {
 	runclet, critestBin, focus, skip string
+	cgroupDriver                     string
 	timeout                          time.Duration
 	keep, nri, websocket, containerd bool
 	minRun                           int
@@ -54,6 +55,7 @@ func main() {
 	flag.BoolVar(&o.websocket, "websocket", false, "streaming specs over WebSocket instead of SPDY (--websocket-exec/-attach/-portforward)")
 	flag.IntVar(&o.minRun, "min-run", 1, "fail unless at least this many specs ran (passed or failed): a focus that matches nothing proves nothing")
 	flag.BoolVar(&o.containerd, "containerd", false, "run critest against a private instance of the host's containerd instead (the peer; results are reported, not enforced)")
+	flag.StringVar(&o.cgroupDriver, "cgroup-driver", "cgroupfs", "runclet's cgroup.driver: cgroupfs or systemd (systemd as PID 1 needed; make vmtest runs it)")
 	flag.Parse()
 	log.SetFlags(0)
 	log.SetPrefix("critest: ")
@@ -136,6 +138,9 @@ func run(o options) (retErr error) {
 	for _, host := range append([]string{"127.0.0.1"}, mirrored...) {
 		cfg += fmt.Sprintf("[[trust.rules]]\nprefix = %q\naction = \"accept\"\n", host)
 	}
+	if o.cgroupDriver != "cgroupfs" {
+		cfg += fmt.Sprintf("[cgroup]\ndriver = %q\n", o.cgroupDriver)
+	}
 	nriSock := filepath.Join(dir, "nri.sock")
 	if o.nri {
 		// critest holds a plugin's Synchronize open for 2s, NRI's default
@@ -160,8 +165,12 @@ func run(o options) (retErr error) {
 			return err
 		}
 		defer pods.Close()
-		scope := leakcheck.Scope{Root: root, RunRoot: runRoot, Bridge: bridge, Pods: pods, PodCgroupParent: "/runclet",
-			IPAMDirs: []string{filepath.Join(root, "cni", "networks")}}
+		parent := "/runclet"
+		if o.cgroupDriver == "systemd" {
+			parent = "/runclet.slice"
+		}
+		scope := leakcheck.Scope{Root: root, RunRoot: runRoot, Bridge: bridge, Pods: pods, PodCgroupParent: parent,
+			SystemdSlices: o.cgroupDriver == "systemd", IPAMDirs: []string{filepath.Join(root, "cni", "networks")}}
 		before := leakcheck.Take(scope)
 		daemon := rc("daemon", "--listen", endpoint)
 		daemon.Stdout, daemon.Stderr = daemonLog, daemonLog
