@@ -13,6 +13,10 @@ if [ "${1:-}" = --test ]; then
 	# profile. podman's package drops a CNI config into /etc/cni/net.d,
 	# which is why the demo (runclet's defaults) does not install it.
 	packages+=(containerd skopeo umoci podman apparmor)
+	# bash-completion: the CLI completion test loads runclet's script;
+	# systemd: systemd-analyze verifies the installed unit files. QEMU and
+	# debootstrap: the cgroup v2 + systemd guest of make vmtest.
+	packages+=(bash-completion systemd qemu-system-x86 debootstrap e2fsprogs)
 fi
 missing=()
 for p in "${packages[@]}"; do

@@ -14,3 +14,6 @@ make critest
 # A real kubelet and kube-apiserver on runclet: pods, probes, logs,
 # exec/attach/port-forward through kubectl, restarts, OOM, runtime class.
 make e2e-node
+# cgroup v2 with systemd as PID 1, in a QEMU guest: the cgroup tests under
+# both drivers (the first run builds the guest image, about 13 minutes).
+make vmtest-ci
