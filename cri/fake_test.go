@@ -6,8 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
-	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -21,10 +19,6 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/test/bufconn"
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/runclet/runclet/internal/errdefs"
 	"github.com/runclet/runclet/runtime/image"
@@ -539,42 +533,3 @@ func (f *fakeRuntime) HostDevices() ([]spec.Device, error) {
 func (f *fakeRuntime) NetworkReady() error { return f.netErr }
 
 func (f *fakeRuntime) Features() Features { return f.features }
-
-// testServer is a Server over a fake, served on an in-memory connection
-// through the real gRPC stack (interceptors included).
-type testServer struct {
-	*Server
-	fake *fakeRuntime
-	rt   runtimeapi.RuntimeServiceClient
-	img  runtimeapi.ImageServiceClient
-}
-
-func startServer(t *testing.T, f *fakeRuntime, edit ...func(*Options)) *testServer {
-	t.Helper()
-	opts := Options{Runtime: f, Version: "1.2.3", CgroupDriver: "systemd", StreamAddress: "127.0.0.1:0", ResyncInterval: 0,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	if testing.Verbose() {
-		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	for _, e := range edit {
-		e(&opts)
-	}
-	s, err := New(context.Background(), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln := bufconn.Listen(1 << 20)
-	go s.Serve(ln)
-	conn, err := grpc.NewClient("passthrough:///bufconn",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return ln.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		s.Stop(time.Second)
-	})
-	return &testServer{Server: s, fake: f, rt: runtimeapi.NewRuntimeServiceClient(conn), img: runtimeapi.NewImageServiceClient(conn)}
-}

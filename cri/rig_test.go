@@ -1,0 +1,214 @@
+package cri
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/test/bufconn"
+	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
+
+	"github.com/runclet/runclet/integration/testimage"
+	"github.com/runclet/runclet/runtime/image"
+	"github.com/runclet/runclet/runtime/network"
+	"github.com/runclet/runclet/runtime/pod"
+)
+
+// The handler tests run against the real runtime: an Adapter over a
+// pod.Manager, image store and network manager of their own, under a
+// temporary root, with the stage1-runc binary built as shipped. Pods are
+// real pods (supervisor, namespaces, cgroups, overlayfs, CNI), so the
+// tests need root.
+
+var stage1Once struct {
+	sync.Once
+	path string
+	err  error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if stage1Once.path != "" {
+		os.RemoveAll(filepath.Dir(stage1Once.path))
+	}
+	os.Exit(code)
+}
+
+// stage1Binary builds stage1-runc once per test binary.
+func stage1Binary(t *testing.T) string {
+	t.Helper()
+	stage1Once.Do(func() {
+		dir, err := os.MkdirTemp("", "runclet-cri-test-")
+		if err != nil {
+			stage1Once.err = err
+			return
+		}
+		os.Chmod(dir, 0o755)
+		stage1Once.path = filepath.Join(dir, "stage1-runc")
+		out, err := exec.Command("go", "build", "-tags", "seccomp", "-o", stage1Once.path, "github.com/runclet/runclet/cmd/stage1-runc").CombinedOutput()
+		if err != nil {
+			stage1Once.err = fmt.Errorf("build stage1-runc: %v\n%s", err, out)
+		}
+	})
+	if stage1Once.err != nil {
+		t.Fatal(stage1Once.err)
+	}
+	return stage1Once.path
+}
+
+// testImage is the busybox test image under the name the tests use.
+const testImage = "example.com/app:1"
+
+// newReal makes a real runtime under a temporary root, with its own
+// bridge and subnet, and the busybox test image imported as testImage.
+// Cleanup removes every pod it still has, its mounts and its bridge.
+func newReal(t *testing.T) *Adapter {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: the CRI handlers are tested over real pods (namespaces, overlayfs, cgroups, CNI)")
+	}
+	stage1 := stage1Binary(t)
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755) // a user-namespaced pod's root must reach its rootfs
+	root, runRoot := filepath.Join(dir, "data"), filepath.Join(dir, "run")
+	b := make([]byte, 3)
+	rand.Read(b)
+	bridge := "rclcri" + hex.EncodeToString(b)[:5]
+	netm, err := network.New(network.Config{
+		ConfDir: filepath.Join(dir, "no-cni-configs"), CacheDir: filepath.Join(root, "cni", "cache"),
+		IPAMDataDir: filepath.Join(root, "cni", "networks"), DefaultBridge: bridge, DefaultSubnet: freeSubnet(t, int(b[0])),
+		StateDir: filepath.Join(root, "cni"),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	images, err := image.Open(root, image.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := pod.New(pod.Options{Layout: pod.Layout{Root: root, RunRoot: runRoot}, Images: images, Network: netm, Stage1Path: stage1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &Adapter{Manager: m, Images: images, Network: netm}
+	t.Cleanup(func() {
+		if pods, err := m.ListPods(); err == nil {
+			for _, p := range pods {
+				m.RemovePod(context.Background(), p.ID)
+			}
+		}
+		mi, _ := os.ReadFile("/proc/self/mountinfo")
+		for _, line := range strings.Split(string(mi), "\n") {
+			if f := strings.Fields(line); len(f) > 4 && (strings.HasPrefix(f[4], root) || strings.HasPrefix(f[4], runRoot)) {
+				syscall.Unmount(f[4], syscall.MNT_DETACH)
+			}
+		}
+		exec.Command("ip", "link", "del", bridge).Run()
+	})
+	importImage(t, a, testImage)
+	return a
+}
+
+var busyboxOnce struct {
+	sync.Once
+	img v1.Image
+	err error
+}
+
+// importImage imports the busybox test image into a's store as ref.
+func importImage(t *testing.T, a *Adapter, ref string) {
+	t.Helper()
+	busyboxOnce.Do(func() { busyboxOnce.img, busyboxOnce.err = testimage.Busybox() })
+	if busyboxOnce.err != nil {
+		t.Fatal(busyboxOnce.err)
+	}
+	tar := filepath.Join(t.TempDir(), "busybox.tar")
+	if err := testimage.WriteOCIArchive(tar, map[string]v1.Image{ref: busyboxOnce.img}); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(tar)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := a.Images.Import(context.Background(), f, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// freeSubnet picks a 10.222.N.0/24 no address of this host is in.
+func freeSubnet(t *testing.T, seed int) string {
+	out, _ := exec.Command("ip", "-o", "addr").CombinedOutput()
+	for i := 0; i < 250; i++ {
+		n := (seed + i*7) % 250
+		if !strings.Contains(string(out), fmt.Sprintf(" 10.222.%d.", n)) {
+			return fmt.Sprintf("10.222.%d.0/24", n)
+		}
+	}
+	t.Fatal("no free 10.222.N.0/24")
+	return ""
+}
+
+// testServer is a Server over a Runtime (the real one, or the fake while
+// tests still use it), served on an in-memory connection
+// through the real gRPC stack (interceptors included).
+type testServer struct {
+	*Server
+	fake *fakeRuntime
+	rt   runtimeapi.RuntimeServiceClient
+	img  runtimeapi.ImageServiceClient
+}
+
+func startServer(t *testing.T, f Runtime, edit ...func(*Options)) *testServer {
+	t.Helper()
+	opts := Options{Runtime: f, Version: "1.2.3", CgroupDriver: "systemd", StreamAddress: "127.0.0.1:0", ResyncInterval: 0,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if testing.Verbose() {
+		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	for _, e := range edit {
+		e(&opts)
+	}
+	s, err := New(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := bufconn.Listen(1 << 20)
+	go s.Serve(ln)
+	conn, err := grpc.NewClient("passthrough:///bufconn",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return ln.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		conn.Close()
+		s.Stop(time.Second)
+	})
+	fake, _ := f.(*fakeRuntime)
+	return &testServer{Server: s, fake: fake, rt: runtimeapi.NewRuntimeServiceClient(conn), img: runtimeapi.NewImageServiceClient(conn)}
+}
+
+// realSandboxConfig is sandboxConfig with the pod's log directory in a
+// temporary directory (real pods write their logs there).
+func realSandboxConfig(t *testing.T, name string) *runtimeapi.PodSandboxConfig {
+	c := sandboxConfig(name)
+	c.LogDirectory = filepath.Join(t.TempDir(), "ns1_"+name)
+	return c
+}
