@@ -212,3 +212,10 @@ func realSandboxConfig(t *testing.T, name string) *runtimeapi.PodSandboxConfig {
 	c.LogDirectory = filepath.Join(t.TempDir(), "ns1_"+name)
 	return c
 }
+
+// sleeperConfig is a container of testImage that runs until stopped.
+func sleeperConfig(name string) *runtimeapi.ContainerConfig {
+	c := ctrConfig(name, testImage)
+	c.Command = []string{"sleep", "3600"}
+	return c
+}
