@@ -18,6 +18,7 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
@@ -131,14 +132,30 @@ var busyboxOnce struct {
 }
 
 // importImage imports the busybox test image into a's store as ref.
-func importImage(t *testing.T, a *Adapter, ref string) {
+func importImage(t *testing.T, a *Adapter, ref string) { importImageWith(t, a, ref, nil) }
+
+// importImageWith imports the busybox test image, its config edited by
+// edit (if not nil), into a's store as ref.
+func importImageWith(t *testing.T, a *Adapter, ref string, edit func(*v1.Config)) {
 	t.Helper()
 	busyboxOnce.Do(func() { busyboxOnce.img, busyboxOnce.err = testimage.Busybox() })
 	if busyboxOnce.err != nil {
 		t.Fatal(busyboxOnce.err)
 	}
+	img := busyboxOnce.img
+	if edit != nil {
+		cf, err := img.ConfigFile()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := *cf.Config.DeepCopy()
+		edit(&cfg)
+		if img, err = mutate.Config(img, cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
 	tar := filepath.Join(t.TempDir(), "busybox.tar")
-	if err := testimage.WriteOCIArchive(tar, map[string]v1.Image{ref: busyboxOnce.img}); err != nil {
+	if err := testimage.WriteOCIArchive(tar, map[string]v1.Image{ref: img}); err != nil {
 		t.Fatal(err)
 	}
 	f, err := os.Open(tar)
@@ -218,4 +235,14 @@ func sleeperConfig(name string) *runtimeapi.ContainerConfig {
 	c := ctrConfig(name, testImage)
 	c.Command = []string{"sleep", "3600"}
 	return c
+}
+
+// podApps are the apps a pod has on disk.
+func podApps(t *testing.T, a *Adapter, podID string) []*pod.App {
+	t.Helper()
+	_, apps, err := a.PodStatus(context.Background(), podID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return apps
 }

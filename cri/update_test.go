@@ -144,3 +144,8 @@ func (c *countingRuntime) UpdateApp(ctx context.Context, podID, appID string, r 
 	c.count("UpdateApp")
 	return c.Adapter.UpdateApp(ctx, podID, appID, r)
 }
+
+func (c *countingRuntime) RemovePod(ctx context.Context, podID string) error {
+	c.count("RemovePod")
+	return c.Adapter.RemovePod(ctx, podID)
+}
