@@ -185,7 +185,7 @@ func nriSandbox(t *testing.T, name string) *runtimeapi.PodSandboxConfig {
 }
 
 func TestNRILifecycleEventsInOrder(t *testing.T) {
-	f := &countingRuntime{Adapter: newReal(t)}
+	f := &spy{Adapter: newReal(t)}
 	ts, sock := nriServer(t, f)
 	r := &recorder{}
 	connect(t, sock, "rec", "10", r)
@@ -220,7 +220,7 @@ func TestNRILifecycleEventsInOrder(t *testing.T) {
 }
 
 func TestNRISelfExitAndPodStopSendStopContainer(t *testing.T) {
-	f := &countingRuntime{Adapter: newReal(t)}
+	f := &spy{Adapter: newReal(t)}
 	ts, sock := nriServer(t, f)
 	r := &recorder{}
 	connect(t, sock, "rec", "10", r)
@@ -274,7 +274,7 @@ func TestNRISelfExitAndPodStopSendStopContainer(t *testing.T) {
 }
 
 func TestNRIHookInProgressHidesSandbox(t *testing.T) {
-	f := &countingRuntime{Adapter: newReal(t)}
+	f := &spy{Adapter: newReal(t)}
 	ts, sock := nriServer(t, f)
 	reached, release := make(chan string), make(chan struct{})
 	r := &recorder{onRunPod: func(_ context.Context, p *api.PodSandbox) error {
@@ -310,7 +310,7 @@ func TestNRIHookInProgressHidesSandbox(t *testing.T) {
 }
 
 func TestNRIHookErrorsRollBack(t *testing.T) {
-	f := &countingRuntime{Adapter: newReal(t)}
+	f := &spy{Adapter: newReal(t)}
 	ts, sock := nriServer(t, f)
 	var failPod, failCtr sync.Once
 	r := &recorder{
@@ -357,7 +357,7 @@ func TestNRIHookErrorsRollBack(t *testing.T) {
 }
 
 func TestNRISynchronizeLatePlugin(t *testing.T) {
-	f := &countingRuntime{Adapter: newReal(t)}
+	f := &spy{Adapter: newReal(t)}
 	ts, sock := nriServer(t, f)
 	podID := ts.runPod(t, nriSandbox(t, "p1"))
 	ctrID := ts.createCtr(t, podID, ctrConfig("c1", testImage))
@@ -476,7 +476,7 @@ func TestNRIAdjustmentsBeforeCreate(t *testing.T) {
 }
 
 func TestNRIUnsolicitedUpdate(t *testing.T) {
-	f := &countingRuntime{Adapter: newReal(t)}
+	f := &spy{Adapter: newReal(t)}
 	ts, sock := nriServer(t, f)
 	r := &recorder{}
 	s := connect(t, sock, "rec", "10", r)

@@ -28,6 +28,7 @@ import (
 	"github.com/runclet/runclet/runtime/image"
 	"github.com/runclet/runclet/runtime/network"
 	"github.com/runclet/runclet/runtime/pod"
+	"github.com/runclet/runclet/spec"
 )
 
 // The handler tests run against the real runtime: an Adapter over a
@@ -245,4 +246,96 @@ func podApps(t *testing.T, a *Adapter, podID string) []*pod.App {
 		t.Fatal(err)
 	}
 	return apps
+}
+
+// spy is the real runtime, noting what the handlers asked of it: how
+// often each call was made and the last pod and app configurations, so
+// that a test can tell a refused request never reached the runtime and
+// that a request was mapped as it should be.
+type spy struct {
+	*Adapter
+	mu      sync.Mutex
+	calls   map[string]int
+	lastPod pod.PodConfig
+	lastApp pod.AppConfig
+
+	// createPod, if set, runs inside CreatePod with its context.
+	createPod func(ctx context.Context)
+}
+
+func newSpy(t *testing.T) *spy { return &spy{Adapter: newReal(t)} }
+
+func (s *spy) count(name string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.calls == nil {
+		s.calls = map[string]int{}
+	}
+	s.calls[name]++
+}
+
+func (s *spy) called(name string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.calls[name]
+}
+
+func (s *spy) CreatePod(ctx context.Context, cfg pod.PodConfig) (*pod.Pod, error) {
+	s.count("CreatePod")
+	s.mu.Lock()
+	s.lastPod = cfg
+	hook := s.createPod
+	s.mu.Unlock()
+	if hook != nil {
+		hook(ctx)
+	}
+	return s.Adapter.CreatePod(ctx, cfg)
+}
+
+func (s *spy) RemovePod(ctx context.Context, podID string) error {
+	s.count("RemovePod")
+	return s.Adapter.RemovePod(ctx, podID)
+}
+
+func (s *spy) AddApp(ctx context.Context, podID string, cfg pod.AppConfig, opts ...pod.SpecOpt) (*pod.App, error) {
+	s.count("AddApp")
+	s.mu.Lock()
+	s.lastApp = cfg
+	s.mu.Unlock()
+	return s.Adapter.AddApp(ctx, podID, cfg, opts...)
+}
+
+func (s *spy) UpdateApp(ctx context.Context, podID, appID string, r spec.Resources) (*pod.App, error) {
+	s.count("UpdateApp")
+	return s.Adapter.UpdateApp(ctx, podID, appID, r)
+}
+
+func (s *spy) StopApp(ctx context.Context, podID, appID string, timeout time.Duration) (*pod.App, error) {
+	s.count("StopApp")
+	return s.Adapter.StopApp(ctx, podID, appID, timeout)
+}
+
+func (s *spy) RemoveApp(ctx context.Context, podID, appID string) error {
+	s.count("RemoveApp")
+	return s.Adapter.RemoveApp(ctx, podID, appID)
+}
+
+func (s *spy) StartApp(ctx context.Context, podID, appID string) (*pod.App, error) {
+	s.count("StartApp")
+	return s.Adapter.StartApp(ctx, podID, appID)
+}
+
+// addImage imports the busybox test image as ref, its USER set to user,
+// and returns it as the store has it.
+func (s *spy) addImage(t *testing.T, ref, user string) image.Image {
+	t.Helper()
+	importImageWith(t, s.Adapter, ref, func(c *v1.Config) {
+		c.User = user
+		c.Cmd = []string{"sh"}
+	})
+	img, err := s.GetImage(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
 }

@@ -3,20 +3,16 @@ package cri
 import (
 	"context"
 	"os"
-	"sync"
 	"testing"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
-
-	"github.com/runclet/runclet/runtime/pod"
-	"github.com/runclet/runclet/spec"
 )
 
 func TestUpdateContainerResources(t *testing.T) {
 	a := newReal(t)
-	f := &countingRuntime{Adapter: a}
+	f := &spy{Adapter: a}
 	ts := startServer(t, f)
 	ctx := context.Background()
 	podID := ts.runPod(t, realSandboxConfig(t, "web"))
@@ -116,36 +112,4 @@ func TestUpdateContainerResources(t *testing.T) {
 	}
 	_, err = ts.rt.UpdatePodSandboxResources(ctx, &runtimeapi.UpdatePodSandboxResourcesRequest{PodSandboxId: "ffffffff"})
 	wantCode(t, err, codes.NotFound)
-}
-
-// countingRuntime is the real runtime, counting the calls a test asks about.
-type countingRuntime struct {
-	*Adapter
-	mu    sync.Mutex
-	calls map[string]int
-}
-
-func (c *countingRuntime) count(name string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.calls == nil {
-		c.calls = map[string]int{}
-	}
-	c.calls[name]++
-}
-
-func (c *countingRuntime) called(name string) int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.calls[name]
-}
-
-func (c *countingRuntime) UpdateApp(ctx context.Context, podID, appID string, r spec.Resources) (*pod.App, error) {
-	c.count("UpdateApp")
-	return c.Adapter.UpdateApp(ctx, podID, appID, r)
-}
-
-func (c *countingRuntime) RemovePod(ctx context.Context, podID string) error {
-	c.count("RemovePod")
-	return c.Adapter.RemovePod(ctx, podID)
 }
