@@ -43,8 +43,18 @@ var stage1Once struct {
 	err  error
 }
 
+// testLogRoot stands for /var/log/pods in the tests: real apps write
+// their logs under their pod's log directory.
+var testLogRoot string
+
 func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "runclet-cri-logs-")
+	if err != nil {
+		panic(err)
+	}
+	testLogRoot = dir
 	code := m.Run()
+	os.RemoveAll(dir)
 	if stage1Once.path != "" {
 		os.RemoveAll(filepath.Dir(stage1Once.path))
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -33,7 +34,7 @@ func sandboxConfig(name string) *runtimeapi.PodSandboxConfig {
 	return &runtimeapi.PodSandboxConfig{
 		Metadata:     &runtimeapi.PodSandboxMetadata{Name: name, Namespace: "ns1", Uid: "uid-" + name, Attempt: 1},
 		Hostname:     name,
-		LogDirectory: "/var/log/pods/ns1_" + name,
+		LogDirectory: filepath.Join(testLogRoot, "ns1_"+name),
 		Labels:       map[string]string{"app": name},
 		Annotations:  map[string]string{"a": "b"},
 	}
@@ -129,7 +130,7 @@ func TestRunPodSandboxMapping(t *testing.T) {
 	ts.runPod(t, cfg)
 	p := f.lastPod
 	if p.Name != "web" || p.Namespace != "ns1" || p.UID != "uid-web" || p.Attempt != 1 || p.Hostname != "web" || p.Flavor != "runc" ||
-		p.Labels["app"] != "web" || p.Annotations["a"] != "b" || p.LogDirectory != "/var/log/pods/ns1_web" {
+		p.Labels["app"] != "web" || p.Annotations["a"] != "b" || p.LogDirectory != filepath.Join(testLogRoot, "ns1_web") {
 		t.Fatalf("identity: %+v", p)
 	}
 	if p.DNS == nil || p.DNS.Servers[0] != "10.96.0.10" || p.DNS.Searches[0] != "ns1.svc.cluster.local" || p.DNS.Options[0] != "ndots:5" {
@@ -439,7 +440,7 @@ func TestCreateContainerMapping(t *testing.T) {
 	}
 	a := f.lastApp
 	if a.Name != "app" || a.Attempt != 2 || a.Image != img.ID.String() || a.Labels["l"] != "1" || a.Annotations["an"] != "2" ||
-		a.LogPath != "/var/log/pods/ns1_web/app/2.log" || !a.Stdin || !a.StdinOnce || !a.Tty {
+		a.LogPath != filepath.Join(testLogRoot, "ns1_web/app/2.log") || !a.Stdin || !a.StdinOnce || !a.Tty {
 		t.Fatalf("app: %+v", a)
 	}
 	s := a.Spec
@@ -475,7 +476,7 @@ func TestCreateContainerMapping(t *testing.T) {
 	cs := st.Status
 	if cs.State != runtimeapi.ContainerState_CONTAINER_CREATED || cs.Metadata.Name != "app" || cs.Metadata.Attempt != 2 ||
 		cs.Image.Image != "example.com/app:1" || cs.Image.UserSpecifiedImage != img.ID.String() || cs.ImageId != img.ID.String() ||
-		cs.ImageRef != img.RepoDigests[0] || cs.LogPath != "/var/log/pods/ns1_web/app/2.log" || cs.Labels["l"] != "1" ||
+		cs.ImageRef != img.RepoDigests[0] || cs.LogPath != filepath.Join(testLogRoot, "ns1_web/app/2.log") || cs.Labels["l"] != "1" ||
 		cs.Annotations["an"] != "2" || cs.StartedAt != 0 || cs.FinishedAt != 0 || cs.StopSignal != runtimeapi.Signal_SIGNAL_SIGQUIT ||
 		cs.User.Linux.Uid != 1000 || fmt.Sprint(cs.User.Linux.SupplementalGroups) != "[1000 4]" || st.Info["info"] == "" {
 		t.Fatalf("status: %v", st)
