@@ -302,8 +302,9 @@ func (s *spy) CreatePod(ctx context.Context, cfg pod.PodConfig) (*pod.Pod, error
 	return s.Adapter.CreatePod(ctx, cfg)
 }
 
+// RemovePod is counted once done, so a test waiting for it sees its end.
 func (s *spy) RemovePod(ctx context.Context, podID string) error {
-	s.count("RemovePod")
+	defer s.count("RemovePod")
 	return s.Adapter.RemovePod(ctx, podID)
 }
 

@@ -68,7 +68,7 @@ func ctrConfig(name, img string) *runtimeapi.ContainerConfig {
 }
 
 func TestVersionStatusRuntimeConfig(t *testing.T) {
-	f := newFake(t)
+	f := newSpy(t)
 	ts := startServer(t, f)
 	ctx := context.Background()
 	v, err := ts.rt.Version(ctx, &runtimeapi.VersionRequest{})
@@ -85,7 +85,7 @@ func TestVersionStatusRuntimeConfig(t *testing.T) {
 	var names []string
 	for _, h := range st.RuntimeHandlers {
 		names = append(names, h.Name)
-		if !h.Features.RecursiveReadOnlyMounts || h.Features.UserNamespaces {
+		if h.Features.RecursiveReadOnlyMounts != f.Features().RecursiveReadOnlyMounts || h.Features.UserNamespaces != f.Features().UserNamespaces {
 			t.Fatalf("features of %q: %v", h.Name, h.Features)
 		}
 	}
@@ -93,9 +93,18 @@ func TestVersionStatusRuntimeConfig(t *testing.T) {
 		t.Fatalf("handlers %q, features %v, info %v", names, st.Features, st.Info)
 	}
 
-	f.netErr = errdefs.FailedPrecondition("plugin bridge not found")
+	// A network that is not there makes the network not ready.
+	broken, err := network.New(network.Config{ConfDir: t.TempDir(), Name: "nosuchnet", StateDir: t.TempDir(), CacheDir: t.TempDir(), IPAMDataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	netErr := broken.Ready()
+	if netErr == nil {
+		t.Fatal("a network that is not there is ready")
+	}
+	f.Network = broken
 	st, _ = ts.rt.Status(ctx, &runtimeapi.StatusRequest{})
-	if c := st.Status.Conditions[1]; c.Status || c.Reason != "NetworkPluginNotReady" || c.Message != "plugin bridge not found" {
+	if c := st.Status.Conditions[1]; c.Status || c.Reason != "NetworkPluginNotReady" || c.Message != netErr.Error() {
 		t.Fatalf("network condition %v", c)
 	}
 	if st.Info != nil {
@@ -112,7 +121,7 @@ func TestVersionStatusRuntimeConfig(t *testing.T) {
 }
 
 func TestRunPodSandboxMapping(t *testing.T) {
-	f := newFake(t)
+	f := newSpy(t)
 	ts := startServer(t, f)
 	cfg := sandboxConfig("web")
 	cfg.DnsConfig = &runtimeapi.DNSConfig{Servers: []string{"10.96.0.10"}, Searches: []string{"ns1.svc.cluster.local"}, Options: []string{"ndots:5"}}
@@ -146,7 +155,7 @@ func TestRunPodSandboxMapping(t *testing.T) {
 
 	ctx := context.Background()
 	for handler, want := range map[string]string{"": "runc", "runc": "runc"} {
-		if _, err := ts.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: sandboxConfig("h" + want), RuntimeHandler: handler}); err != nil {
+		if _, err := ts.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: sandboxConfig("h" + want + handler), RuntimeHandler: handler}); err != nil {
 			t.Fatal(err)
 		}
 		if f.lastPod.Flavor != want {
@@ -162,7 +171,8 @@ func TestRunPodSandboxMapping(t *testing.T) {
 }
 
 func TestRunPodSandboxRefusals(t *testing.T) {
-	ts := startServer(t, newFake(t))
+	f := newSpy(t)
+	ts := startServer(t, f)
 	ctx := context.Background()
 	ns := func(o *runtimeapi.NamespaceOption) *runtimeapi.PodSandboxConfig {
 		c := sandboxConfig("x")
@@ -197,7 +207,7 @@ func TestRunPodSandboxRefusals(t *testing.T) {
 			t.Errorf("%s: want %s, got %v", name, c.code, err)
 		}
 	}
-	if n := ts.fake.called("CreatePod"); n != 0 {
+	if n := f.called("CreatePod"); n != 0 {
 		t.Fatalf("refused requests reached the runtime %d times", n)
 	}
 	_, err := ts.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: ns(&runtimeapi.NamespaceOption{UsernsOptions: &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD}})})
@@ -208,7 +218,7 @@ func TestRunPodSandboxRefusals(t *testing.T) {
 	if _, err := ts.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: ns(&runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_POD})}); err != nil {
 		t.Fatal(err)
 	}
-	if !ts.fake.lastPod.SharePID {
+	if !f.lastPod.SharePID {
 		t.Fatal("pid namespace POD did not ask the runtime for a shared pid namespace")
 	}
 }
@@ -216,7 +226,7 @@ func TestRunPodSandboxRefusals(t *testing.T) {
 // A client that gives up while its pod is made never leaves it behind:
 // the pod is made whole on a detached context, then removed.
 func TestRunPodSandboxClientGone(t *testing.T) {
-	f := newFake(t)
+	f := newSpy(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	f.createPod = func(rctx context.Context) {
 		cancel()
@@ -232,13 +242,17 @@ func TestRunPodSandboxClientGone(t *testing.T) {
 	for f.called("RemovePod") == 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	f.mu.Lock()
-	left := len(f.pods)
-	f.mu.Unlock()
+	pods, err := f.ListPods()
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := len(pods)
 	if f.called("CreatePod") != 1 || f.called("RemovePod") != 1 || left != 0 {
 		t.Fatalf("created %d, removed %d, left %d", f.called("CreatePod"), f.called("RemovePod"), left)
 	}
+	f.mu.Lock()
 	f.createPod = nil
+	f.mu.Unlock()
 	r, _ := ts.rt.ListPodSandbox(context.Background(), &runtimeapi.ListPodSandboxRequest{})
 	if len(r.Items) != 0 {
 		t.Fatalf("listed: %v", r.Items)
