@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -260,7 +261,7 @@ func TestRunPodSandboxClientGone(t *testing.T) {
 }
 
 func TestSandboxStatusAndList(t *testing.T) {
-	f := newFake(t)
+	f := newSpy(t)
 	ts := startServer(t, f)
 	ctx := context.Background()
 	a := ts.runPod(t, sandboxConfig("alpha"))
@@ -281,8 +282,23 @@ func TestSandboxStatusAndList(t *testing.T) {
 		s.Metadata.Namespace != "ns1" || s.Metadata.Attempt != 1 || s.Labels["app"] != "alpha" || s.Annotations["a"] != "b" || s.RuntimeHandler != "runc" {
 		t.Fatalf("status %v", s)
 	}
-	if s.Network.Ip != "10.1.2.3" || len(s.Network.AdditionalIps) != 1 || s.Network.AdditionalIps[0].Ip != "fd00::3" {
-		t.Fatalf("network %v", s.Network)
+	// The first address the pod got is its IP, the others are additional.
+	rec, _, err := f.PodStatus(ctx, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ips []string
+	if rec.Attachment != nil {
+		for _, p := range rec.Attachment.IPs {
+			ips = append(ips, p.Addr().String())
+		}
+	}
+	got := []string{s.Network.Ip}
+	for _, ip := range s.Network.AdditionalIps {
+		got = append(got, ip.Ip)
+	}
+	if len(ips) == 0 || !slices.Equal(got, ips) {
+		t.Fatalf("network %v, the pod has %v", s.Network, ips)
 	}
 	if o := s.Linux.Namespaces.Options; o.Network != runtimeapi.NamespaceMode_POD || o.Pid != runtimeapi.NamespaceMode_CONTAINER || o.Ipc != runtimeapi.NamespaceMode_POD {
 		t.Fatalf("namespaces %v", o)
@@ -353,9 +369,7 @@ func TestSandboxStatusAndList(t *testing.T) {
 }
 
 func TestStopRemoveSandboxIdempotent(t *testing.T) {
-	f := newFake(t)
-	f.addImage("example.com/app:1", "")
-	ts := startServer(t, f)
+	ts := startServer(t, newReal(t))
 	ctx := context.Background()
 	for _, id := range []string{"0123456789abcdef", "nope"} {
 		if _, err := ts.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: id}); err != nil {
@@ -369,7 +383,7 @@ func TestStopRemoveSandboxIdempotent(t *testing.T) {
 	wantCode(t, err, codes.InvalidArgument)
 
 	id := ts.runPod(t, sandboxConfig("web"))
-	ctr := ts.createCtr(t, id, ctrConfig("app", "example.com/app:1"))
+	ctr := ts.createCtr(t, id, sleeperConfig("app"))
 	if _, err := ts.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: ctr}); err != nil {
 		t.Fatal(err)
 	}
@@ -387,7 +401,7 @@ func TestStopRemoveSandboxIdempotent(t *testing.T) {
 	if r, _ := ts.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{}); len(r.Items) != 1 {
 		t.Fatalf("a stopped pod must stay listed: %v", r.Items)
 	}
-	_, err = ts.rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: id, Config: ctrConfig("late", "example.com/app:1")})
+	_, err = ts.rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: id, Config: ctrConfig("late", testImage)})
 	wantCode(t, err, codes.FailedPrecondition)
 	for range 2 {
 		if _, err := ts.rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id}); err != nil {
