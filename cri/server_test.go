@@ -600,8 +600,7 @@ func TestCreateContainerSecurityDefaults(t *testing.T) {
 }
 
 func TestCreateContainerRefusals(t *testing.T) {
-	f := newFake(t)
-	f.addImage("example.com/app:1", "")
+	f := newSpy(t)
 	ts := startServer(t, f)
 	podID := ts.runPod(t, sandboxConfig("web"))
 	sc := func(s *runtimeapi.LinuxContainerSecurityContext) *runtimeapi.ContainerConfig {
@@ -683,12 +682,13 @@ func TestCreateContainerRefusals(t *testing.T) {
 }
 
 func TestContainerLifecycle(t *testing.T) {
-	f := newFake(t)
-	f.addImage("example.com/app:1", "")
+	f := newSpy(t)
 	ts := startServer(t, f)
 	ctx := context.Background()
 	podID := ts.runPod(t, sandboxConfig("web"))
-	id := ts.createCtr(t, podID, ctrConfig("app", "example.com/app:1"))
+	cc := ctrConfig("app", testImage)
+	cc.Command = []string{"sh", "-c", "while [ ! -e /tmp/go ]; do sleep 0.05; done; exit 2"}
+	id := ts.createCtr(t, podID, cc)
 	if _, err := ts.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id[:8]}); err != nil {
 		t.Fatal(err)
 	}
@@ -699,8 +699,11 @@ func TestContainerLifecycle(t *testing.T) {
 	_, err := ts.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id})
 	wantCode(t, err, codes.FailedPrecondition)
 
-	// The app exits by itself: inotify on its directory tells the index.
-	f.exit(id, 2, "Error")
+	// The app exits by itself (an exec lets it go): inotify on its
+	// directory tells the index.
+	if _, err := ts.rt.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"touch", "/tmp/go"}, Timeout: 10}); err != nil {
+		t.Fatal(err)
+	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		st, _ = ts.rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: id})
@@ -739,7 +742,11 @@ func TestContainerLifecycle(t *testing.T) {
 	wantCode(t, err, codes.InvalidArgument)
 
 	// A running container stopped through the CRI.
-	id2 := ts.createCtr(t, podID, ctrConfig("two", "example.com/app:1"))
+	// It is its pid namespace's init, which the kernel spares signals it
+	// has no handler for: it handles SIGTERM by exiting as if killed by it.
+	two := ctrConfig("two", testImage)
+	two.Command = []string{"sh", "-c", "trap 'exit 143' TERM; sleep 3600 & wait"}
+	id2 := ts.createCtr(t, podID, two)
 	ts.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id2})
 	if _, err := ts.rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: id2, Timeout: 1}); err != nil {
 		t.Fatal(err)
@@ -751,14 +758,12 @@ func TestContainerLifecycle(t *testing.T) {
 }
 
 func TestListContainersFilters(t *testing.T) {
-	f := newFake(t)
-	f.addImage("example.com/app:1", "")
-	ts := startServer(t, f)
+	ts := startServer(t, newReal(t))
 	ctx := context.Background()
 	p1 := ts.runPod(t, sandboxConfig("one"))
 	p2 := ts.runPod(t, sandboxConfig("two"))
 	a := ts.createCtr(t, p1, ctrConfig("a", "example.com/app:1"))
-	b := ts.createCtr(t, p1, ctrConfig("b", "example.com/app:1"))
+	b := ts.createCtr(t, p1, sleeperConfig("b"))
 	c := ts.createCtr(t, p2, ctrConfig("c", "example.com/app:1"))
 	ts.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: b})
 	list := func(f *runtimeapi.ContainerFilter) string {
