@@ -268,6 +268,7 @@ type spy struct {
 	calls   map[string]int
 	lastPod pod.PodConfig
 	lastApp pod.AppConfig
+	execCfg pod.ExecConfig
 
 	// createPod, if set, runs inside CreatePod with its context.
 	createPod func(ctx context.Context)
@@ -349,4 +350,24 @@ func (s *spy) addImage(t *testing.T, ref, user string) image.Image {
 		t.Fatal(err)
 	}
 	return img
+}
+
+func (s *spy) Exec(ctx context.Context, podID, appID string, cfg pod.ExecConfig, st pod.Streams) (int, error) {
+	s.count("Exec")
+	s.mu.Lock()
+	s.execCfg = cfg
+	s.mu.Unlock()
+	return s.Adapter.Exec(ctx, podID, appID, cfg, st)
+}
+
+// lastExec is the configuration of the last exec.
+func (s *spy) lastExec() pod.ExecConfig {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.execCfg
+}
+
+func (s *spy) ReopenLog(ctx context.Context, podID, appID string) error {
+	s.count("ReopenLog")
+	return s.Adapter.ReopenLog(ctx, podID, appID)
 }

@@ -924,37 +924,26 @@ func TestImageService(t *testing.T) {
 }
 
 func TestExecSyncAndStreams(t *testing.T) {
-	f := newFake(t)
-	f.addImage("example.com/app:1", "")
+	f := newSpy(t)
 	ts := startServer(t, f)
 	ctx := context.Background()
 	podID := ts.runPod(t, sandboxConfig("web"))
-	id := ts.createCtr(t, podID, ctrConfig("app", "example.com/app:1"))
+	id := ts.createCtr(t, podID, sleeperConfig("app"))
 	_, err := ts.rt.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"true"}})
 	wantCode(t, err, codes.FailedPrecondition) // not running yet
 	_, err = ts.rt.Exec(ctx, &runtimeapi.ExecRequest{ContainerId: id, Cmd: []string{"sh"}, Stdout: true})
 	wantCode(t, err, codes.FailedPrecondition)
 	ts.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id})
 
-	var gotCfg pod.ExecConfig
-	f.exec = func(cfg pod.ExecConfig, s pod.Streams) (int, error) {
-		gotCfg = cfg
-		big := make([]byte, 1<<20)
-		for range 17 {
-			s.Stdout.Write(big)
-		}
-		s.Stderr.Write([]byte("warn\n"))
-		return 7, nil
-	}
-	r, err := ts.rt.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"cat", "big"}, Timeout: 3})
+	// 17 MiB of output is cut to 16 MiB.
+	big := []string{"sh", "-c", "dd if=/dev/zero bs=1048576 count=17 2>/dev/null; echo warn >&2; exit 7"}
+	r, err := ts.rt.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: big, Timeout: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(r.Stdout) != 16<<20 || string(r.Stderr) != "warn\n" || r.ExitCode != 7 || gotCfg.Timeout != 3*time.Second || gotCfg.Cmd[0] != "cat" {
+	gotCfg := f.lastExec()
+	if len(r.Stdout) != 16<<20 || string(r.Stderr) != "warn\n" || r.ExitCode != 7 || gotCfg.Timeout != 10*time.Second || gotCfg.Cmd[0] != "sh" {
 		t.Fatalf("stdout %d bytes, stderr %q, code %d, cfg %+v", len(r.Stdout), r.Stderr, r.ExitCode, gotCfg)
-	}
-	f.exec = func(cfg pod.ExecConfig, s pod.Streams) (int, error) {
-		return -1, errdefs.DeadlineExceeded("exec %v: %w", cfg.Cmd, pod.ErrTimeout)
 	}
 	_, err = ts.rt.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"sleep", "9"}, Timeout: 1})
 	wantCode(t, err, codes.DeadlineExceeded)
@@ -983,7 +972,7 @@ func TestExecSyncAndStreams(t *testing.T) {
 }
 
 func TestUnimplementedRPCsSayWhy(t *testing.T) {
-	ts := startServer(t, newFake(t))
+	ts := startServer(t, newReal(t))
 	ctx := context.Background()
 	for name, call := range map[string]func() error{
 		"CheckpointContainer": func() error {
