@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -1077,16 +1078,22 @@ func TestRebuildFromDisk(t *testing.T) {
 
 // A supervisor that dies writes no exit file; the resync marks its pod.
 func TestResyncSeesDeadSupervisor(t *testing.T) {
-	f := newFake(t)
-	f.addImage("example.com/app:1", "")
+	f := newReal(t)
 	ts := startServer(t, f, func(o *Options) { o.ResyncInterval = 20 * time.Millisecond })
 	ctx := context.Background()
 	podID := ts.runPod(t, sandboxConfig("web"))
-	id := ts.createCtr(t, podID, ctrConfig("app", "example.com/app:1"))
-	ts.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id})
-	f.mu.Lock()
-	f.apps[id].State, f.apps[id].Reason = pod.AppUnknown, "Unknown"
-	f.mu.Unlock()
+	id := ts.createCtr(t, podID, sleeperConfig("app"))
+	if _, err := ts.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id}); err != nil {
+		t.Fatal(err)
+	}
+	// The pod's supervisor (this test's own) is killed.
+	sup, _ := f.PodPids(podID)
+	if sup <= 0 {
+		t.Fatal("no supervisor pid recorded")
+	}
+	if err := syscall.Kill(sup, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		st, _ := ts.rt.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: podID})
