@@ -1171,7 +1171,7 @@ func hostSandboxConfig(name string) *runtimeapi.PodSandboxConfig {
 // fails like one naming a handler that does not exist, before anything is
 // made.
 func TestFlyHandlerOffByDefault(t *testing.T) {
-	f := newFake(t)
+	f := newSpy(t)
 	ts := startServer(t, f)
 	_, err := ts.rt.RunPodSandbox(context.Background(), &runtimeapi.RunPodSandboxRequest{Config: hostSandboxConfig("fly"), RuntimeHandler: "fly"})
 	wantCode(t, err, codes.InvalidArgument)
@@ -1184,7 +1184,7 @@ func TestFlyHandlerOffByDefault(t *testing.T) {
 		func(o *Options) { o.RuntimeHandlers = map[string]string{"runc": "runc", "debug": "fly"} },
 		func(o *Options) { o.DefaultFlavor = pod.FlavorFly },
 	} {
-		opts := Options{Runtime: newFake(t), StreamAddress: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		opts := Options{Runtime: f, StreamAddress: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 		edit(&opts)
 		if s, err := New(context.Background(), opts); !errdefs.IsInvalidArgument(err) {
 			if s != nil {
@@ -1199,7 +1199,7 @@ func TestFlyHandlerOffByDefault(t *testing.T) {
 // its own network, PID, IPC or user namespace is refused, as is a
 // container asking for its own; the status reports NODE, what it has.
 func TestFlyPodsAskForHostNamespaces(t *testing.T) {
-	f := newFake(t)
+	f := newSpy(t)
 	ts := startServer(t, f, func(o *Options) { o.AllowFly = true })
 	ctx := context.Background()
 	st, err := ts.rt.Status(ctx, &runtimeapi.StatusRequest{})
