@@ -21,8 +21,9 @@ import (
 // deleted.
 
 // eventBuffer is how many events a subscriber may fall behind before it
-// is dropped: a slow client must never slow the daemon down.
-const eventBuffer = 1024
+// is dropped: a slow client must never slow the daemon down. A variable
+// only so that a test over real pods can reach it in reasonable time.
+var eventBuffer = 1024
 
 // errSubscriberTooSlow ends a subscriber that fell eventBuffer events
 // behind; it can subscribe again (and relist).

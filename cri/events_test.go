@@ -43,9 +43,7 @@ func recvEvents(t *testing.T, s runtimeapi.RuntimeService_GetContainerEventsClie
 }
 
 func TestContainerEventsFromMutationsAndExits(t *testing.T) {
-	f := newFake(t)
-	f.addImage("example.com/app:1", "")
-	ts := startServer(t, f)
+	ts := startServer(t, newReal(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	// Two subscribers get the same events.
@@ -65,12 +63,17 @@ func TestContainerEventsFromMutationsAndExits(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 
-	podID := ts.runPod(t, sandboxConfig("web"))
-	id := ts.createCtr(t, podID, ctrConfig("app", "example.com/app:1"))
+	podID := ts.runPod(t, realSandboxConfig(t, "web"))
+	cc := ctrConfig("app", testImage)
+	cc.Command = []string{"sh", "-c", "while [ ! -e /tmp/go ]; do sleep 0.05; done; exit 7"}
+	id := ts.createCtr(t, podID, cc)
 	if _, err := ts.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id}); err != nil {
 		t.Fatal(err)
 	}
-	f.exit(id, 7, "Error") // the app exits by itself: inotify tells the index
+	// The app exits by itself (an exec is no event): inotify tells the index.
+	if _, err := ts.rt.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"touch", "/tmp/go"}, Timeout: 10}); err != nil {
+		t.Fatal(err)
+	}
 	want := []string{
 		"CONTAINER_CREATED_EVENT:" + podID, "CONTAINER_STARTED_EVENT:" + podID,
 		"CONTAINER_CREATED_EVENT:" + id, "CONTAINER_STARTED_EVENT:" + id, "CONTAINER_STOPPED_EVENT:" + id,
@@ -93,7 +96,7 @@ func TestContainerEventsFromMutationsAndExits(t *testing.T) {
 	}
 	// StopContainer of an exited container is no news; removing is.
 	ts.rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: id})
-	id2 := ts.createCtr(t, podID, ctrConfig("second", "example.com/app:1"))
+	id2 := ts.createCtr(t, podID, ctrConfig("second", testImage))
 	ts.rt.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: id})
 	ts.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: podID})
 	ts.rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: podID})
@@ -200,9 +203,10 @@ func TestSlowEventSubscriberIsDropped(t *testing.T) {
 // ResourceExhausted after what was buffered for it, and the daemon's
 // mutations never wait for it.
 func TestSlowEventClientDoesNotBlockTheDaemon(t *testing.T) {
-	f := newFake(t)
-	f.addImage("example.com/app:1", "")
-	ts := startServer(t, f)
+	// Real mutations take tens of milliseconds: a smaller buffer fills sooner.
+	defer func(n int) { eventBuffer = n }(eventBuffer)
+	eventBuffer = 128
+	ts := startServer(t, newReal(t))
 	ctx := context.Background()
 	s, err := ts.rt.GetContainerEvents(ctx, &runtimeapi.GetEventsRequest{})
 	if err != nil {
@@ -213,7 +217,7 @@ func TestSlowEventClientDoesNotBlockTheDaemon(t *testing.T) {
 	}
 	// Events with big statuses, so gRPC's flow control window fills and
 	// the server's Send blocks: then the broker's buffer fills too.
-	cfg := sandboxConfig("web")
+	cfg := realSandboxConfig(t, "web")
 	big := make(map[string]string)
 	for i := range 64 {
 		big[fmt.Sprintf("k%d", i)] = string(make([]byte, 1024))
@@ -228,7 +232,7 @@ func TestSlowEventClientDoesNotBlockTheDaemon(t *testing.T) {
 		}
 		// Each refresh of the pod is a no-op for the index, so make
 		// real transitions: create and remove a container.
-		c := ts.createCtr(t, podID, ctrConfig(fmt.Sprintf("c%d", mutations), "example.com/app:1"))
+		c := ts.createCtr(t, podID, ctrConfig(fmt.Sprintf("c%d", mutations), testImage))
 		ts.rt.RemoveContainer(ctx, &runtimeapi.RemoveContainerRequest{ContainerId: c})
 		mutations++
 	}

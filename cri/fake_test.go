@@ -6,8 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
-	"log/slog"
-	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -21,10 +19,6 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/test/bufconn"
-	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
 	"github.com/runclet/runclet/internal/errdefs"
 	"github.com/runclet/runclet/runtime/image"
@@ -46,10 +40,8 @@ type fakeRuntime struct {
 	images   []image.Image
 	configs  map[digest.Digest]*ocispec.Image
 	registry map[string]image.Image // what PullImage can fetch, by ref
-	netErr   error
 	features Features
 
-	lastPod  pod.PodConfig
 	lastApp  pod.AppConfig
 	lastAuth *authn.AuthConfig
 	calls    []string
@@ -62,11 +54,8 @@ type fakeRuntime struct {
 	fsUsage    map[string]pod.FsUsage
 	resources  map[string]*specs.LinuxResources
 	specs      map[string]*specs.Spec // generated for AddApp's SpecOpts
-	lastUpdate spec.Resources
 
 	// hooks
-	createPod func(ctx context.Context) // runs inside CreatePod
-	exec      func(cfg pod.ExecConfig, s pod.Streams) (int, error)
 }
 
 func newFake(t *testing.T) *fakeRuntime {
@@ -115,13 +104,9 @@ func (f *fakeRuntime) addImage(tag, user string) image.Image {
 }
 
 func (f *fakeRuntime) CreatePod(ctx context.Context, cfg pod.PodConfig) (*pod.Pod, error) {
-	if f.createPod != nil {
-		f.createPod(ctx)
-	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.call("CreatePod")
-	f.lastPod = cfg
 	if cfg.Flavor != pod.FlavorRunc && cfg.Flavor != pod.FlavorFly {
 		return nil, errdefs.InvalidArgument("unknown flavor %q", cfg.Flavor)
 	}
@@ -386,7 +371,6 @@ func (f *fakeRuntime) UpdateApp(ctx context.Context, podID, appID string, r spec
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.call("UpdateApp")
-	f.lastUpdate = r
 	a, ok := f.apps[appID]
 	if !ok {
 		return nil, errdefs.NotFound("app %s not found", appID)
@@ -439,26 +423,17 @@ func (f *fakeRuntime) WritableLayerUsage(podID, appID string) (pod.FsUsage, erro
 	return u, nil
 }
 
-func (f *fakeRuntime) Exec(ctx context.Context, podID, appID string, cfg pod.ExecConfig, s pod.Streams) (int, error) {
-	f.mu.Lock()
-	f.call("Exec")
-	fn := f.exec
-	f.mu.Unlock()
-	if fn == nil {
-		return 0, nil
-	}
-	return fn(cfg, s)
+// The tests that exec, attach and reopen logs run over the real runtime.
+func (f *fakeRuntime) Exec(context.Context, string, string, pod.ExecConfig, pod.Streams) (int, error) {
+	return 0, errdefs.FailedPrecondition("not in the fake")
 }
 
-func (f *fakeRuntime) Attach(ctx context.Context, podID, appID string, s pod.Streams) (int, error) {
-	return 0, nil
+func (f *fakeRuntime) Attach(context.Context, string, string, pod.Streams) (int, error) {
+	return 0, errdefs.FailedPrecondition("not in the fake")
 }
 
-func (f *fakeRuntime) ReopenLog(ctx context.Context, podID, appID string) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.call("ReopenLog")
-	return nil
+func (f *fakeRuntime) ReopenLog(context.Context, string, string) error {
+	return errdefs.FailedPrecondition("not in the fake")
 }
 
 func (f *fakeRuntime) PortForward(ctx context.Context, netns string, port int32, stream io.ReadWriteCloser) error {
@@ -536,45 +511,6 @@ func (f *fakeRuntime) HostDevices() ([]spec.Device, error) {
 	return []spec.Device{{HostPath: "/dev/kmsg", Type: "c", Major: 1, Minor: 11}}, nil
 }
 
-func (f *fakeRuntime) NetworkReady() error { return f.netErr }
+func (f *fakeRuntime) NetworkReady() error { return nil }
 
 func (f *fakeRuntime) Features() Features { return f.features }
-
-// testServer is a Server over a fake, served on an in-memory connection
-// through the real gRPC stack (interceptors included).
-type testServer struct {
-	*Server
-	fake *fakeRuntime
-	rt   runtimeapi.RuntimeServiceClient
-	img  runtimeapi.ImageServiceClient
-}
-
-func startServer(t *testing.T, f *fakeRuntime, edit ...func(*Options)) *testServer {
-	t.Helper()
-	opts := Options{Runtime: f, Version: "1.2.3", CgroupDriver: "systemd", StreamAddress: "127.0.0.1:0", ResyncInterval: 0,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
-	if testing.Verbose() {
-		opts.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	for _, e := range edit {
-		e(&opts)
-	}
-	s, err := New(context.Background(), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln := bufconn.Listen(1 << 20)
-	go s.Serve(ln)
-	conn, err := grpc.NewClient("passthrough:///bufconn",
-		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return ln.DialContext(ctx) }),
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(64<<20)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		s.Stop(time.Second)
-	})
-	return &testServer{Server: s, fake: f, rt: runtimeapi.NewRuntimeServiceClient(conn), img: runtimeapi.NewImageServiceClient(conn)}
-}

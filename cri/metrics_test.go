@@ -36,20 +36,18 @@ func scrape(t *testing.T, url string) map[string]string {
 }
 
 func TestPrometheusMetrics(t *testing.T) {
-	f := newFake(t)
-	f.addImage("example.com/app:1", "")
-	ts := startServer(t, f, func(o *Options) { o.MetricsAddress = "127.0.0.1:0" })
+	ts := startServer(t, newReal(t), func(o *Options) { o.MetricsAddress = "127.0.0.1:0" })
 	if !strings.HasPrefix(ts.MetricsURL(), "http://127.0.0.1:") || !strings.HasSuffix(ts.MetricsURL(), "/metrics") {
 		t.Fatalf("metrics URL %q", ts.MetricsURL())
 	}
 	ctx := context.Background()
 
 	// Two pods, one stopped; three containers: created, running, exited.
-	web := ts.runPod(t, sandboxConfig("web"))
-	old := ts.runPod(t, sandboxConfig("old"))
-	ts.createCtr(t, web, ctrConfig("created", "example.com/app:1"))
-	running := ts.createCtr(t, web, ctrConfig("running", "example.com/app:1"))
-	exited := ts.createCtr(t, web, ctrConfig("exited", "example.com/app:1"))
+	web := ts.runPod(t, realSandboxConfig(t, "web"))
+	old := ts.runPod(t, realSandboxConfig(t, "old"))
+	ts.createCtr(t, web, sleeperConfig("created"))
+	running := ts.createCtr(t, web, sleeperConfig("running"))
+	exited := ts.createCtr(t, web, sleeperConfig("exited"))
 	for _, id := range []string{running, exited} {
 		if _, err := ts.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id}); err != nil {
 			t.Fatal(err)
@@ -139,7 +137,7 @@ func TestPrometheusMetrics(t *testing.T) {
 }
 
 func TestNoMetricsServerByDefault(t *testing.T) {
-	ts := startServer(t, newFake(t))
+	ts := startServer(t, newReal(t))
 	if ts.MetricsURL() != "" || ts.metricsHTTP != nil {
 		t.Fatalf("metrics served without an address: %q", ts.MetricsURL())
 	}

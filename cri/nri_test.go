@@ -14,6 +14,7 @@ import (
 
 	"github.com/containerd/nri/pkg/api"
 	"github.com/containerd/nri/pkg/stub"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
@@ -142,7 +143,7 @@ func (r *recorder) RemoveContainer(_ context.Context, _ *api.PodSandbox, c *api.
 }
 
 // nriServer is a test server with NRI on a socket in a temp dir.
-func nriServer(t *testing.T, f *fakeRuntime, edit ...func(*Options)) (*testServer, string) {
+func nriServer(t *testing.T, f Runtime, edit ...func(*Options)) (*testServer, string) {
 	t.Helper()
 	sock := filepath.Join(t.TempDir(), "nri.sock")
 	edit = append([]func(*Options){func(o *Options) {
@@ -177,21 +178,20 @@ func connect(t *testing.T, sock, name, idx string, r *recorder) stub.Stub {
 	return s
 }
 
-func nriSandbox(name string) *runtimeapi.PodSandboxConfig {
-	c := sandboxConfig(name)
+func nriSandbox(t *testing.T, name string) *runtimeapi.PodSandboxConfig {
+	c := realSandboxConfig(t, name)
 	c.Metadata.Uid = "uid-" + name
 	return c
 }
 
 func TestNRILifecycleEventsInOrder(t *testing.T) {
-	f := newFake(t)
-	f.addImage("busybox:latest", "")
+	f := &spy{Adapter: newReal(t)}
 	ts, sock := nriServer(t, f)
 	r := &recorder{}
 	connect(t, sock, "rec", "10", r)
 
-	podID := ts.runPod(t, nriSandbox("p1"))
-	ctrID := ts.createCtr(t, podID, ctrConfig("c1", "busybox:latest"))
+	podID := ts.runPod(t, nriSandbox(t, "p1"))
+	ctrID := ts.createCtr(t, podID, sleeperConfig("c1"))
 	ctx := context.Background()
 	if _, err := ts.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: ctrID}); err != nil {
 		t.Fatal(err)
@@ -220,22 +220,26 @@ func TestNRILifecycleEventsInOrder(t *testing.T) {
 }
 
 func TestNRISelfExitAndPodStopSendStopContainer(t *testing.T) {
-	f := newFake(t)
-	f.addImage("busybox:latest", "")
+	f := &spy{Adapter: newReal(t)}
 	ts, sock := nriServer(t, f)
 	r := &recorder{}
 	connect(t, sock, "rec", "10", r)
 	ctx := context.Background()
 
-	podID := ts.runPod(t, nriSandbox("p1"))
-	exits := ts.createCtr(t, podID, ctrConfig("exits", "busybox:latest"))
-	runs := ts.createCtr(t, podID, ctrConfig("runs", "busybox:latest"))
+	podID := ts.runPod(t, nriSandbox(t, "p1"))
+	ec := ctrConfig("exits", testImage)
+	ec.Command = []string{"sh", "-c", "while [ ! -e /tmp/go ]; do sleep 0.05; done; exit 1"}
+	exits := ts.createCtr(t, podID, ec)
+	runs := ts.createCtr(t, podID, sleeperConfig("runs"))
 	for _, id := range []string{exits, runs} {
 		if _, err := ts.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	f.exit(exits, 1, "Error") // by itself: the watcher sees it
+	// It exits by itself (the exec lets it): the watcher sees it.
+	if _, err := ts.rt.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: exits, Cmd: []string{"touch", "/tmp/go"}, Timeout: 10}); err != nil {
+		t.Fatal(err)
+	}
 	r.waitFor(t, exits, "CreateContainer", "PostCreateContainer", "StartContainer", "PostStartContainer", "StopContainer")
 
 	// While StopPodSandbox's event is being handled, every container has
@@ -270,8 +274,7 @@ func TestNRISelfExitAndPodStopSendStopContainer(t *testing.T) {
 }
 
 func TestNRIHookInProgressHidesSandbox(t *testing.T) {
-	f := newFake(t)
-	f.addImage("busybox:latest", "")
+	f := &spy{Adapter: newReal(t)}
 	ts, sock := nriServer(t, f)
 	reached, release := make(chan string), make(chan struct{})
 	r := &recorder{onRunPod: func(_ context.Context, p *api.PodSandbox) error {
@@ -288,7 +291,7 @@ func TestNRIHookInProgressHidesSandbox(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		resp, err := ts.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: nriSandbox("p1")})
+		resp, err := ts.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: nriSandbox(t, "p1")})
 		done <- result{resp.GetPodSandboxId(), err}
 	}()
 	id := <-reached
@@ -296,19 +299,18 @@ func TestNRIHookInProgressHidesSandbox(t *testing.T) {
 	if err != nil || len(l.Items) != 0 {
 		t.Fatalf("listed while its RunPodSandbox hook runs: %v %v", l, err)
 	}
-	_, err = ts.rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: id, Config: ctrConfig("c", "busybox:latest")})
+	_, err = ts.rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: id, Config: ctrConfig("c", testImage)})
 	wantCode(t, err, codes.NotFound)
 	close(release)
 	res := <-done
 	if res.err != nil || res.id != id {
 		t.Fatalf("RunPodSandbox: %q %v (hook saw %s)", res.id, res.err, id)
 	}
-	ts.createCtr(t, id, ctrConfig("c", "busybox:latest"))
+	ts.createCtr(t, id, ctrConfig("c", testImage))
 }
 
 func TestNRIHookErrorsRollBack(t *testing.T) {
-	f := newFake(t)
-	f.addImage("busybox:latest", "")
+	f := &spy{Adapter: newReal(t)}
 	ts, sock := nriServer(t, f)
 	var failPod, failCtr sync.Once
 	r := &recorder{
@@ -326,24 +328,24 @@ func TestNRIHookErrorsRollBack(t *testing.T) {
 	connect(t, sock, "rec", "10", r)
 	ctx := context.Background()
 
-	_, err := ts.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: nriSandbox("p1")})
+	_, err := ts.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: nriSandbox(t, "p1")})
 	if err == nil || !strings.Contains(err.Error(), "no pods today") {
 		t.Fatalf("RunPodSandbox with a failing hook: %v", err)
 	}
-	if n := f.called("RemovePod"); n != 1 || len(f.pods) != 0 {
-		t.Fatalf("failed pod not removed: %d RemovePod, %d pods", n, len(f.pods))
+	if pods, err := f.ListPods(); f.called("RemovePod") != 1 || err != nil || len(pods) != 0 {
+		t.Fatalf("failed pod not removed: %d RemovePod, pods %v (%v)", f.called("RemovePod"), pods, err)
 	}
-	podID := ts.runPod(t, nriSandbox("p1")) // the same metadata again
+	podID := ts.runPod(t, nriSandbox(t, "p1")) // the same metadata again
 
-	_, err = ts.rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: ctrConfig("c1", "busybox:latest")})
+	_, err = ts.rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: ctrConfig("c1", testImage)})
 	if err == nil || !strings.Contains(err.Error(), "no containers today") {
 		t.Fatalf("CreateContainer with a failing hook: %v", err)
 	}
 	l, _ := ts.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
-	if len(l.GetContainers()) != 0 || len(f.apps) != 0 {
-		t.Fatalf("failed container left: %v, %d apps", l.GetContainers(), len(f.apps))
+	if apps := podApps(t, f.Adapter, podID); len(l.GetContainers()) != 0 || len(apps) != 0 {
+		t.Fatalf("failed container left: %v, apps %v", l.GetContainers(), apps)
 	}
-	ctrID := ts.createCtr(t, podID, ctrConfig("c1", "busybox:latest"))
+	ctrID := ts.createCtr(t, podID, sleeperConfig("c1"))
 	if _, err := ts.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: ctrID}); err != nil {
 		t.Fatal(err)
 	}
@@ -355,27 +357,28 @@ func TestNRIHookErrorsRollBack(t *testing.T) {
 }
 
 func TestNRISynchronizeLatePlugin(t *testing.T) {
-	f := newFake(t)
-	f.addImage("busybox:latest", "")
+	f := &spy{Adapter: newReal(t)}
 	ts, sock := nriServer(t, f)
-	podID := ts.runPod(t, nriSandbox("p1"))
-	ctrID := ts.createCtr(t, podID, ctrConfig("c1", "busybox:latest"))
+	podID := ts.runPod(t, nriSandbox(t, "p1"))
+	ctrID := ts.createCtr(t, podID, ctrConfig("c1", testImage))
 
 	r := &recorder{}
 	connect(t, sock, "late", "20", r)
 	if !slices.Contains(r.pods, podID) || !slices.Contains(r.ctrs, ctrID) {
 		t.Fatalf("Synchronize told pods %v, containers %v", r.pods, r.ctrs)
 	}
-	ctr2 := ts.createCtr(t, podID, ctrConfig("c2", "busybox:latest"))
+	ctr2 := ts.createCtr(t, podID, ctrConfig("c2", testImage))
 	r.waitFor(t, ctr2, "CreateContainer", "PostCreateContainer")
 }
 
 func TestNRIAdjustmentsBeforeCreate(t *testing.T) {
-	f := newFake(t)
-	f.addImage("busybox:latest", "")
-	f.configs[f.images[0].ID].Config.Env = []string{"PATH=/bin", "IMAGE=1"}
-	f.configs[f.images[0].ID].Config.Cmd = []string{"sh"}
-	ts, sock := nriServer(t, f)
+	a := newReal(t)
+	importImageWith(t, a, "example.com/nri:1", func(c *v1.Config) {
+		c.Env = []string{"PATH=/bin", "IMAGE=1"}
+		c.Cmd = []string{"sh"}
+	})
+	srvData, srvOld := t.TempDir(), t.TempDir()
+	ts, sock := nriServer(t, a)
 	var seen *api.Container
 	adjust := func(_ context.Context, _ *api.PodSandbox, c *api.Container) (*api.ContainerAdjustment, error) {
 		seen = c
@@ -384,9 +387,9 @@ func TestNRIAdjustmentsBeforeCreate(t *testing.T) {
 		adj.AddEnv("FROM_NRI", "yes")
 		adj.RemoveEnv("GONE")
 		adj.RemoveEnv("IMAGE")
-		adj.AddMount(&api.Mount{Destination: "/data", Source: "/srv/data", Type: "bind", Options: []string{"rbind", "ro", "rslave"}})
+		adj.AddMount(&api.Mount{Destination: "/data", Source: srvData, Type: "bind", Options: []string{"rbind", "ro", "rslave"}})
 		adj.RemoveMount("/old")
-		adj.SetArgs([]string{"/bin/app", "--flag"})
+		adj.SetArgs([]string{"/bin/sh", "--flag"})
 		adj.AddRlimit("RLIMIT_NOFILE", 2048, 1024)
 		adj.AddDevice(&api.LinuxDevice{Path: "/dev/fuse", Type: "c", Major: 10, Minor: 229})
 		adj.SetLinuxCPUSetCPUs("1")
@@ -396,16 +399,19 @@ func TestNRIAdjustmentsBeforeCreate(t *testing.T) {
 	}
 	r := &recorder{onCreate: adjust}
 	connect(t, sock, "rec", "10", r)
-	podID := ts.runPod(t, nriSandbox("p1"))
+	podID := ts.runPod(t, nriSandbox(t, "p1"))
 
-	cfg := ctrConfig("c1", "busybox:latest")
+	cfg := ctrConfig("c1", "example.com/nri:1")
 	cfg.Envs = []*runtimeapi.KeyValue{{Key: "GONE", Value: []byte("x")}, {Key: "KEEP", Value: []byte("y")}}
-	cfg.Mounts = []*runtimeapi.Mount{{HostPath: "/srv/old", ContainerPath: "/old"}}
+	cfg.Mounts = []*runtimeapi.Mount{{HostPath: srvOld, ContainerPath: "/old"}}
 	ctrID := ts.createCtr(t, podID, cfg)
 
 	// The plugin was told the generated spec: the app's id, command and
 	// its whole environment (the image's, the request's and runclet's).
-	sp := f.specs[ctrID]
+	sp, err := a.AppSpec(podID, ctrID)
+	if err != nil {
+		t.Fatal(err)
+	}
 	told := slices.DeleteFunc(slices.Clone(seen.Env), func(kv string) bool { return kv == "GONE=x" || kv == "IMAGE=1" })
 	if seen.Id != ctrID || seen.PodSandboxId != podID || !slices.Equal(seen.Args, []string{"sh"}) ||
 		!slices.Contains(seen.Env, "PATH=/bin") || !slices.Contains(seen.Env, "IMAGE=1") || !slices.Contains(seen.Env, "GONE=x") ||
@@ -413,7 +419,7 @@ func TestNRIAdjustmentsBeforeCreate(t *testing.T) {
 		t.Fatalf("plugin was told %v; the app got env %v", seen, sp.Process.Env)
 	}
 	if sp.Annotations["nri.example/a"] != "1" || !slices.Contains(sp.Process.Env, "KEEP=y") || slices.Contains(sp.Process.Env, "GONE=x") ||
-		!slices.Equal(sp.Process.Args, []string{"/bin/app", "--flag"}) {
+		!slices.Equal(sp.Process.Args, []string{"/bin/sh", "--flag"}) {
 		t.Fatalf("adjusted spec: annotations %v env %v args %v", sp.Annotations, sp.Process.Env, sp.Process.Args)
 	}
 	var data *specs.Mount
@@ -425,7 +431,7 @@ func TestNRIAdjustmentsBeforeCreate(t *testing.T) {
 			data = &sp.Mounts[i]
 		}
 	}
-	if data == nil || data.Source != "/srv/data" || !slices.Contains(data.Options, "ro") || sp.Linux.RootfsPropagation != "rslave" {
+	if data == nil || data.Source != srvData || !slices.Contains(data.Options, "ro") || sp.Linux.RootfsPropagation != "rslave" {
 		t.Fatalf("adjusted mounts: %+v, rootfs propagation %q", sp.Mounts, sp.Linux.RootfsPropagation)
 	}
 	var nofile []specs.POSIXRlimit
@@ -458,25 +464,24 @@ func TestNRIAdjustmentsBeforeCreate(t *testing.T) {
 		adj.SetLinuxRDTClass("gold")
 		return adj, nil
 	}
-	_, err := ts.rt.CreateContainer(context.Background(), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: ctrConfig("c2", "busybox:latest")})
+	_, err = ts.rt.CreateContainer(context.Background(), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: ctrConfig("c2", "example.com/nri:1")})
 	wantCode(t, err, codes.Unimplemented)
 	if !strings.Contains(err.Error(), "hooks") || !strings.Contains(err.Error(), "linux.resources.rdt_class") {
 		t.Fatalf("error does not name the adjustments: %v", err)
 	}
-	if len(f.apps) != 1 {
-		t.Fatalf("the refused container was made: %d apps", len(f.apps))
+	if apps := podApps(t, a, podID); len(apps) != 1 {
+		t.Fatalf("the refused container was made: apps %v", apps)
 	}
 	r.waitFor(t, refused, "CreateContainer", "StopContainer", "RemoveContainer")
 }
 
 func TestNRIUnsolicitedUpdate(t *testing.T) {
-	f := newFake(t)
-	f.addImage("busybox:latest", "")
+	f := &spy{Adapter: newReal(t)}
 	ts, sock := nriServer(t, f)
 	r := &recorder{}
 	s := connect(t, sock, "rec", "10", r)
-	podID := ts.runPod(t, nriSandbox("p1"))
-	ctrID := ts.createCtr(t, podID, ctrConfig("c1", "busybox:latest"))
+	podID := ts.runPod(t, nriSandbox(t, "p1"))
+	ctrID := ts.createCtr(t, podID, ctrConfig("c1", testImage))
 
 	u := &api.ContainerUpdate{ContainerId: ctrID}
 	u.SetLinuxCPUSetCPUs("1")
@@ -485,8 +490,8 @@ func TestNRIUnsolicitedUpdate(t *testing.T) {
 	if err != nil || len(failed) != 0 {
 		t.Fatalf("update: failed %v, %v", failed, err)
 	}
-	if f.lastUpdate.CPUsetCPUs != "1" || f.lastUpdate.MemoryLimit != 32<<20 {
-		t.Fatalf("applied %+v", f.lastUpdate)
+	if sp, err := f.AppSpec(podID, ctrID); err != nil || sp.Linux.Resources.CPU.Cpus != "1" || *sp.Linux.Resources.Memory.Limit != 32<<20 {
+		t.Fatalf("applied %+v (%v)", sp.Linux.Resources, err)
 	}
 	st, err := ts.rt.ContainerStatus(context.Background(), &runtimeapi.ContainerStatusRequest{ContainerId: ctrID})
 	if err != nil || st.Status.Resources.GetLinux().GetCpusetCpus() != "1" {
@@ -542,7 +547,7 @@ func TestNRISocketPrivate(t *testing.T) {
 		t.Fatal(err)
 	}
 	sock := filepath.Join(dir, "nri.sock")
-	startServer(t, newFake(t), func(o *Options) {
+	startServer(t, newReal(t), func(o *Options) {
 		o.NRI = &NRIOptions{SocketPath: sock, PluginPath: filepath.Join(t.TempDir(), "none"), RequestTimeout: 5 * time.Second}
 	})
 	for path, want := range map[string]os.FileMode{dir: 0o700, sock: 0o600} {

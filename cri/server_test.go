@@ -7,7 +7,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -33,7 +36,7 @@ func sandboxConfig(name string) *runtimeapi.PodSandboxConfig {
 	return &runtimeapi.PodSandboxConfig{
 		Metadata:     &runtimeapi.PodSandboxMetadata{Name: name, Namespace: "ns1", Uid: "uid-" + name, Attempt: 1},
 		Hostname:     name,
-		LogDirectory: "/var/log/pods/ns1_" + name,
+		LogDirectory: filepath.Join(testLogRoot, "ns1_"+name),
 		Labels:       map[string]string{"app": name},
 		Annotations:  map[string]string{"a": "b"},
 	}
@@ -67,7 +70,7 @@ func ctrConfig(name, img string) *runtimeapi.ContainerConfig {
 }
 
 func TestVersionStatusRuntimeConfig(t *testing.T) {
-	f := newFake(t)
+	f := newSpy(t)
 	ts := startServer(t, f)
 	ctx := context.Background()
 	v, err := ts.rt.Version(ctx, &runtimeapi.VersionRequest{})
@@ -84,7 +87,7 @@ func TestVersionStatusRuntimeConfig(t *testing.T) {
 	var names []string
 	for _, h := range st.RuntimeHandlers {
 		names = append(names, h.Name)
-		if !h.Features.RecursiveReadOnlyMounts || h.Features.UserNamespaces {
+		if h.Features.RecursiveReadOnlyMounts != f.Features().RecursiveReadOnlyMounts || h.Features.UserNamespaces != f.Features().UserNamespaces {
 			t.Fatalf("features of %q: %v", h.Name, h.Features)
 		}
 	}
@@ -92,9 +95,18 @@ func TestVersionStatusRuntimeConfig(t *testing.T) {
 		t.Fatalf("handlers %q, features %v, info %v", names, st.Features, st.Info)
 	}
 
-	f.netErr = errdefs.FailedPrecondition("plugin bridge not found")
+	// A network that is not there makes the network not ready.
+	broken, err := network.New(network.Config{ConfDir: t.TempDir(), Name: "nosuchnet", StateDir: t.TempDir(), CacheDir: t.TempDir(), IPAMDataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	netErr := broken.Ready()
+	if netErr == nil {
+		t.Fatal("a network that is not there is ready")
+	}
+	f.Network = broken
 	st, _ = ts.rt.Status(ctx, &runtimeapi.StatusRequest{})
-	if c := st.Status.Conditions[1]; c.Status || c.Reason != "NetworkPluginNotReady" || c.Message != "plugin bridge not found" {
+	if c := st.Status.Conditions[1]; c.Status || c.Reason != "NetworkPluginNotReady" || c.Message != netErr.Error() {
 		t.Fatalf("network condition %v", c)
 	}
 	if st.Info != nil {
@@ -111,7 +123,7 @@ func TestVersionStatusRuntimeConfig(t *testing.T) {
 }
 
 func TestRunPodSandboxMapping(t *testing.T) {
-	f := newFake(t)
+	f := newSpy(t)
 	ts := startServer(t, f)
 	cfg := sandboxConfig("web")
 	cfg.DnsConfig = &runtimeapi.DNSConfig{Servers: []string{"10.96.0.10"}, Searches: []string{"ns1.svc.cluster.local"}, Options: []string{"ndots:5"}}
@@ -129,7 +141,7 @@ func TestRunPodSandboxMapping(t *testing.T) {
 	ts.runPod(t, cfg)
 	p := f.lastPod
 	if p.Name != "web" || p.Namespace != "ns1" || p.UID != "uid-web" || p.Attempt != 1 || p.Hostname != "web" || p.Flavor != "runc" ||
-		p.Labels["app"] != "web" || p.Annotations["a"] != "b" || p.LogDirectory != "/var/log/pods/ns1_web" {
+		p.Labels["app"] != "web" || p.Annotations["a"] != "b" || p.LogDirectory != filepath.Join(testLogRoot, "ns1_web") {
 		t.Fatalf("identity: %+v", p)
 	}
 	if p.DNS == nil || p.DNS.Servers[0] != "10.96.0.10" || p.DNS.Searches[0] != "ns1.svc.cluster.local" || p.DNS.Options[0] != "ndots:5" {
@@ -145,7 +157,7 @@ func TestRunPodSandboxMapping(t *testing.T) {
 
 	ctx := context.Background()
 	for handler, want := range map[string]string{"": "runc", "runc": "runc"} {
-		if _, err := ts.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: sandboxConfig("h" + want), RuntimeHandler: handler}); err != nil {
+		if _, err := ts.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: sandboxConfig("h" + want + handler), RuntimeHandler: handler}); err != nil {
 			t.Fatal(err)
 		}
 		if f.lastPod.Flavor != want {
@@ -161,7 +173,8 @@ func TestRunPodSandboxMapping(t *testing.T) {
 }
 
 func TestRunPodSandboxRefusals(t *testing.T) {
-	ts := startServer(t, newFake(t))
+	f := newSpy(t)
+	ts := startServer(t, f)
 	ctx := context.Background()
 	ns := func(o *runtimeapi.NamespaceOption) *runtimeapi.PodSandboxConfig {
 		c := sandboxConfig("x")
@@ -196,7 +209,7 @@ func TestRunPodSandboxRefusals(t *testing.T) {
 			t.Errorf("%s: want %s, got %v", name, c.code, err)
 		}
 	}
-	if n := ts.fake.called("CreatePod"); n != 0 {
+	if n := f.called("CreatePod"); n != 0 {
 		t.Fatalf("refused requests reached the runtime %d times", n)
 	}
 	_, err := ts.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: ns(&runtimeapi.NamespaceOption{UsernsOptions: &runtimeapi.UserNamespace{Mode: runtimeapi.NamespaceMode_POD}})})
@@ -207,7 +220,7 @@ func TestRunPodSandboxRefusals(t *testing.T) {
 	if _, err := ts.rt.RunPodSandbox(ctx, &runtimeapi.RunPodSandboxRequest{Config: ns(&runtimeapi.NamespaceOption{Pid: runtimeapi.NamespaceMode_POD})}); err != nil {
 		t.Fatal(err)
 	}
-	if !ts.fake.lastPod.SharePID {
+	if !f.lastPod.SharePID {
 		t.Fatal("pid namespace POD did not ask the runtime for a shared pid namespace")
 	}
 }
@@ -215,7 +228,7 @@ func TestRunPodSandboxRefusals(t *testing.T) {
 // A client that gives up while its pod is made never leaves it behind:
 // the pod is made whole on a detached context, then removed.
 func TestRunPodSandboxClientGone(t *testing.T) {
-	f := newFake(t)
+	f := newSpy(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	f.createPod = func(rctx context.Context) {
 		cancel()
@@ -231,13 +244,17 @@ func TestRunPodSandboxClientGone(t *testing.T) {
 	for f.called("RemovePod") == 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	f.mu.Lock()
-	left := len(f.pods)
-	f.mu.Unlock()
+	pods, err := f.ListPods()
+	if err != nil {
+		t.Fatal(err)
+	}
+	left := len(pods)
 	if f.called("CreatePod") != 1 || f.called("RemovePod") != 1 || left != 0 {
 		t.Fatalf("created %d, removed %d, left %d", f.called("CreatePod"), f.called("RemovePod"), left)
 	}
+	f.mu.Lock()
 	f.createPod = nil
+	f.mu.Unlock()
 	r, _ := ts.rt.ListPodSandbox(context.Background(), &runtimeapi.ListPodSandboxRequest{})
 	if len(r.Items) != 0 {
 		t.Fatalf("listed: %v", r.Items)
@@ -245,7 +262,7 @@ func TestRunPodSandboxClientGone(t *testing.T) {
 }
 
 func TestSandboxStatusAndList(t *testing.T) {
-	f := newFake(t)
+	f := newSpy(t)
 	ts := startServer(t, f)
 	ctx := context.Background()
 	a := ts.runPod(t, sandboxConfig("alpha"))
@@ -266,8 +283,23 @@ func TestSandboxStatusAndList(t *testing.T) {
 		s.Metadata.Namespace != "ns1" || s.Metadata.Attempt != 1 || s.Labels["app"] != "alpha" || s.Annotations["a"] != "b" || s.RuntimeHandler != "runc" {
 		t.Fatalf("status %v", s)
 	}
-	if s.Network.Ip != "10.1.2.3" || len(s.Network.AdditionalIps) != 1 || s.Network.AdditionalIps[0].Ip != "fd00::3" {
-		t.Fatalf("network %v", s.Network)
+	// The first address the pod got is its IP, the others are additional.
+	rec, _, err := f.PodStatus(ctx, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ips []string
+	if rec.Attachment != nil {
+		for _, p := range rec.Attachment.IPs {
+			ips = append(ips, p.Addr().String())
+		}
+	}
+	got := []string{s.Network.Ip}
+	for _, ip := range s.Network.AdditionalIps {
+		got = append(got, ip.Ip)
+	}
+	if len(ips) == 0 || !slices.Equal(got, ips) {
+		t.Fatalf("network %v, the pod has %v", s.Network, ips)
 	}
 	if o := s.Linux.Namespaces.Options; o.Network != runtimeapi.NamespaceMode_POD || o.Pid != runtimeapi.NamespaceMode_CONTAINER || o.Ipc != runtimeapi.NamespaceMode_POD {
 		t.Fatalf("namespaces %v", o)
@@ -338,9 +370,7 @@ func TestSandboxStatusAndList(t *testing.T) {
 }
 
 func TestStopRemoveSandboxIdempotent(t *testing.T) {
-	f := newFake(t)
-	f.addImage("example.com/app:1", "")
-	ts := startServer(t, f)
+	ts := startServer(t, newReal(t))
 	ctx := context.Background()
 	for _, id := range []string{"0123456789abcdef", "nope"} {
 		if _, err := ts.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: id}); err != nil {
@@ -354,7 +384,7 @@ func TestStopRemoveSandboxIdempotent(t *testing.T) {
 	wantCode(t, err, codes.InvalidArgument)
 
 	id := ts.runPod(t, sandboxConfig("web"))
-	ctr := ts.createCtr(t, id, ctrConfig("app", "example.com/app:1"))
+	ctr := ts.createCtr(t, id, sleeperConfig("app"))
 	if _, err := ts.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: ctr}); err != nil {
 		t.Fatal(err)
 	}
@@ -372,7 +402,7 @@ func TestStopRemoveSandboxIdempotent(t *testing.T) {
 	if r, _ := ts.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{}); len(r.Items) != 1 {
 		t.Fatalf("a stopped pod must stay listed: %v", r.Items)
 	}
-	_, err = ts.rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: id, Config: ctrConfig("late", "example.com/app:1")})
+	_, err = ts.rt.CreateContainer(ctx, &runtimeapi.CreateContainerRequest{PodSandboxId: id, Config: ctrConfig("late", testImage)})
 	wantCode(t, err, codes.FailedPrecondition)
 	for range 2 {
 		if _, err := ts.rt.RemovePodSandbox(ctx, &runtimeapi.RemovePodSandboxRequest{PodSandboxId: id}); err != nil {
@@ -439,7 +469,7 @@ func TestCreateContainerMapping(t *testing.T) {
 	}
 	a := f.lastApp
 	if a.Name != "app" || a.Attempt != 2 || a.Image != img.ID.String() || a.Labels["l"] != "1" || a.Annotations["an"] != "2" ||
-		a.LogPath != "/var/log/pods/ns1_web/app/2.log" || !a.Stdin || !a.StdinOnce || !a.Tty {
+		a.LogPath != filepath.Join(testLogRoot, "ns1_web/app/2.log") || !a.Stdin || !a.StdinOnce || !a.Tty {
 		t.Fatalf("app: %+v", a)
 	}
 	s := a.Spec
@@ -475,7 +505,7 @@ func TestCreateContainerMapping(t *testing.T) {
 	cs := st.Status
 	if cs.State != runtimeapi.ContainerState_CONTAINER_CREATED || cs.Metadata.Name != "app" || cs.Metadata.Attempt != 2 ||
 		cs.Image.Image != "example.com/app:1" || cs.Image.UserSpecifiedImage != img.ID.String() || cs.ImageId != img.ID.String() ||
-		cs.ImageRef != img.RepoDigests[0] || cs.LogPath != "/var/log/pods/ns1_web/app/2.log" || cs.Labels["l"] != "1" ||
+		cs.ImageRef != img.RepoDigests[0] || cs.LogPath != filepath.Join(testLogRoot, "ns1_web/app/2.log") || cs.Labels["l"] != "1" ||
 		cs.Annotations["an"] != "2" || cs.StartedAt != 0 || cs.FinishedAt != 0 || cs.StopSignal != runtimeapi.Signal_SIGNAL_SIGQUIT ||
 		cs.User.Linux.Uid != 1000 || fmt.Sprint(cs.User.Linux.SupplementalGroups) != "[1000 4]" || st.Info["info"] == "" {
 		t.Fatalf("status: %v", st)
@@ -571,8 +601,7 @@ func TestCreateContainerSecurityDefaults(t *testing.T) {
 }
 
 func TestCreateContainerRefusals(t *testing.T) {
-	f := newFake(t)
-	f.addImage("example.com/app:1", "")
+	f := newSpy(t)
 	ts := startServer(t, f)
 	podID := ts.runPod(t, sandboxConfig("web"))
 	sc := func(s *runtimeapi.LinuxContainerSecurityContext) *runtimeapi.ContainerConfig {
@@ -654,12 +683,13 @@ func TestCreateContainerRefusals(t *testing.T) {
 }
 
 func TestContainerLifecycle(t *testing.T) {
-	f := newFake(t)
-	f.addImage("example.com/app:1", "")
+	f := newSpy(t)
 	ts := startServer(t, f)
 	ctx := context.Background()
 	podID := ts.runPod(t, sandboxConfig("web"))
-	id := ts.createCtr(t, podID, ctrConfig("app", "example.com/app:1"))
+	cc := ctrConfig("app", testImage)
+	cc.Command = []string{"sh", "-c", "while [ ! -e /tmp/go ]; do sleep 0.05; done; exit 2"}
+	id := ts.createCtr(t, podID, cc)
 	if _, err := ts.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id[:8]}); err != nil {
 		t.Fatal(err)
 	}
@@ -670,8 +700,11 @@ func TestContainerLifecycle(t *testing.T) {
 	_, err := ts.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id})
 	wantCode(t, err, codes.FailedPrecondition)
 
-	// The app exits by itself: inotify on its directory tells the index.
-	f.exit(id, 2, "Error")
+	// The app exits by itself (an exec lets it go): inotify on its
+	// directory tells the index.
+	if _, err := ts.rt.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"touch", "/tmp/go"}, Timeout: 10}); err != nil {
+		t.Fatal(err)
+	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		st, _ = ts.rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: id})
@@ -710,7 +743,11 @@ func TestContainerLifecycle(t *testing.T) {
 	wantCode(t, err, codes.InvalidArgument)
 
 	// A running container stopped through the CRI.
-	id2 := ts.createCtr(t, podID, ctrConfig("two", "example.com/app:1"))
+	// It is its pid namespace's init, which the kernel spares signals it
+	// has no handler for: it handles SIGTERM by exiting as if killed by it.
+	two := ctrConfig("two", testImage)
+	two.Command = []string{"sh", "-c", "trap 'exit 143' TERM; sleep 3600 & wait"}
+	id2 := ts.createCtr(t, podID, two)
 	ts.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id2})
 	if _, err := ts.rt.StopContainer(ctx, &runtimeapi.StopContainerRequest{ContainerId: id2, Timeout: 1}); err != nil {
 		t.Fatal(err)
@@ -722,14 +759,12 @@ func TestContainerLifecycle(t *testing.T) {
 }
 
 func TestListContainersFilters(t *testing.T) {
-	f := newFake(t)
-	f.addImage("example.com/app:1", "")
-	ts := startServer(t, f)
+	ts := startServer(t, newReal(t))
 	ctx := context.Background()
 	p1 := ts.runPod(t, sandboxConfig("one"))
 	p2 := ts.runPod(t, sandboxConfig("two"))
 	a := ts.createCtr(t, p1, ctrConfig("a", "example.com/app:1"))
-	b := ts.createCtr(t, p1, ctrConfig("b", "example.com/app:1"))
+	b := ts.createCtr(t, p1, sleeperConfig("b"))
 	c := ts.createCtr(t, p2, ctrConfig("c", "example.com/app:1"))
 	ts.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: b})
 	list := func(f *runtimeapi.ContainerFilter) string {
@@ -890,37 +925,26 @@ func TestImageService(t *testing.T) {
 }
 
 func TestExecSyncAndStreams(t *testing.T) {
-	f := newFake(t)
-	f.addImage("example.com/app:1", "")
+	f := newSpy(t)
 	ts := startServer(t, f)
 	ctx := context.Background()
 	podID := ts.runPod(t, sandboxConfig("web"))
-	id := ts.createCtr(t, podID, ctrConfig("app", "example.com/app:1"))
+	id := ts.createCtr(t, podID, sleeperConfig("app"))
 	_, err := ts.rt.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"true"}})
 	wantCode(t, err, codes.FailedPrecondition) // not running yet
 	_, err = ts.rt.Exec(ctx, &runtimeapi.ExecRequest{ContainerId: id, Cmd: []string{"sh"}, Stdout: true})
 	wantCode(t, err, codes.FailedPrecondition)
 	ts.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id})
 
-	var gotCfg pod.ExecConfig
-	f.exec = func(cfg pod.ExecConfig, s pod.Streams) (int, error) {
-		gotCfg = cfg
-		big := make([]byte, 1<<20)
-		for range 17 {
-			s.Stdout.Write(big)
-		}
-		s.Stderr.Write([]byte("warn\n"))
-		return 7, nil
-	}
-	r, err := ts.rt.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"cat", "big"}, Timeout: 3})
+	// 17 MiB of output is cut to 16 MiB.
+	big := []string{"sh", "-c", "dd if=/dev/zero bs=1048576 count=17 2>/dev/null; echo warn >&2; exit 7"}
+	r, err := ts.rt.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: big, Timeout: 10})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(r.Stdout) != 16<<20 || string(r.Stderr) != "warn\n" || r.ExitCode != 7 || gotCfg.Timeout != 3*time.Second || gotCfg.Cmd[0] != "cat" {
+	gotCfg := f.lastExec()
+	if len(r.Stdout) != 16<<20 || string(r.Stderr) != "warn\n" || r.ExitCode != 7 || gotCfg.Timeout != 10*time.Second || gotCfg.Cmd[0] != "sh" {
 		t.Fatalf("stdout %d bytes, stderr %q, code %d, cfg %+v", len(r.Stdout), r.Stderr, r.ExitCode, gotCfg)
-	}
-	f.exec = func(cfg pod.ExecConfig, s pod.Streams) (int, error) {
-		return -1, errdefs.DeadlineExceeded("exec %v: %w", cfg.Cmd, pod.ErrTimeout)
 	}
 	_, err = ts.rt.ExecSync(ctx, &runtimeapi.ExecSyncRequest{ContainerId: id, Cmd: []string{"sleep", "9"}, Timeout: 1})
 	wantCode(t, err, codes.DeadlineExceeded)
@@ -949,7 +973,7 @@ func TestExecSyncAndStreams(t *testing.T) {
 }
 
 func TestUnimplementedRPCsSayWhy(t *testing.T) {
-	ts := startServer(t, newFake(t))
+	ts := startServer(t, newReal(t))
 	ctx := context.Background()
 	for name, call := range map[string]func() error{
 		"CheckpointContainer": func() error {
@@ -1054,16 +1078,22 @@ func TestRebuildFromDisk(t *testing.T) {
 
 // A supervisor that dies writes no exit file; the resync marks its pod.
 func TestResyncSeesDeadSupervisor(t *testing.T) {
-	f := newFake(t)
-	f.addImage("example.com/app:1", "")
+	f := newReal(t)
 	ts := startServer(t, f, func(o *Options) { o.ResyncInterval = 20 * time.Millisecond })
 	ctx := context.Background()
 	podID := ts.runPod(t, sandboxConfig("web"))
-	id := ts.createCtr(t, podID, ctrConfig("app", "example.com/app:1"))
-	ts.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id})
-	f.mu.Lock()
-	f.apps[id].State, f.apps[id].Reason = pod.AppUnknown, "Unknown"
-	f.mu.Unlock()
+	id := ts.createCtr(t, podID, sleeperConfig("app"))
+	if _, err := ts.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id}); err != nil {
+		t.Fatal(err)
+	}
+	// The pod's supervisor (this test's own) is killed.
+	sup, _ := f.PodPids(podID)
+	if sup <= 0 {
+		t.Fatal("no supervisor pid recorded")
+	}
+	if err := syscall.Kill(sup, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		st, _ := ts.rt.PodSandboxStatus(ctx, &runtimeapi.PodSandboxStatusRequest{PodSandboxId: podID})
@@ -1141,7 +1171,7 @@ func hostSandboxConfig(name string) *runtimeapi.PodSandboxConfig {
 // fails like one naming a handler that does not exist, before anything is
 // made.
 func TestFlyHandlerOffByDefault(t *testing.T) {
-	f := newFake(t)
+	f := newSpy(t)
 	ts := startServer(t, f)
 	_, err := ts.rt.RunPodSandbox(context.Background(), &runtimeapi.RunPodSandboxRequest{Config: hostSandboxConfig("fly"), RuntimeHandler: "fly"})
 	wantCode(t, err, codes.InvalidArgument)
@@ -1154,7 +1184,7 @@ func TestFlyHandlerOffByDefault(t *testing.T) {
 		func(o *Options) { o.RuntimeHandlers = map[string]string{"runc": "runc", "debug": "fly"} },
 		func(o *Options) { o.DefaultFlavor = pod.FlavorFly },
 	} {
-		opts := Options{Runtime: newFake(t), StreamAddress: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		opts := Options{Runtime: f, StreamAddress: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
 		edit(&opts)
 		if s, err := New(context.Background(), opts); !errdefs.IsInvalidArgument(err) {
 			if s != nil {
@@ -1169,7 +1199,7 @@ func TestFlyHandlerOffByDefault(t *testing.T) {
 // its own network, PID, IPC or user namespace is refused, as is a
 // container asking for its own; the status reports NODE, what it has.
 func TestFlyPodsAskForHostNamespaces(t *testing.T) {
-	f := newFake(t)
+	f := newSpy(t)
 	ts := startServer(t, f, func(o *Options) { o.AllowFly = true })
 	ctx := context.Background()
 	st, err := ts.rt.Status(ctx, &runtimeapi.StatusRequest{})

@@ -289,7 +289,7 @@ func (nopRuntime) HostDevices() ([]spec.Device, error) { return nil, nil }
 func TestRunDaemon(t *testing.T) {
 	dir := t.TempDir()
 	opts := DaemonOptions{
-		Options: Options{Runtime: newFake(t), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
+		Options: Options{Runtime: newReal(t), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
 		Socket:  filepath.Join(dir, "sock", "runclet.sock"), RunRoot: filepath.Join(dir, "run"), StopTimeout: time.Second,
 	}
 	ctx, cancel := context.WithCancel(context.Background())

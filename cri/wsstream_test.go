@@ -25,8 +25,6 @@ import (
 	"k8s.io/cri-streaming/pkg/streaming/remotecommand"
 	streamhttp "k8s.io/streaming/pkg/httpstream"
 	utilexec "k8s.io/utils/exec"
-
-	"github.com/runclet/runclet/runtime/pod"
 )
 
 // scriptRuntime is a streaming.Runtime whose sessions the test scripts.
@@ -384,23 +382,17 @@ func TestWSPortForwardTunnel(t *testing.T) {
 // Through the whole server: the Exec RPC's URL, a v5 session, the
 // runtime's exec with its exit code.
 func TestWSExecThroughServer(t *testing.T) {
-	f := newFake(t)
-	f.addImage("example.com/app:1", "")
-	ts := startServer(t, f)
+	ts := startServer(t, newReal(t))
 	ctx := context.Background()
-	podID := ts.runPod(t, sandboxConfig("web"))
-	id := ts.createCtr(t, podID, ctrConfig("app", "example.com/app:1"))
+	podID := ts.runPod(t, realSandboxConfig(t, "web"))
+	id := ts.createCtr(t, podID, sleeperConfig("app"))
 	if _, err := ts.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id}); err != nil {
 		t.Fatal(err)
 	}
-	f.mu.Lock()
-	f.exec = func(cfg pod.ExecConfig, s pod.Streams) (int, error) {
-		b, err := io.ReadAll(s.Stdin)
-		fmt.Fprintf(s.Stdout, "%v read %q", cfg.Cmd, b)
-		return 42, err
-	}
-	f.mu.Unlock()
-	e, err := ts.rt.Exec(ctx, &runtimeapi.ExecRequest{ContainerId: id, Cmd: []string{"cat"}, Stdin: true, Stdout: true})
+	// The process in the app reads stdin to its end, says what it read and
+	// exits 42.
+	cmd := []string{"sh", "-c", `printf '[cat] read "%s"' "$(cat)"; exit 42`}
+	e, err := ts.rt.Exec(ctx, &runtimeapi.ExecRequest{ContainerId: id, Cmd: cmd, Stdin: true, Stdout: true})
 	if err != nil {
 		t.Fatal(err)
 	}
