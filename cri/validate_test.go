@@ -359,7 +359,9 @@ func TestListenUnixNoWindowNoSymlinkChmod(t *testing.T) {
 	for i := range 300 {
 		stop := make(chan struct{})
 		seen := make(chan os.FileMode, 1)
+		done := make(chan struct{})
 		go func() { // the attacker: swap the socket for a symlink as soon as it shows
+			defer close(done)
 			defer close(seen)
 			link := filepath.Join(dir, fmt.Sprintf("link%d", i))
 			os.Symlink(victim, link)
@@ -379,7 +381,9 @@ func TestListenUnixNoWindowNoSymlinkChmod(t *testing.T) {
 		}()
 		ln, err := ListenUnix(sock)
 		close(stop)
-		if mode, ok := <-seen; ok && mode != 0o600 {
+		mode, ok := <-seen
+		<-done // its rename is over: nothing moves in dir from here on
+		if ok && mode != 0o600 {
 			t.Fatalf("socket seen with mode %v", mode)
 		}
 		if err == nil {
