@@ -186,11 +186,11 @@ func (s *Server) readPodSample(ctx context.Context, v sandboxView) podSample {
 	for _, c := range v.containers {
 		a := c.app
 		// A cache hit: readContainerStats has just walked (or reused) it.
-		if u, err := s.stats.writableLayer(a.ID, func() (pod.FsUsage, error) { return s.rt.WritableLayerUsage(a.PodID, a.ID) }); err == nil {
+		if u, err := s.stats.writableLayer(a.ID, func() (pod.FsUsage, error) { return s.src.WritableLayerUsage(a.PodID, a.ID) }); err == nil {
 			smp.layers[a.ID] = &u
 		}
 	}
-	if ps, err := s.rt.PodStats(ctx, v.pod); err != nil {
+	if ps, err := s.src.PodStats(ctx, v.pod); err != nil {
 		logger(ctx).Debug("pod sandbox metrics", "pod", v.pod.ID, "err", err)
 	} else {
 		smp.net, smp.netAt = ps.Network, ps.Timestamp

@@ -46,7 +46,7 @@ func seriesKey(m *runtimeapi.Metric, nBase int) string {
 
 func TestPodSandboxMetrics(t *testing.T) {
 	ts, web, db, run1, done1, run2 := statsFixture(t)
-	f := ts.fake
+	f := ts.src
 	ctx := context.Background()
 	f.mu.Lock()
 	f.podStats[web] = &pod.PodStats{
@@ -78,7 +78,7 @@ func TestPodSandboxMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A stopped pod is not listed.
-	stopped := ts.runPod(t, sandboxConfig("stopped"))
+	stopped := ts.runPod(t, realSandboxConfig(t, "stopped"))
 	if _, err := ts.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: stopped}); err != nil {
 		t.Fatal(err)
 	}

@@ -198,6 +198,7 @@ func freeSubnet(t *testing.T, seed int) string {
 type testServer struct {
 	*Server
 	fake *fakeRuntime
+	src  *stubStats // the stats tests' numbers (statsFixture)
 	rt   runtimeapi.RuntimeServiceClient
 	img  runtimeapi.ImageServiceClient
 }

@@ -34,6 +34,8 @@ import (
 // Mutating calls get a context detached from the client's (see the
 // handlers), so they either finish or undo themselves.
 type Runtime interface {
+	StatsSource
+
 	// CreatePod prepares a pod; on failure nothing of it is left.
 	CreatePod(ctx context.Context, cfg pod.PodConfig) (*pod.Pod, error)
 	// StopPod stops a pod's apps, supervisor and network. Idempotent.
@@ -52,9 +54,6 @@ type Runtime interface {
 	// short; it skips pods whose lock is held. Stopped pods are kept:
 	// kubelet removes sandboxes itself.
 	GCPreparing(ctx context.Context) (pod.GCResult, error)
-	// PodStats reads a pod's cgroup and network statistics; p is the
-	// pod's record as the index has it.
-	PodStats(ctx context.Context, p *pod.Pod) (*pod.PodStats, error)
 
 	// AddApp creates an app (not started) in a ready pod; opts edit its
 	// generated spec.
@@ -78,11 +77,6 @@ type Runtime interface {
 	// UpdateApp changes a created or running app's cgroup resources and
 	// its bundle to match; limits left at zero stay as they are.
 	UpdateApp(ctx context.Context, podID, appID string, r spec.Resources) (*pod.App, error)
-	// AppStats reads the cgroup statistics of a pod's apps (appIDs
-	// empty: all) from its supervisor; apps it does not have are left out.
-	AppStats(ctx context.Context, podID string, appIDs []string) ([]pod.AppStats, error)
-	// WritableLayerUsage walks an app's writable layer (callers cache it).
-	WritableLayerUsage(podID, appID string) (pod.FsUsage, error)
 
 	// Exec runs a process in a running app and returns its exit code.
 	Exec(ctx context.Context, podID, appID string, cfg pod.ExecConfig, s pod.Streams) (int, error)
@@ -116,6 +110,20 @@ type Runtime interface {
 	NetworkReady() error
 	// Features says what this host supports.
 	Features() Features
+}
+
+// StatsSource is where the stats handlers read numbers: the runtime
+// itself, unless Options.Stats replaces it (the stats tests give exact
+// numbers that a real cgroup cannot).
+type StatsSource interface {
+	// PodStats reads a pod's cgroup and network statistics; p is the
+	// pod's record as the index has it.
+	PodStats(ctx context.Context, p *pod.Pod) (*pod.PodStats, error)
+	// AppStats reads the cgroup statistics of a pod's apps (appIDs
+	// empty: all) from its supervisor; apps it does not have are left out.
+	AppStats(ctx context.Context, podID string, appIDs []string) ([]pod.AppStats, error)
+	// WritableLayerUsage walks an app's writable layer (callers cache it).
+	WritableLayerUsage(podID, appID string) (pod.FsUsage, error)
 }
 
 // Features are host capabilities that change what the CRI accepts.

@@ -28,6 +28,8 @@ import (
 // Options configure a Server.
 type Options struct {
 	Runtime Runtime
+	// Stats is where stats and metrics are read; nil: Runtime.
+	Stats StatsSource
 	// Version is runclet's version, reported by the Version RPC.
 	Version string
 	// CgroupDriver is "cgroupfs" or "systemd".
@@ -68,6 +70,7 @@ type Server struct {
 	runtimeapi.UnimplementedImageServiceServer
 
 	rt       Runtime
+	src      StatsSource // stats and metrics numbers
 	opts     Options
 	features Features
 	log      *slog.Logger
@@ -120,11 +123,14 @@ func New(ctx context.Context, opts Options) (_ *Server, retErr error) {
 	if err := flyHandlers(&opts); err != nil {
 		return nil, err
 	}
+	if opts.Stats == nil {
+		opts.Stats = opts.Runtime
+	}
 	if opts.LoadAppArmorDefault == nil {
 		opts.LoadAppArmorDefault = loadAppArmorDefault
 	}
 	s := &Server{
-		rt: opts.Runtime, opts: opts, features: opts.Runtime.Features(), log: opts.Logger,
+		rt: opts.Runtime, src: opts.Stats, opts: opts, features: opts.Runtime.Features(), log: opts.Logger,
 		idx: newIndex(), events: newEventBroker(), stats: newStatsCache(), stopResync: make(chan struct{}),
 		appArmor: &appArmorDefault{load: opts.LoadAppArmorDefault},
 	}

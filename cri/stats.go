@@ -228,7 +228,7 @@ func (s *Server) readContainerStats(ctx context.Context, ctrs []*containerEntry)
 	var mu sync.Mutex
 	got := map[string]pod.AppStats{}
 	parallel(len(pods), func(i int) {
-		st, err := s.rt.AppStats(ctx, pods[i], byPod[pods[i]])
+		st, err := s.src.AppStats(ctx, pods[i], byPod[pods[i]])
 		if err != nil {
 			logger(ctx).Debug("container stats: pod supervisor", "pod", pods[i], "err", err)
 			return
@@ -263,7 +263,7 @@ func (s *Server) readContainerStats(ctx context.Context, ctrs []*containerEntry)
 				cs.Swap.SwapAvailableBytes = u64(st.SwapLimit - min(st.SwapLimit, st.SwapUsage))
 			}
 		}
-		u, err := s.stats.writableLayer(a.ID, func() (pod.FsUsage, error) { return s.rt.WritableLayerUsage(a.PodID, a.ID) })
+		u, err := s.stats.writableLayer(a.ID, func() (pod.FsUsage, error) { return s.src.WritableLayerUsage(a.PodID, a.ID) })
 		if err == nil {
 			cs.WritableLayer = &runtimeapi.FilesystemUsage{
 				Timestamp: u.Timestamp.UnixNano(), FsId: &runtimeapi.FilesystemIdentifier{Mountpoint: u.Mountpoint},
@@ -364,7 +364,7 @@ func (s *Server) readPodStats(ctx context.Context, v sandboxView) (*runtimeapi.P
 	if sandboxState(p, v.containers) != runtimeapi.PodSandboxState_SANDBOX_READY {
 		return out, raw
 	}
-	ps, err := s.rt.PodStats(ctx, p)
+	ps, err := s.src.PodStats(ctx, p)
 	if err != nil {
 		logger(ctx).Debug("pod sandbox stats", "pod", p.ID, "err", err)
 		return out, raw

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -71,17 +73,18 @@ func TestWritableLayerIsCached(t *testing.T) {
 }
 
 // statsFixture: pod "web" with a running and an exited container, pod
-// "db" with a running one; the fake supervisor reports stats.
+// "db" with a running one, all real; the numbers come from a stubStats
+// (ts.src).
 func statsFixture(t *testing.T) (ts *testServer, web, db, run1, done1, run2 string) {
-	f := newFake(t)
-	f.addImage("example.com/app:1", "")
-	ts = startServer(t, f)
+	f := newStubStats()
+	ts = startServer(t, newSpy(t), func(o *Options) { o.Stats = f })
+	ts.src = f
 	ctx := context.Background()
-	web = ts.runPod(t, sandboxConfig("web"))
-	db = ts.runPod(t, sandboxConfig("db"))
-	run1 = ts.createCtr(t, web, ctrConfig("run1", "example.com/app:1"))
-	done1 = ts.createCtr(t, web, ctrConfig("done1", "example.com/app:1"))
-	run2 = ts.createCtr(t, db, ctrConfig("run2", "example.com/app:1"))
+	web = ts.runPod(t, realSandboxConfig(t, "web"))
+	db = ts.runPod(t, realSandboxConfig(t, "db"))
+	run1 = ts.createCtr(t, web, sleeperConfig("run1"))
+	done1 = ts.createCtr(t, web, sleeperConfig("done1"))
+	run2 = ts.createCtr(t, db, sleeperConfig("run2"))
 	for _, id := range []string{run1, done1, run2} {
 		if _, err := ts.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id}); err != nil {
 			t.Fatal(err)
@@ -114,7 +117,7 @@ func sorted(ids ...string) []string {
 
 func TestContainerStats(t *testing.T) {
 	ts, web, db, run1, done1, run2 := statsFixture(t)
-	f := ts.fake
+	f := ts.src
 	ctx := context.Background()
 
 	r, err := ts.rt.ContainerStats(ctx, &runtimeapi.ContainerStatsRequest{ContainerId: run1[:12]})
@@ -237,7 +240,7 @@ func TestContainerStats(t *testing.T) {
 
 func TestPodSandboxStats(t *testing.T) {
 	ts, web, db, run1, done1, _ := statsFixture(t)
-	f := ts.fake
+	f := ts.src
 	ctx := context.Background()
 	procs := uint64(4)
 	f.mu.Lock()
@@ -325,4 +328,74 @@ func TestPodSandboxStats(t *testing.T) {
 	}
 	_, err = ts.rt.PodSandboxStats(ctx, &runtimeapi.PodSandboxStatsRequest{PodSandboxId: "ffffffff"})
 	wantCode(t, err, codes.NotFound)
+}
+
+// stubStats is the stats source of the stats tests: exact numbers that
+// a real cgroup cannot give, over pods and containers that are real.
+type stubStats struct {
+	mu         sync.Mutex
+	calls      map[string]int
+	appStats   map[string]pod.AppStats
+	podStats   map[string]*pod.PodStats
+	statsErr   map[string]error
+	statsCalls []string
+	fsUsage    map[string]pod.FsUsage
+}
+
+func newStubStats() *stubStats {
+	return &stubStats{calls: map[string]int{}, appStats: map[string]pod.AppStats{}, podStats: map[string]*pod.PodStats{},
+		statsErr: map[string]error{}, fsUsage: map[string]pod.FsUsage{}}
+}
+
+func (f *stubStats) called(name string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls[name]
+}
+
+func (f *stubStats) setStats(appID string, st pod.AppStats) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	st.Name = appID
+	f.appStats[appID] = st
+}
+
+func (f *stubStats) PodStats(ctx context.Context, p *pod.Pod) (*pod.PodStats, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls["PodStats"]++
+	st, ok := f.podStats[p.ID]
+	if !ok {
+		return nil, errdefs.NotFound("no stats for pod %s", p.ID)
+	}
+	cp := *st
+	return &cp, nil
+}
+
+func (f *stubStats) AppStats(ctx context.Context, podID string, appIDs []string) ([]pod.AppStats, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls["AppStats"]++
+	f.statsCalls = append(f.statsCalls, podID+":"+strings.Join(appIDs, ","))
+	if err := f.statsErr[podID]; err != nil {
+		return nil, err
+	}
+	var out []pod.AppStats
+	for _, id := range appIDs {
+		if st, ok := f.appStats[id]; ok {
+			out = append(out, st)
+		}
+	}
+	return out, nil
+}
+
+func (f *stubStats) WritableLayerUsage(podID, appID string) (pod.FsUsage, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls["WritableLayerUsage"]++
+	u, ok := f.fsUsage[appID]
+	if !ok {
+		return pod.FsUsage{}, errdefs.NotFound("no layer for %s", appID)
+	}
+	return u, nil
 }
