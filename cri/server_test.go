@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
@@ -419,16 +420,39 @@ func TestStopRemoveSandboxIdempotent(t *testing.T) {
 }
 
 func TestCreateContainerMapping(t *testing.T) {
-	f := newFake(t)
-	img := f.addImage("example.com/app:1", "")
+	f := newSpy(t)
+	// The image's STOPSIGNAL is what the status reports.
+	importImageWith(t, f.Adapter, testImage, func(c *v1.Config) { c.StopSignal = "SIGQUIT" })
+	img, err := f.GetImage(testImage)
+	if err != nil {
+		t.Fatal(err)
+	}
 	ts := startServer(t, f)
+	feat := f.Features()
+	// cgroup v1 has no unified files: runc refuses them there.
+	var unified map[string]string
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+		unified = map[string]string{"memory.high": "1000000"}
+	}
+	// Real host paths: the bind mounts' sources, and a seccomp profile
+	// that allows everything (runc reads it at create).
+	host := t.TempDir()
+	for _, d := range []string{"data", "shared", "slave"} {
+		if err := os.Mkdir(filepath.Join(host, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seccompFile := filepath.Join(host, "p.json")
+	if err := os.WriteFile(seccompFile, []byte(`{"defaultAction":"SCMP_ACT_ALLOW"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	sb := sandboxConfig("web")
 	sb.Linux = &runtimeapi.LinuxPodSandboxConfig{SecurityContext: &runtimeapi.LinuxSandboxSecurityContext{Privileged: true}}
 	podID := ts.runPod(t, sb)
 	cfg := &runtimeapi.ContainerConfig{
 		Metadata:    &runtimeapi.ContainerMetadata{Name: "app", Attempt: 2},
 		Image:       &runtimeapi.ImageSpec{Image: img.ID.String()},
-		Command:     []string{"/bin/server"},
+		Command:     []string{"/bin/sleep"}, // a binary the image has: runc checks it at create
 		Args:        []string{"--port", "80"},
 		WorkingDir:  "/srv",
 		Envs:        []*runtimeapi.KeyValue{{Key: "A", Value: []byte("1")}, {Key: "B", Value: []byte("x=y")}},
@@ -437,16 +461,16 @@ func TestCreateContainerMapping(t *testing.T) {
 		LogPath:     "app/2.log",
 		Stdin:       true, StdinOnce: true, Tty: true,
 		Mounts: []*runtimeapi.Mount{
-			{ContainerPath: "/data", HostPath: "/srv/data", Readonly: true, RecursiveReadOnly: true},
-			{ContainerPath: "/shared", HostPath: "/srv/shared", Propagation: runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL},
-			{ContainerPath: "/slave", HostPath: "/srv/slave", Propagation: runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER, SelinuxRelabel: true},
+			{ContainerPath: "/data", HostPath: filepath.Join(host, "data"), Readonly: true, RecursiveReadOnly: true},
+			{ContainerPath: "/shared", HostPath: filepath.Join(host, "shared"), Propagation: runtimeapi.MountPropagation_PROPAGATION_BIDIRECTIONAL},
+			{ContainerPath: "/slave", HostPath: filepath.Join(host, "slave"), Propagation: runtimeapi.MountPropagation_PROPAGATION_HOST_TO_CONTAINER, SelinuxRelabel: true},
 		},
 		Devices: []*runtimeapi.Device{{HostPath: "/dev/fuse", ContainerPath: "/dev/fuse", Permissions: "rw"}},
 		Linux: &runtimeapi.LinuxContainerConfig{
 			Resources: &runtimeapi.LinuxContainerResources{
 				CpuPeriod: 100000, CpuQuota: 50000, CpuShares: 512, MemoryLimitInBytes: 64 << 20, OomScoreAdj: 5000,
 				CpusetCpus: "0-1", CpusetMems: "0", HugepageLimits: []*runtimeapi.HugepageLimit{{PageSize: "2MB", Limit: 4 << 20}},
-				Unified: map[string]string{"memory.high": "1000000"},
+				Unified: unified,
 			},
 			SecurityContext: &runtimeapi.LinuxContainerSecurityContext{
 				Capabilities:             &runtimeapi.Capability{AddCapabilities: []string{"NET_ADMIN"}, DropCapabilities: []string{"MKNOD"}},
@@ -459,7 +483,7 @@ func TestCreateContainerMapping(t *testing.T) {
 				NoNewPrivs:               true,
 				MaskedPaths:              []string{"/proc/kcore"},
 				ReadonlyPaths:            []string{"/proc/sys"},
-				Seccomp:                  &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: "/etc/seccomp/p.json"},
+				Seccomp:                  &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: seccompFile},
 			},
 		},
 	}
@@ -467,33 +491,47 @@ func TestCreateContainerMapping(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.mu.Lock()
 	a := f.lastApp
+	f.mu.Unlock()
 	if a.Name != "app" || a.Attempt != 2 || a.Image != img.ID.String() || a.Labels["l"] != "1" || a.Annotations["an"] != "2" ||
 		a.LogPath != filepath.Join(testLogRoot, "ns1_web/app/2.log") || !a.Stdin || !a.StdinOnce || !a.Tty {
 		t.Fatalf("app: %+v", a)
 	}
 	s := a.Spec
-	if fmt.Sprintf("%v %v %v %v", s.Command, s.Args, s.WorkingDir, s.Env) != "[/bin/server] [--port 80] /srv [A=1 B=x=y]" {
+	if fmt.Sprintf("%v %v %v %v", s.Command, s.Args, s.WorkingDir, s.Env) != "[/bin/sleep] [--port 80] /srv [A=1 B=x=y]" {
 		t.Fatalf("process: %v %v %v %v", s.Command, s.Args, s.WorkingDir, s.Env)
 	}
 	if len(s.Mounts) != 3 ||
-		fmt.Sprintf("%+v", s.Mounts[0]) != fmt.Sprintf("%+v", spec.Mount{HostPath: "/srv/data", ContainerPath: "/data", Readonly: true, RecursiveReadOnly: true, Propagation: spec.PropagationPrivate}) ||
+		fmt.Sprintf("%+v", s.Mounts[0]) != fmt.Sprintf("%+v", spec.Mount{HostPath: filepath.Join(host, "data"), ContainerPath: "/data", Readonly: true, RecursiveReadOnly: true, Propagation: spec.PropagationPrivate}) ||
 		s.Mounts[1].Propagation != spec.PropagationBidirectional || s.Mounts[2].Propagation != spec.PropagationHostToContainer || !s.Mounts[2].SELinuxRelabel {
 		t.Fatalf("mounts: %+v", s.Mounts)
 	}
-	if len(s.Devices) != 1 || s.Devices[0].HostPath != "/dev/fuse" || s.Devices[0].Permissions != "rw" || len(s.HostDevices) != 1 {
+	hostDevs, err := f.HostDevices() // privileged: all of the host's
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(s.Devices) != 1 || s.Devices[0].HostPath != "/dev/fuse" || s.Devices[0].Permissions != "rw" || len(s.HostDevices) != len(hostDevs) {
 		t.Fatalf("devices: %+v %+v", s.Devices, s.HostDevices)
 	}
 	res := s.Resources
-	if res.CPUPeriod != 100000 || res.CPUQuota != 50000 || res.CPUShares != 512 || res.MemoryLimit != 64<<20 || res.MemorySwapLimit != 64<<20 ||
-		res.CPUsetCPUs != "0-1" || res.CPUsetMems != "0" || res.HugepageLimits["2MB"] != 4<<20 || res.Unified["memory.high"] != "1000000" ||
+	// Swap and hugepages follow what the host can limit (Features).
+	wantSwap, wantHuge := int64(0), int64(0)
+	if feat.SwapLimit {
+		wantSwap = 64 << 20
+	}
+	if feat.Hugetlb {
+		wantHuge = 4 << 20
+	}
+	if res.CPUPeriod != 100000 || res.CPUQuota != 50000 || res.CPUShares != 512 || res.MemoryLimit != 64<<20 || res.MemorySwapLimit != wantSwap ||
+		res.CPUsetCPUs != "0-1" || res.CPUsetMems != "0" || int64(res.HugepageLimits["2MB"]) != wantHuge || res.Unified["memory.high"] != unified["memory.high"] ||
 		res.OOMScoreAdj == nil || *res.OOMScoreAdj != 1000 {
 		t.Fatalf("resources: %+v", res)
 	}
 	if fmt.Sprint(s.CapAdd, s.CapDrop) != "[NET_ADMIN] [MKNOD]" || !s.Privileged || *s.RunAsUser != 1000 || *s.RunAsGroup != 2000 ||
 		!s.ReadonlyRootfs || fmt.Sprint(s.SupplementalGroups) != "[5 6]" || s.SupplementalGroupsPolicy != "Strict" || !s.NoNewPrivs ||
 		fmt.Sprint(s.MaskedPaths, s.ReadonlyPaths) != "[/proc/kcore] [/proc/sys]" ||
-		s.Seccomp != (spec.SeccompProfile{Kind: spec.SeccompLocalhost, LocalhostPath: "/etc/seccomp/p.json"}) {
+		s.Seccomp != (spec.SeccompProfile{Kind: spec.SeccompLocalhost, LocalhostPath: seccompFile}) {
 		t.Fatalf("security: %+v", s)
 	}
 
@@ -507,7 +545,7 @@ func TestCreateContainerMapping(t *testing.T) {
 		cs.Image.Image != "example.com/app:1" || cs.Image.UserSpecifiedImage != img.ID.String() || cs.ImageId != img.ID.String() ||
 		cs.ImageRef != img.RepoDigests[0] || cs.LogPath != filepath.Join(testLogRoot, "ns1_web/app/2.log") || cs.Labels["l"] != "1" ||
 		cs.Annotations["an"] != "2" || cs.StartedAt != 0 || cs.FinishedAt != 0 || cs.StopSignal != runtimeapi.Signal_SIGNAL_SIGQUIT ||
-		cs.User.Linux.Uid != 1000 || fmt.Sprint(cs.User.Linux.SupplementalGroups) != "[1000 4]" || st.Info["info"] == "" {
+		cs.User.Linux.Uid != 1000 || fmt.Sprint(cs.User.Linux.SupplementalGroups) != "[2000 5 6]" || st.Info["info"] == "" {
 		t.Fatalf("status: %v", st)
 	}
 	if len(cs.Mounts) != 3 || cs.Mounts[0].ContainerPath != "/data" || !cs.Mounts[0].RecursiveReadOnly ||
