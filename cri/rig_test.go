@@ -273,6 +273,22 @@ type spy struct {
 
 	// createPod, if set, runs inside CreatePod with its context.
 	createPod func(ctx context.Context)
+
+	// appArmor, if set, is what Features says of AppArmor, whatever the
+	// host has; AddApp then drops the app's AppArmor profile before the
+	// real runtime (which cannot apply a profile the host does not have),
+	// after noting it in lastApp. Set it before startServer.
+	appArmor *bool
+}
+
+func (s *spy) Features() Features {
+	f := s.Adapter.Features()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.appArmor != nil {
+		f.AppArmor = *s.appArmor
+	}
+	return f
 }
 
 func newSpy(t *testing.T) *spy { return &spy{Adapter: newReal(t)} }
@@ -314,6 +330,9 @@ func (s *spy) AddApp(ctx context.Context, podID string, cfg pod.AppConfig, opts 
 	s.count("AddApp")
 	s.mu.Lock()
 	s.lastApp = cfg
+	if s.appArmor != nil {
+		cfg.Spec.ApparmorProfile = ""
+	}
 	s.mu.Unlock()
 	return s.Adapter.AddApp(ctx, podID, cfg, opts...)
 }

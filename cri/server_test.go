@@ -555,14 +555,26 @@ func TestCreateContainerMapping(t *testing.T) {
 }
 
 func TestCreateContainerSecurityDefaults(t *testing.T) {
-	f := newFake(t)
-	f.addImage("example.com/app:1", "")
+	f := newSpy(t)
+	// AppArmor is what the spy says, not the host's (see spy.appArmor):
+	// off for the first server, on for the others.
+	noAppArmor, appArmor := false, true
+	f.appArmor = &noAppArmor
 	ts := startServer(t, f)
 	podID := ts.runPod(t, sandboxConfig("web"))
+	lastApp := func() pod.AppConfig {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return f.lastApp
+	}
+	profile := filepath.Join(t.TempDir(), "p.json") // a real file: runc reads it
+	if err := os.WriteFile(profile, []byte(`{"defaultAction":"SCMP_ACT_ALLOW"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	// No security context: unconfined seccomp (the CRI's default), no
 	// AppArmor, default masked paths (nil).
 	ts.createCtr(t, podID, ctrConfig("plain", "example.com/app:1"))
-	if s := f.lastApp.Spec; s.Seccomp.Kind != spec.SeccompUnconfined || s.ApparmorProfile != "" || s.MaskedPaths != nil || s.Privileged {
+	if s := lastApp().Spec; s.Seccomp.Kind != spec.SeccompUnconfined || s.ApparmorProfile != "" || s.MaskedPaths != nil || s.Privileged {
 		t.Fatalf("defaults: %+v", s)
 	}
 	for name, c := range map[string]struct {
@@ -572,14 +584,14 @@ func TestCreateContainerSecurityDefaults(t *testing.T) {
 		"runtime default":     {&runtimeapi.LinuxContainerSecurityContext{Seccomp: &runtimeapi.SecurityProfile{}}, spec.SeccompProfile{Kind: spec.SeccompRuntimeDefault}},
 		"unconfined":          {&runtimeapi.LinuxContainerSecurityContext{Seccomp: &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Unconfined}}, spec.SeccompProfile{Kind: spec.SeccompUnconfined}},
 		"old runtime/default": {&runtimeapi.LinuxContainerSecurityContext{SeccompProfilePath: "runtime/default"}, spec.SeccompProfile{Kind: spec.SeccompRuntimeDefault}},
-		"old localhost":       {&runtimeapi.LinuxContainerSecurityContext{SeccompProfilePath: "localhost//etc/p.json"}, spec.SeccompProfile{Kind: spec.SeccompLocalhost, LocalhostPath: "/etc/p.json"}},
+		"old localhost":       {&runtimeapi.LinuxContainerSecurityContext{SeccompProfilePath: "localhost/" + profile}, spec.SeccompProfile{Kind: spec.SeccompLocalhost, LocalhostPath: profile}},
 	} {
 		cfg := ctrConfig("s"+fmt.Sprint(len(name)), "example.com/app:1")
 		cfg.Metadata.Attempt = uint32(len(name) + 100*int(name[0]))
 		cfg.Linux = &runtimeapi.LinuxContainerConfig{SecurityContext: c.sc}
 		ts.createCtr(t, podID, cfg)
-		if f.lastApp.Spec.Seccomp != c.want {
-			t.Errorf("%s: %+v", name, f.lastApp.Spec.Seccomp)
+		if lastApp().Spec.Seccomp != c.want {
+			t.Errorf("%s: %+v", name, lastApp().Spec.Seccomp)
 		}
 	}
 	// AppArmor: a named profile needs AppArmor on the host.
@@ -588,15 +600,17 @@ func TestCreateContainerSecurityDefaults(t *testing.T) {
 		Apparmor: &runtimeapi.SecurityProfile{ProfileType: runtimeapi.SecurityProfile_Localhost, LocalhostRef: "my-profile"}}}
 	_, err := ts.rt.CreateContainer(context.Background(), &runtimeapi.CreateContainerRequest{PodSandboxId: podID, Config: cfg})
 	wantCode(t, err, codes.FailedPrecondition)
-	f.features.AppArmor = true
+	f.mu.Lock()
+	f.appArmor = &appArmor
+	f.mu.Unlock()
 	loads := 0
 	var loadErr error
 	ts2 := startServer(t, f, func(o *Options) {
 		o.LoadAppArmorDefault = func(context.Context) error { loads++; return loadErr }
 	})
 	ts2.createCtr(t, podID, cfg)
-	if f.lastApp.Spec.ApparmorProfile != "my-profile" || loads != 0 {
-		t.Fatalf("apparmor: %q, default profile loaded %d times", f.lastApp.Spec.ApparmorProfile, loads)
+	if lastApp().Spec.ApparmorProfile != "my-profile" || loads != 0 {
+		t.Fatalf("apparmor: %q, default profile loaded %d times", lastApp().Spec.ApparmorProfile, loads)
 	}
 	// Where AppArmor is enabled, RuntimeDefault and no setting at all get
 	// runclet's default profile, loaded once; Unconfined and privileged
@@ -617,8 +631,8 @@ func TestCreateContainerSecurityDefaults(t *testing.T) {
 			cfg.Linux = &runtimeapi.LinuxContainerConfig{SecurityContext: c.sc}
 		}
 		ts2.createCtr(t, podID, cfg)
-		if f.lastApp.Spec.ApparmorProfile != c.want {
-			t.Errorf("case %d: apparmor %q, want %q", i, f.lastApp.Spec.ApparmorProfile, c.want)
+		if lastApp().Spec.ApparmorProfile != c.want {
+			t.Errorf("case %d: apparmor %q, want %q", i, lastApp().Spec.ApparmorProfile, c.want)
 		}
 	}
 	if loads != 1 {
@@ -633,8 +647,8 @@ func TestCreateContainerSecurityDefaults(t *testing.T) {
 	wantCode(t, err, codes.FailedPrecondition)
 	loadErr = nil
 	ts3.createCtr(t, podID, ctrConfig("aafail", "example.com/app:1"))
-	if loads != 3 || f.lastApp.Spec.ApparmorProfile != spec.AppArmorDefaultProfile {
-		t.Errorf("after a failed load: %d loads, profile %q", loads, f.lastApp.Spec.ApparmorProfile)
+	if loads != 3 || lastApp().Spec.ApparmorProfile != spec.AppArmorDefaultProfile {
+		t.Errorf("after a failed load: %d loads, profile %q", loads, lastApp().Spec.ApparmorProfile)
 	}
 }
 
