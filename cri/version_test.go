@@ -29,6 +29,7 @@ func kubeletShows(v *runtimeapi.VersionResponse) string {
 // the Version RPC reports a runtime version kubelet parses, so nodes do
 // not show runclet://Unknown.
 func TestVersionKubeletCanParse(t *testing.T) {
+	f := newSpy(t)
 	for _, tc := range []struct{ build, want string }{
 		{"1.2.3", "runclet://1.2.3"},
 		{"v0.2.0", "runclet://0.2.0"},
@@ -39,7 +40,7 @@ func TestVersionKubeletCanParse(t *testing.T) {
 		{"", "runclet://0.1.0-dev"},
 		{"weird/branch name+x", "runclet://0.1.0-weird.branch.name.x"},
 	} {
-		ts := startServer(t, newFake(t), func(o *Options) { o.Version = tc.build })
+		ts := startServer(t, f, func(o *Options) { o.Version = tc.build })
 		v, err := ts.rt.Version(context.Background(), &runtimeapi.VersionRequest{})
 		if err != nil {
 			t.Fatal(err)
