@@ -391,3 +391,13 @@ func (s *spy) ReopenLog(ctx context.Context, podID, appID string) error {
 	s.count("ReopenLog")
 	return s.Adapter.ReopenLog(ctx, podID, appID)
 }
+
+// mustImageID is the ID of testImage in a's store.
+func (a *Adapter) mustImageID(t *testing.T) string {
+	t.Helper()
+	img, err := a.GetImage(testImage)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img.ID.String()
+}

@@ -2,6 +2,7 @@ package cri
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -1076,48 +1077,88 @@ func TestErrorCodes(t *testing.T) {
 }
 
 func TestRebuildFromDisk(t *testing.T) {
-	f := newFake(t)
-	img := f.addImage("example.com/app:1", "")
-	now := time.Now()
-	mk := func(id, ns string, state pod.PodState, age time.Duration) {
-		f.pods[id] = &pod.Pod{ID: id, Name: "p-" + id, Namespace: ns, UID: "u", State: state, Flavor: "runc", CreatedAt: now.Add(-age)}
-	}
-	mk("ready0001", "ns", pod.PodReady, 3*time.Minute)
-	mk("stopped01", "ns", pod.PodStopped, 2*time.Minute)
-	mk("prepare01", "ns", pod.PodPreparing, time.Minute)
-	mk("cli00001", "", pod.PodReady, time.Minute) // made by `runclet run`
-	for _, a := range []*pod.App{
-		{ID: "app00001", PodID: "ready0001", Name: "web", ImageID: img.ID, Image: "example.com/app:1", State: pod.AppRunning, CreatedAt: now, StartedAt: now},
-		{ID: "app00002", PodID: "stopped01", Name: "old", ImageID: img.ID, Image: img.ID.String(), State: pod.AppExited, ExitCode: 1, CreatedAt: now},
-	} {
-		os.MkdirAll(f.AppDir(a.PodID, a.ID), 0o755)
-		f.apps[a.ID] = a
-	}
-	ts := startServer(t, f)
+	f := newReal(t)
 	ctx := context.Background()
+	// A first server makes the pods and containers a restart finds.
+	ts1 := startServer(t, f)
+	ready := ts1.runPod(t, realSandboxConfig(t, "ready"))
+	stopped := ts1.runPod(t, realSandboxConfig(t, "stopped"))
+	// web runs until the test creates its go file, then exits 0.
+	ctl := t.TempDir()
+	web := sleeperConfig("web")
+	web.Command = []string{"sh", "-c", "while [ ! -e /ctl/go ]; do sleep 0.05; done"}
+	web.Mounts = []*runtimeapi.Mount{{ContainerPath: "/ctl", HostPath: ctl}}
+	webID := ts1.createCtr(t, ready, web)
+	old := sleeperConfig("old")
+	old.Image.Image = f.mustImageID(t) // named by ID: the status still shows the tag
+	old.Command = []string{"sh", "-c", "exit 1"}
+	oldID := ts1.createCtr(t, stopped, old)
+	for _, id := range []string{webID, oldID} {
+		if _, err := ts1.rt.StartContainer(ctx, &runtimeapi.StartContainerRequest{ContainerId: id}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := ts1.rt.StopPodSandbox(ctx, &runtimeapi.StopPodSandboxRequest{PodSandboxId: stopped}); err != nil {
+		t.Fatal(err)
+	}
+	// A pod made by `runclet run` (no namespace), and one a crash left
+	// "preparing": everything made but the final record, as a daemon
+	// killed just before CreatePod's last write leaves it.
+	cli, err := f.CreatePod(ctx, pod.PodConfig{Name: "cli", Flavor: pod.FlavorRunc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	crashed, err := f.CreatePod(ctx, pod.PodConfig{Name: "prepare", Namespace: "ns", UID: "u", Flavor: pod.FlavorRunc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recPath := filepath.Join(f.PodDir(crashed.ID), "pod.json")
+	b, err := os.ReadFile(recPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rec map[string]any
+	if err := json.Unmarshal(b, &rec); err != nil {
+		t.Fatal(err)
+	}
+	rec["state"] = string(pod.PodPreparing)
+	if b, err = json.Marshal(rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(recPath, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ts1.Stop(time.Second)
+
+	ts := startServer(t, f)
 	r, _ := ts.rt.ListPodSandbox(ctx, &runtimeapi.ListPodSandboxRequest{})
 	var ids []string
 	for _, p := range r.Items {
 		ids = append(ids, p.Id+":"+p.State.String())
 	}
-	if fmt.Sprint(ids) != "[ready0001:SANDBOX_READY stopped01:SANDBOX_NOTREADY]" {
-		t.Fatalf("pods after rebuild: %v", ids)
+	if want := fmt.Sprint([]string{ready + ":SANDBOX_READY", stopped + ":SANDBOX_NOTREADY"}); fmt.Sprint(ids) != want {
+		t.Fatalf("pods after rebuild: %v, want %v", ids, want)
 	}
-	if _, ok := f.pods["prepare01"]; ok {
-		t.Fatal("a pod left preparing by a crash was not removed")
+	if _, _, err := f.PodStatus(ctx, crashed.ID); !errdefs.IsNotFound(err) {
+		t.Fatalf("a pod left preparing by a crash was not removed: %v", err)
 	}
-	if _, ok := f.pods["stopped01"]; !ok {
-		t.Fatal("a stopped pod was removed: kubelet removes those")
+	if _, _, err := f.PodStatus(ctx, stopped); err != nil {
+		t.Fatalf("a stopped pod was removed (kubelet removes those): %v", err)
+	}
+	if _, _, err := f.PodStatus(ctx, cli.ID); err != nil {
+		t.Fatalf("the CLI's pod was touched: %v", err)
 	}
 	c, _ := ts.rt.ListContainers(ctx, &runtimeapi.ListContainersRequest{})
 	if len(c.Containers) != 2 || c.Containers[0].Image.Image != "example.com/app:1" {
 		t.Fatalf("containers after rebuild: %v", c.Containers)
 	}
 	// The rebuilt containers are watched: an exit is still seen.
-	f.exit("app00001", 0, "Completed")
-	deadline := time.Now().Add(5 * time.Second)
+	if err := os.WriteFile(filepath.Join(ctl, "go"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
 	for {
-		st, _ := ts.rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: "app00001"})
+		st, _ := ts.rt.ContainerStatus(ctx, &runtimeapi.ContainerStatusRequest{ContainerId: webID})
 		if st.Status.State == runtimeapi.ContainerState_CONTAINER_EXITED && st.Status.Reason == "Completed" {
 			break
 		}
