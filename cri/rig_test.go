@@ -17,8 +17,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/test/bufconn"
@@ -89,7 +91,10 @@ const testImage = "example.com/app:1"
 // newReal makes a real runtime under a temporary root, with its own
 // bridge and subnet, and the busybox test image imported as testImage.
 // Cleanup removes every pod it still has, its mounts and its bridge.
-func newReal(t *testing.T) *Adapter {
+func newReal(t *testing.T) *Adapter { return newRealWith(t, image.Options{}) }
+
+// newRealWith is newReal with its image store opened with opts.
+func newRealWith(t *testing.T, imgOpts image.Options) *Adapter {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: the CRI handlers are tested over real pods (namespaces, overlayfs, cgroups, CNI)")
@@ -109,7 +114,7 @@ func newReal(t *testing.T) *Adapter {
 	if err != nil {
 		t.Fatal(err)
 	}
-	images, err := image.Open(root, image.Options{})
+	images, err := image.Open(root, imgOpts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,6 +149,16 @@ var busyboxOnce struct {
 
 // importImage imports the busybox test image into a's store as ref.
 func importImage(t *testing.T, a *Adapter, ref string) { importImageWith(t, a, ref, nil) }
+
+// busybox is the busybox test image.
+func busybox(t *testing.T) v1.Image {
+	t.Helper()
+	busyboxOnce.Do(func() { busyboxOnce.img, busyboxOnce.err = testimage.Busybox() })
+	if busyboxOnce.err != nil {
+		t.Fatal(busyboxOnce.err)
+	}
+	return busyboxOnce.img
+}
 
 // importImageWith imports the busybox test image, its config edited by
 // edit (if not nil), into a's store as ref.
@@ -270,6 +285,8 @@ type spy struct {
 	lastPod pod.PodConfig
 	lastApp pod.AppConfig
 	execCfg pod.ExecConfig
+	// lastAuth is the credentials of the last PullImage.
+	lastAuth *authn.AuthConfig
 
 	// createPod, if set, runs inside CreatePod with its context.
 	createPod func(ctx context.Context)
@@ -387,6 +404,24 @@ func (s *spy) lastExec() pod.ExecConfig {
 	return s.execCfg
 }
 
+func (s *spy) PullImage(ctx context.Context, ref string, auth *authn.AuthConfig) (image.Image, error) {
+	s.count("PullImage")
+	s.mu.Lock()
+	s.lastAuth = auth
+	s.mu.Unlock()
+	return s.Adapter.PullImage(ctx, ref, auth)
+}
+
+func (s *spy) ImageConfig(img image.Image) (*ocispec.Image, error) {
+	s.count("ImageConfig")
+	return s.Adapter.ImageConfig(img)
+}
+
+func (s *spy) RemoveImage(id string) error {
+	s.count("RemoveImage:" + id)
+	return s.Adapter.RemoveImage(id)
+}
+
 func (s *spy) ReopenLog(ctx context.Context, podID, appID string) error {
 	s.count("ReopenLog")
 	return s.Adapter.ReopenLog(ctx, podID, appID)
@@ -400,4 +435,20 @@ func (a *Adapter) mustImageID(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return img.ID.String()
+}
+
+// mutateOrFail is img with its config edited by edit.
+func mutateOrFail(t *testing.T, img v1.Image, edit func(*v1.Config)) v1.Image {
+	t.Helper()
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := *cf.Config.DeepCopy()
+	edit(&cfg)
+	out, err := mutate.Config(img, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

@@ -2,6 +2,7 @@ package cri
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,12 +16,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
+	"github.com/runclet/runclet/integration/testregistry"
 	"github.com/runclet/runclet/internal/errdefs"
+	"github.com/runclet/runclet/runtime/config"
 	"github.com/runclet/runclet/runtime/image"
 	"github.com/runclet/runclet/runtime/network"
 	"github.com/runclet/runclet/runtime/pod"
@@ -879,38 +883,78 @@ func TestListContainersFilters(t *testing.T) {
 }
 
 func TestImageService(t *testing.T) {
-	f := newFake(t)
-	named := f.addImage("example.com/named:1", "nobody:nogroup")
-	f.addImage("example.com/numeric:1", "1000:1000")
-	f.registry["example.com/new:1"] = image.Image{RepoTags: []string{"example.com/new:1"}}
+	// A registry that wants HTTP Basic credentials, over plain HTTP.
+	reg := testregistry.StartTB(t)
+	newRef := reg.Ref("new:1")
+	pushed := mutateOrFail(t, busybox(t), func(c *v1.Config) { c.Cmd = []string{"echo", "new"} })
+	if _, err := reg.Push("new:1", pushed); err != nil {
+		t.Fatal(err)
+	}
+	reg.RequireBasicAuth("user", "pass")
+	f := &spy{Adapter: newRealWith(t, image.Options{Keychain: authn.NewMultiKeychain(),
+		Registries: map[string]config.Registry{reg.Host(): {Insecure: true, AllowPlainHTTPCredentials: true}}})}
+	// The store holds the two images below and what is pulled.
+	if err := f.RemoveImage(f.mustImageID(t)); err != nil {
+		t.Fatal(err)
+	}
+	named := f.addImage(t, "example.com/named:1", "nobody:nogroup")
+	f.addImage(t, "example.com/numeric:1", "1000:1000")
 	ts := startServer(t, f)
 	ctx := context.Background()
+	// lastAuth is the Authorization header of the last request that had
+	// one since the last call, "" for none.
+	lastAuth := func() string {
+		h := reg.AuthHeaders()
+		reg.ResetRequests()
+		if len(h) == 0 {
+			return ""
+		}
+		return h[len(h)-1]
+	}
+	basic := func(user, pass string) string {
+		return "Basic " + base64.StdEncoding.EncodeToString([]byte(user+":"+pass))
+	}
 
-	r, err := ts.img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "example.com/new:1"},
+	r, err := ts.img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: newRef},
 		Auth: &runtimeapi.AuthConfig{Auth: "dXNlcjpwYXNz"}}) // user:pass
 	if err != nil {
 		t.Fatal(err)
 	}
-	pulled, _ := f.GetImage("example.com/new:1")
-	if r.ImageRef != pulled.ID.String() || f.lastAuth == nil || f.lastAuth.Username != "user" || f.lastAuth.Password != "pass" {
-		t.Fatalf("pull: %v, auth %+v", r, f.lastAuth)
+	pulled, _ := f.GetImage(newRef)
+	if got := lastAuth(); r.ImageRef != pulled.ID.String() || got != basic("user", "pass") {
+		t.Fatalf("pull: %v, auth %q", r, got)
 	}
-	for _, a := range []*runtimeapi.AuthConfig{
-		{Username: "u", Password: "p"}, {RegistryToken: "tok"}, {IdentityToken: "id"}, {},
+	for _, c := range []struct {
+		a    *runtimeapi.AuthConfig
+		want string
+	}{
+		{&runtimeapi.AuthConfig{Username: "u", Password: "p"}, basic("u", "p")},
+		{&runtimeapi.AuthConfig{RegistryToken: "tok"}, "Bearer tok"},
+		// An identity token is an OAuth2 refresh token: a Basic registry
+		// is sent none; the runtime is still given it.
+		{&runtimeapi.AuthConfig{IdentityToken: "id"}, ""},
+		{&runtimeapi.AuthConfig{}, ""},
 	} {
-		ts.img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "example.com/new:1"}, Auth: a})
-		want := fmt.Sprint(a.Username, a.Password, a.RegistryToken, a.IdentityToken)
-		got := ""
-		if f.lastAuth != nil {
-			got = fmt.Sprint(f.lastAuth.Username, f.lastAuth.Password, f.lastAuth.RegistryToken, f.lastAuth.IdentityToken)
+		ts.img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: newRef}, Auth: c.a})
+		if got := lastAuth(); got != c.want {
+			t.Errorf("auth %v sent %q, want %q", c.a, got, c.want)
 		}
-		if (f.lastAuth == nil) != (want == "") || got != want && f.lastAuth != nil {
-			t.Errorf("auth %v became %+v", a, f.lastAuth)
+		f.mu.Lock()
+		a := f.lastAuth
+		f.mu.Unlock()
+		want := fmt.Sprint(c.a.Username, c.a.Password, c.a.RegistryToken, c.a.IdentityToken)
+		got := ""
+		if a != nil {
+			got = fmt.Sprint(a.Username, a.Password, a.RegistryToken, a.IdentityToken)
+		}
+		if (a == nil) != (want == "") || got != want && a != nil {
+			t.Errorf("auth %v became %+v", c.a, a)
 		}
 	}
-	_, err = ts.img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "example.com/new:1"}, Auth: &runtimeapi.AuthConfig{Auth: "%%%"}})
+	_, err = ts.img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: newRef}, Auth: &runtimeapi.AuthConfig{Auth: "%%%"}})
 	wantCode(t, err, codes.InvalidArgument)
-	_, err = ts.img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: "example.com/absent:1"}})
+	_, err = ts.img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: reg.Ref("absent:1")},
+		Auth: &runtimeapi.AuthConfig{Username: "user", Password: "pass"}})
 	wantCode(t, err, codes.NotFound)
 	_, err = ts.img.PullImage(ctx, &runtimeapi.PullImageRequest{Image: &runtimeapi.ImageSpec{Image: ""}})
 	wantCode(t, err, codes.InvalidArgument)
@@ -921,7 +965,7 @@ func TestImageService(t *testing.T) {
 		t.Fatalf("absent: %v %v", st, err)
 	}
 	st, err = ts.img.ImageStatus(ctx, &runtimeapi.ImageStatusRequest{Image: &runtimeapi.ImageSpec{Image: "example.com/named:1"}, Verbose: true})
-	if err != nil || st.Image.Id != named.ID.String() || st.Image.Username != "nobody" || st.Image.Uid != nil || st.Image.Size != 1234 ||
+	if err != nil || st.Image.Id != named.ID.String() || st.Image.Username != "nobody" || st.Image.Uid != nil || st.Image.Size != uint64(named.Size) ||
 		st.Image.RepoTags[0] != "example.com/named:1" || st.Info["info"] == "" {
 		t.Fatalf("named: %v %v", st, err)
 	}
@@ -972,7 +1016,11 @@ func TestImageService(t *testing.T) {
 		t.Fatal(fs, err)
 	}
 	u := fs.ImageFilesystems[0]
-	if u.UsedBytes.Value != 4096 || u.InodesUsed.Value != 7 || u.FsId.Mountpoint != "/var/lib/runclet/images" || u.Timestamp == 0 {
+	mp, usage, err := f.ImageFsInfo() // the store's own numbers
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u.UsedBytes.Value != uint64(usage.Bytes) || u.InodesUsed.Value != uint64(usage.Inodes) || u.FsId.Mountpoint != mp || u.Timestamp == 0 {
 		t.Fatalf("fs info: %v", u)
 	}
 }
