@@ -207,15 +207,13 @@ func freeSubnet(t *testing.T, seed int) string {
 	return ""
 }
 
-// testServer is a Server over a Runtime (the real one, or the fake while
-// tests still use it), served on an in-memory connection
+// testServer is a Server over the real runtime (or a spy on it), served on an in-memory connection
 // through the real gRPC stack (interceptors included).
 type testServer struct {
 	*Server
-	fake *fakeRuntime
-	src  *stubStats // the stats tests' numbers (statsFixture)
-	rt   runtimeapi.RuntimeServiceClient
-	img  runtimeapi.ImageServiceClient
+	src *stubStats // the stats tests' numbers (statsFixture)
+	rt  runtimeapi.RuntimeServiceClient
+	img runtimeapi.ImageServiceClient
 }
 
 func startServer(t *testing.T, f Runtime, edit ...func(*Options)) *testServer {
@@ -245,8 +243,7 @@ func startServer(t *testing.T, f Runtime, edit ...func(*Options)) *testServer {
 		conn.Close()
 		s.Stop(time.Second)
 	})
-	fake, _ := f.(*fakeRuntime)
-	return &testServer{Server: s, fake: fake, rt: runtimeapi.NewRuntimeServiceClient(conn), img: runtimeapi.NewImageServiceClient(conn)}
+	return &testServer{Server: s, rt: runtimeapi.NewRuntimeServiceClient(conn), img: runtimeapi.NewImageServiceClient(conn)}
 }
 
 // realSandboxConfig is sandboxConfig with the pod's log directory in a
