@@ -29,7 +29,8 @@ import (
 // Runtime is the seam between the CRI handlers and stage0's runtime: what
 // the handlers need from runtime/pod, runtime/image and runtime/network.
 // Its pod and app methods are pod.Manager's own (Adapter embeds the
-// manager, so they need no forwarding); the handler tests use a fake.
+// manager, so they need no forwarding). The handler tests run over the
+// real Adapter (a spy on it); the stats tests replace only StatsSource.
 //
 // Mutating calls get a context detached from the client's (see the
 // handlers), so they either finish or undo themselves.
