@@ -163,6 +163,8 @@ func probeFeatures() Features {
 	} else if b, err := os.ReadFile("/sys/fs/cgroup/cgroup.controllers"); err == nil {
 		f.SwapLimit = strings.Contains(" "+string(b)+" ", " memory ")
 	}
+	_, err := os.Stat("/sys/fs/cgroup/cgroup.controllers")
+	f.CgroupV2 = err == nil
 	if _, err := os.Stat("/sys/fs/cgroup/hugetlb/cgroup.procs"); err == nil {
 		f.Hugetlb = true
 	} else if b, err := os.ReadFile("/sys/fs/cgroup/cgroup.controllers"); err == nil {

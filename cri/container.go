@@ -90,6 +90,9 @@ func (s *Server) appConfig(ctx context.Context, p *pod.Pod, c *runtimeapi.Contai
 		}
 		sp.Devices = append(sp.Devices, dev)
 	}
+	if err := checkUnified(c.GetLinux().GetResources(), s.features); err != nil {
+		return ac, err
+	}
 	sp.Resources = resources(c.GetLinux().GetResources(), s.features)
 	sp.Seccomp = spec.SeccompProfile{Kind: spec.SeccompUnconfined}
 	sc := c.GetLinux().GetSecurityContext()

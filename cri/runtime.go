@@ -141,6 +141,9 @@ type Features struct {
 	// SwapLimit: the memory cgroup can limit swap, so a memory limit
 	// comes with "no swap" unless kubelet asks for swap.
 	SwapLimit bool
+	// CgroupV2: the node runs the unified cgroup v2 hierarchy, the only
+	// one where runc takes linux.resources.unified keys.
+	CgroupV2 bool
 	// Hugetlb: the hugetlb cgroup controller is there for runc to use (a
 	// cgroup v1 hierarchy, or cgroup v2's controllers). Without it,
 	// hugepage limits are dropped, as containerd's

@@ -2,6 +2,9 @@ package cri
 
 import (
 	"context"
+	"maps"
+	"slices"
+	"strings"
 
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 
@@ -33,6 +36,9 @@ func (s *Server) UpdateContainerResources(ctx context.Context, req *runtimeapi.U
 		return &runtimeapi.UpdateContainerResourcesResponse{}, nil // nothing to change
 	}
 	if err := validateResources(r); err != nil {
+		return nil, err
+	}
+	if err := checkUnified(r, s.features); err != nil {
 		return nil, err
 	}
 	if err := s.updateContainer(context.WithoutCancel(ctx), c, resources(r, s.features)); err != nil {
@@ -72,6 +78,17 @@ func validateResources(r *runtimeapi.LinuxContainerResources) error {
 	}
 	if r.CpuQuota < -1 {
 		return invalid("cpu_quota %d: want -1 (no quota) or more", r.CpuQuota)
+	}
+	return nil
+}
+
+// checkUnified refuses cgroup v2 keys on a cgroup v1 node with the
+// reason, where runc would fail the call with an error kubelet reports as
+// Unknown.
+func checkUnified(r *runtimeapi.LinuxContainerResources, f Features) error {
+	if len(r.GetUnified()) > 0 && !f.CgroupV2 {
+		keys := slices.Sorted(maps.Keys(r.GetUnified()))
+		return invalid("linux.resources.unified (%s) needs cgroup v2; this node runs cgroup v1", strings.Join(keys, ", "))
 	}
 	return nil
 }

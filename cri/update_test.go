@@ -3,12 +3,29 @@ package cri
 import (
 	"context"
 	"os"
+	"strings"
 	"testing"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	runtimeapi "k8s.io/cri-api/pkg/apis/runtime/v1"
 )
+
+// Unified (cgroup v2) keys on a cgroup v1 node are refused with the reason
+// as InvalidArgument, at create and update, before runc fails them.
+func TestUnifiedNeedsCgroupV2(t *testing.T) {
+	r := &runtimeapi.LinuxContainerResources{Unified: map[string]string{"memory.high": "1000", "cpu.weight": "5"}}
+	err := checkUnified(r, Features{CgroupV2: false})
+	if status.Code(toStatus(err)) != codes.InvalidArgument || !strings.Contains(err.Error(), "cpu.weight, memory.high") || !strings.Contains(err.Error(), "cgroup v1") {
+		t.Fatalf("unified on cgroup v1: %v", err)
+	}
+	if err := checkUnified(r, Features{CgroupV2: true}); err != nil {
+		t.Fatalf("unified on cgroup v2: %v", err)
+	}
+	if err := checkUnified(&runtimeapi.LinuxContainerResources{}, Features{}); err != nil {
+		t.Fatalf("no unified keys: %v", err)
+	}
+}
 
 func TestUpdateContainerResources(t *testing.T) {
 	a := newReal(t)
@@ -82,9 +99,13 @@ func TestUpdateContainerResources(t *testing.T) {
 		"bad hugepage":   {&runtimeapi.UpdateContainerResourcesRequest{ContainerId: id, Linux: &runtimeapi.LinuxContainerResources{HugepageLimits: []*runtimeapi.HugepageLimit{{PageSize: "huge", Limit: 1}}}}, codes.InvalidArgument},
 		"windows":        {&runtimeapi.UpdateContainerResourcesRequest{ContainerId: id, Windows: &runtimeapi.WindowsContainerResources{}}, codes.InvalidArgument},
 		"nothing to say": {&runtimeapi.UpdateContainerResourcesRequest{ContainerId: id}, codes.OK},
+		"unified":        {&runtimeapi.UpdateContainerResourcesRequest{ContainerId: id, Linux: &runtimeapi.LinuxContainerResources{Unified: map[string]string{"memory.high": "40000000"}}}, codes.InvalidArgument},
 	} {
 		if name == "bad hugepage" && !feat.Hugetlb {
 			c.code = codes.OK // hugepage limits are dropped on this host (Features.Hugetlb)
+		}
+		if name == "unified" && feat.CgroupV2 {
+			c.code = codes.OK // cgroup v2 takes them (Features.CgroupV2)
 		}
 		_, err := ts.rt.UpdateContainerResources(ctx, c.req)
 		if c.code == codes.OK {
