@@ -69,28 +69,8 @@ func (c *cluster) startControlPlane(ctx context.Context) error {
 	if c.pki, err = kube.NewPKI(c.path("pki"), nil, nil); err != nil {
 		return err
 	}
-	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", etcdClient)
-	peerURL := fmt.Sprintf("http://127.0.0.1:%d", etcdPeer)
-	c.etcd, err = kube.StartProc("etcd", c.path("etcd.log"), c.etcdBin,
-		"--name", "e2enode", "--data-dir", c.path("etcd"),
-		"--listen-client-urls", etcdURL, "--advertise-client-urls", etcdURL,
-		"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
-		"--initial-cluster", "e2enode="+peerURL, "--initial-cluster-state", "new",
-		"--log-level", "warn")
-	if err != nil {
-		return err
-	}
-	if err := kube.Poll(ctx, 30*time.Second, 100*time.Millisecond, "etcd health", func() (bool, error) {
-		if c.etcd.Exited() {
-			return false, fmt.Errorf("etcd exited: %v\n%s", c.etcd.Err, c.etcd.LogTail(20))
-		}
-		resp, err := http.Get(etcdURL + "/health")
-		if err != nil {
-			return false, err
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200, nil
-	}); err != nil {
+	var etcdURL string
+	if c.etcd, etcdURL, err = kube.StartEtcd(ctx, c.etcdBin, "e2enode", c.path("etcd"), c.path("etcd.log"), etcdClient, etcdPeer); err != nil {
 		return err
 	}
 
